@@ -1,0 +1,111 @@
+"""The error taxonomy (DESIGN.md): every failure a user can meet has a stable code,
+a one-line message and the one command or click that fixes it.
+
+Layer 1: no heavy imports.
+"""
+from __future__ import annotations
+
+import traceback as _traceback
+
+
+class CbxError(Exception):
+    """Base of every error cbx raises on purpose; the dashboard renders all three fields."""
+
+    code = "cbx_error"
+
+    def __init__(self, message: str, solution: str, *, details: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.solution = solution
+        self.details = details
+
+    def to_dict(self) -> dict:
+        data = {"error": self.code, "message": self.message, "solution": self.solution}
+        if self.details:
+            data["details"] = self.details
+        return data
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message} -> {self.solution}"
+
+
+SETUP_COMMAND = "python setup_env.py"
+
+
+class EnvironmentNotSetup(CbxError):
+    code = "environment_not_setup"
+
+
+class ModelFilesMissing(CbxError):
+    code = "model_files_missing"
+
+
+class NoVoiceLoaded(CbxError):
+    code = "no_voice_loaded"
+
+
+class VoiceFileNotFound(CbxError):
+    code = "voice_file_not_found"
+
+
+class InvalidVoiceFile(CbxError):
+    code = "invalid_voice_file"
+
+
+class InvalidText(CbxError):
+    code = "invalid_text"
+
+
+class InvalidSetting(CbxError):
+    code = "invalid_setting"
+
+
+class ModelBusy(CbxError):
+    """A generation is running in this kernel; a second one would only queue behind it."""
+
+    code = "model_busy"
+
+
+class GpuInUse(CbxError):
+    """Another kernel holds a model on the GPU; loading a second would run out of VRAM."""
+
+    code = "gpu_in_use"
+
+
+class GenerationCancelled(CbxError):
+    """The user pressed Cancel (or unloaded): not a failure, but the caller must stop."""
+
+    code = "generation_cancelled"
+
+
+class GenerationFailed(CbxError):
+    code = "generation_failed"
+
+    def __init__(self, message: str, solution: str, *, details: str | None = None,
+                 traceback: str | None = None):
+        super().__init__(message, solution, details=details)
+        self.traceback = traceback
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, solution: str | None = None) -> "GenerationFailed":
+        """Wrap an unexpected exception, keeping its full traceback for the toggle."""
+        tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(
+            f"{type(exc).__name__}: {exc}",
+            solution or "Try again; if it keeps failing, unload the model, restart the kernel "
+                        "and report the traceback.",
+            traceback=tb,
+        )
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        if self.traceback:
+            data["traceback"] = self.traceback
+        return data
+
+
+CUDA_OOM_SOLUTION = (
+    "The GPU ran out of memory. Unload other models or close other GPU programs, then try "
+    "again with dtype='float16' (half precision), shorter chunks (max_chunk_chars=150), "
+    "or device='cpu'."
+)
