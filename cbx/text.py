@@ -1,0 +1,218 @@
+"""Long text into chunks the model handles well, without ever losing a word.
+
+Chatterbox reads about one long sentence at a time well; longer inputs run into its
+token cap and get cut off. `split_text` therefore splits on sentence boundaries and
+packs whole sentences into chunks of at most `max_chars` characters. A sentence that
+is itself too long is split at clause punctuation, then between words, and (only for
+a single "word" longer than a chunk, e.g. a URL or unspaced CJK text) at a character.
+
+Layer 4, but pure standard library: the dashboard uses it before any model exists.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from .errors import InvalidSetting, InvalidText
+
+DEFAULT_MAX_CHARS = 300
+
+# Rough speaking rate used for the dashboard's "about N s of audio" hint: English
+# speech runs at ~150 words/min, i.e. ~2.5 words or ~15 characters (spaces included)
+# per second. Chatterbox's own pace is close to that; it is an estimate, not a promise.
+CHARS_PER_SECOND = 15.0
+
+# Words that end in a period without ending the sentence (compared lower-cased,
+# without the final period). Titles are followed by a capitalised name, so the
+# "next word is lower-case" rule below cannot catch them; the rest are listed
+# because they are so often followed by a number or a name.
+ABBREVIATIONS = frozenset({
+    "mr", "mrs", "ms", "mx", "dr", "prof", "sr", "jr", "st", "mt", "ft", "rev", "hon",
+    "capt", "col", "gen", "lt", "sgt", "cpl", "gov", "sen", "rep", "pres", "supt",
+    "e.g", "i.e", "cf", "vs", "etc", "approx", "no", "nos", "fig", "figs", "vol",
+    "vols", "pp", "p", "ch", "sec", "dept", "est", "inc", "ltd", "co", "corp", "jan",
+    "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
+    "a.m", "p.m", "u.s", "u.k", "u.s.a", "ph.d", "b.a", "m.a", "b.sc", "m.sc",
+})
+
+_CJK_TERMINATORS = "。！？"
+# A sentence ends at . ! ? … (any run of them), optionally followed by closing quotes
+# or brackets, when whitespace or the end of the text follows. CJK terminators need no
+# following space (CJK text is written without spaces).
+_SENTENCE_END = re.compile(
+    r"(?:[.!?…]+[\"'”’»)\]]*(?=\s|$))|(?:[。！？]+[”’」』）》\"']*)"
+)
+# Clause boundaries for over-long sentences: , ; : followed by a space, a dash, or CJK
+# commas/semicolons/colons. The cut is right after the mark; the space that follows
+# (if any) goes with the next clause, so re-joining restores the text exactly.
+_CLAUSE_END = re.compile(r"[,;:](?=\s)|[—–]|[，、；：]")
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """Collapse every run of whitespace to one space, keeping paragraph breaks.
+
+    A paragraph break (a blank line, with or without spaces on it) becomes exactly
+    "\\n\\n"; single newlines and tabs are just spaces. Unicode is NFC-normalised so
+    that "é" typed two ways counts and splits the same.
+    """
+    text = unicodedata.normalize("NFC", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    paragraphs = (_SPACES.sub(" ", p).strip() for p in _PARAGRAPH_BREAK.split(text))
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+def validate_text(text) -> str:
+    """Return the normalised text, or raise InvalidText if there is nothing to say."""
+    if not isinstance(text, str):
+        raise InvalidText(
+            f"The text must be a string, not {type(text).__name__}.",
+            "Pass the words to speak as a str (decode bytes first, e.g. data.decode('utf-8')).",
+        )
+    normalized = normalize_text(text)
+    if not normalized:
+        raise InvalidText(
+            "The text is empty." if not text else "The text contains only whitespace.",
+            "Type the words to speak in the text box (or pass a non-empty string to speak()).",
+        )
+    return normalized
+
+
+def estimate_seconds(text: str) -> float:
+    """Rough speech duration of `text` in seconds (CHARS_PER_SECOND characters/s)."""
+    return len(normalize_text(text)) / CHARS_PER_SECOND
+
+
+def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
+    """Split `text` into chunks of at most `max_chars` characters, losing nothing.
+
+    Sentences are kept whole and packed together while they fit; a paragraph break
+    always ends a chunk. Whitespace is normalised (see `normalize_text`), so
+    `" ".join(chunks).split() == text.split()` holds whenever no single word is longer
+    than `max_chars`; such a word is cut into pieces, and then the characters (minus
+    whitespace) still match exactly. Empty or whitespace-only text gives [].
+    """
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+        raise InvalidSetting(
+            f"max_chars must be a positive whole number, got {max_chars!r}.",
+            f"Use a chunk size such as {DEFAULT_MAX_CHARS} characters.",
+        )
+    chunks: list[str] = []
+    for paragraph in normalize_text(text).split("\n\n"):
+        if not paragraph:
+            continue
+        pieces: list[tuple[str, str]] = []   # (separator before the piece, piece)
+        for sep, sentence in _split_sentences(paragraph):
+            if len(sentence) <= max_chars:
+                pieces.append((sep, sentence))
+            else:
+                sub = _split_long(sentence, max_chars)
+                pieces.append((sep, sub[0][1]))
+                pieces.extend(sub[1:])
+        chunks.extend(_pack(pieces, max_chars))
+    return chunks
+
+
+def _split_sentences(paragraph: str) -> list[tuple[str, str]]:
+    """Sentences of one paragraph, each with the whitespace that preceded it."""
+    out: list[tuple[str, str]] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(paragraph):
+        end = match.end()
+        if end >= len(paragraph) or not _is_boundary(paragraph, match):
+            continue
+        _append_segment(out, paragraph[start:end])
+        start = end
+    _append_segment(out, paragraph[start:])
+    return out
+
+
+def _append_segment(out: list[tuple[str, str]], segment: str) -> None:
+    stripped = segment.lstrip()
+    if stripped:
+        out.append((segment[: len(segment) - len(stripped)], stripped.rstrip()))
+
+
+def _is_boundary(paragraph: str, match: re.Match) -> bool:
+    """Decide whether a terminator really ends the sentence."""
+    mark = match.group()
+    if mark[0] in _CJK_TERMINATORS:
+        return True
+    rest = paragraph[match.end():].lstrip()
+    if rest and rest[0].islower():
+        # "e.g. this", "etc. and so on", "... and then": a sentence starts with a
+        # capital (or a digit / a caseless script), never with a lower-case letter.
+        return False
+    if mark.startswith(".") and not mark.startswith(".."):
+        before = paragraph[: match.start()].rsplit(None, 1)
+        word = before[-1].lstrip("\"'“‘«([").lower() if before else ""
+        if word in ABBREVIATIONS:
+            return False
+        if len(word) == 1 and word.isalpha():
+            return False   # an initial: "J. R. R. Tolkien"
+    return True
+
+
+def _split_long(sentence: str, max_chars: int) -> list[tuple[str, str]]:
+    """Break one over-long sentence into pieces of at most max_chars characters."""
+    clauses: list[tuple[str, str]] = []
+    start = 0
+    for match in _CLAUSE_END.finditer(sentence):
+        end = match.end()
+        if end < len(sentence):
+            _append_segment(clauses, sentence[start:end])
+            start = end
+    _append_segment(clauses, sentence[start:])
+    pieces: list[tuple[str, str]] = []
+    for sep, clause in clauses:
+        if len(clause) <= max_chars:
+            pieces.append((sep, clause))
+            continue
+        words = _split_words(clause, max_chars)
+        pieces.append((sep, words[0][1]))
+        pieces.extend(words[1:])
+    return _pack_pieces(pieces, max_chars)
+
+
+def _split_words(clause: str, max_chars: int) -> list[tuple[str, str]]:
+    pieces: list[tuple[str, str]] = []
+    for i, word in enumerate(clause.split(" ")):
+        if not word:
+            continue
+        sep = " " if i else ""
+        if len(word) <= max_chars:
+            pieces.append((sep, word))
+        else:
+            parts = _hard_split(word, max_chars)
+            pieces.append((sep, parts[0]))
+            pieces.extend(("", p) for p in parts[1:])
+    return _pack_pieces(pieces, max_chars)
+
+
+def _hard_split(word: str, max_chars: int) -> list[str]:
+    """Cut a word longer than max_chars, never separating a combining mark from its base."""
+    parts = []
+    while len(word) > max_chars:
+        cut = max_chars
+        while cut > 1 and unicodedata.combining(word[cut]):
+            cut -= 1
+        parts.append(word[:cut])
+        word = word[cut:]
+    parts.append(word)
+    return parts
+
+
+def _pack_pieces(pieces: list[tuple[str, str]], max_chars: int) -> list[tuple[str, str]]:
+    """Greedily merge consecutive pieces while they fit; keep each group's separator."""
+    packed: list[tuple[str, str]] = []
+    for sep, piece in pieces:
+        if packed and len(packed[-1][1]) + len(sep) + len(piece) <= max_chars:
+            packed[-1] = (packed[-1][0], packed[-1][1] + sep + piece)
+        else:
+            packed.append((sep, piece))
+    return packed
+
+
+def _pack(pieces: list[tuple[str, str]], max_chars: int) -> list[str]:
+    return [piece for _, piece in _pack_pieces(pieces, max_chars)]

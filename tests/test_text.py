@@ -1,0 +1,187 @@
+"""Long-text splitting: nothing lost, chunks within the limit, sentences kept whole."""
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from cbx.errors import InvalidSetting, InvalidText
+from cbx.text import (CHARS_PER_SECOND, estimate_seconds, normalize_text, split_text,
+                      validate_text)
+
+
+def _chars(text: str) -> str:
+    return "".join(text.split())
+
+
+def assert_lossless(text: str, chunks: list[str], max_chars: int) -> None:
+    assert chunks, "non-empty text must give at least one chunk"
+    assert all(0 < len(c) <= max_chars for c in chunks), [len(c) for c in chunks]
+    assert all(c == c.strip() and "\n" not in c for c in chunks)
+    assert _chars("".join(chunks)) == _chars(normalize_text(text))
+
+
+def _random_sentence(rng: random.Random) -> str:
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+             "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa"]
+    n = rng.randint(3, 40)
+    body = " ".join(rng.choice(words) for _ in range(n))
+    if rng.random() < 0.3:
+        body = body.replace(" ", ", ", 1)
+    return body[0].upper() + body[1:] + rng.choice([".", "!", "?", "…"])
+
+
+def test_20000_character_text_is_split_without_loss():
+    rng = random.Random(7)
+    sentences = []
+    while sum(len(s) + 1 for s in sentences) < 20_000:
+        sentences.append(_random_sentence(rng))
+    text = " ".join(sentences)
+    assert len(text) >= 20_000
+    chunks = split_text(text, 300)
+    assert_lossless(text, chunks, 300)
+    assert " ".join(chunks).split() == text.split()          # word for word, in order
+    assert len(chunks) >= 20_000 // 300
+    # Sentences are short enough here to stay whole, so every chunk ends a sentence
+    # and starts one.
+    for chunk in chunks:
+        assert chunk[-1] in ".!?…", chunk[-40:]
+        assert chunk[0].isupper(), chunk[:40]
+    # Packing is greedy: the next chunk's first sentence would not have fitted.
+    for a, b in zip(chunks, chunks[1:]):
+        first = re.match(r".*?[.!?…](?=\s|$)", b).group()
+        assert len(a) + 1 + len(first) > 300
+
+
+def test_sentences_are_packed_and_never_broken_when_they_fit():
+    text = "One two three. Four five six! Seven eight nine? Ten."
+    assert split_text(text, 1000) == [text]
+    assert split_text(text, 30) == ["One two three. Four five six!", "Seven eight nine? Ten."]
+    # "Seven eight nine?" (17) is too long for 15: it is cut between words, and the
+    # rest packs with the next sentence.
+    assert split_text(text, 15) == ["One two three.", "Four five six!", "Seven eight", "nine? Ten."]
+
+
+def test_exact_fit_boundary():
+    text = "Aaaa. Bbbb."
+    assert split_text(text, len(text)) == [text]
+    assert split_text(text, len(text) - 1) == ["Aaaa.", "Bbbb."]
+
+
+@pytest.mark.parametrize("text", [
+    "Mr. Smith and Mrs. Jones met Dr. Who.",
+    "Use a tool, e.g. a hammer, i.e. something heavy.",
+    "Pi is about 3.14159 and e is 2.71828 here.",
+    "J. R. R. Tolkien wrote it.",
+    "It was 5 p.m. in the U.S. that day.",
+    "Prof. Brown vs. St. John went to Mt. Everest.",
+    "Wait... and then it happened.",
+])
+def test_abbreviations_decimals_and_initials_do_not_end_a_sentence(text):
+    # With room for one sentence only, a false boundary would show up as two chunks.
+    assert split_text(text + " Next sentence here.", len(text)) == [text, "Next sentence here."]
+
+
+def test_sentence_end_after_quote_and_ellipsis():
+    text = 'He said "Stop!" Then he left. Really… Yes.'
+    assert split_text(text, 20) == ['He said "Stop!"', "Then he left.", "Really… Yes."]
+
+
+def test_long_sentence_falls_back_to_clauses_then_words():
+    clause_a = "this first clause is long enough to matter"
+    clause_b = "the second one is as long as the first"
+    text = f"{clause_a.capitalize()}, {clause_b}; and a third — short."
+    chunks = split_text(text, 50)
+    assert_lossless(text, chunks, 50)
+    assert chunks[0] == clause_a.capitalize() + ","
+    assert chunks[1] == clause_b + ";"
+    assert chunks[2] == "and a third — short."
+
+    words = " ".join(f"word{i}" for i in range(100)) + "."
+    chunks = split_text(words, 40)
+    assert_lossless(words, chunks, 40)
+    assert " ".join(chunks) == words          # cut only between words
+    assert all(len(a) + 1 + len(b.split()[0]) > 40 for a, b in zip(chunks, chunks[1:]))
+
+
+def test_word_longer_than_max_is_hard_split():
+    url = "https://example.com/" + "x" * 500
+    text = f"See {url} now."
+    chunks = split_text(text, 100)
+    assert_lossless(text, chunks, 100)
+    assert max(len(c) for c in chunks) == 100
+    assert chunks[0] == "See"     # the word boundary comes before the hard split
+    assert split_text("abcdefghij", 3) == ["abc", "def", "ghi", "j"]
+
+
+def test_paragraph_breaks_end_a_chunk_and_whitespace_is_normalised():
+    text = "First line\ncontinues\there.\n\n  \n Second   paragraph.\r\n\r\nThird."
+    assert normalize_text(text) == "First line continues here.\n\nSecond paragraph.\n\nThird."
+    assert split_text(text, 300) == ["First line continues here.", "Second paragraph.", "Third."]
+
+
+def test_unicode_and_cjk():
+    text = "Ça va très bien. Überall grüße! 你好。世界！今天天气很好吗？ Привет, мир. Конец."
+    chunks = split_text(text, 20)
+    assert_lossless(text, chunks, 20)
+    # CJK terminators are boundaries without a following space.
+    assert chunks == ["Ça va très bien.", "Überall grüße! 你好。", "世界！今天天气很好吗？",
+                      "Привет, мир. Конец."]
+    # Combining marks (NFD input) are normalised, and a hard split never orphans one.
+    decomposed = "e\u0301" * 30
+    chunks = split_text(decomposed, 7)
+    assert_lossless(decomposed, chunks, 7)
+    assert "".join(chunks) == "é" * 30
+    long_cjk = "这是一个没有标点的很长的句子" * 10
+    chunks = split_text(long_cjk, 25)
+    assert_lossless(long_cjk, chunks, 25)
+    assert "".join(chunks) == long_cjk
+
+
+def test_cjk_clauses_used_before_hard_split():
+    text = "第一部分很长很长，第二部分也很长很长，第三部分。"
+    chunks = split_text(text, 12)
+    assert chunks == ["第一部分很长很长，", "第二部分也很长很长，", "第三部分。"]
+
+
+def test_empty_and_whitespace_text():
+    assert split_text("") == []
+    assert split_text(" \n\t \n\n ") == []
+    with pytest.raises(InvalidText) as info:
+        validate_text("   \n\t ")
+    assert info.value.code == "invalid_text" and "whitespace" in info.value.message
+    assert info.value.solution
+    with pytest.raises(InvalidText) as info:
+        validate_text("")
+    assert "empty" in info.value.message
+    with pytest.raises(InvalidText):
+        validate_text(b"bytes")
+    assert validate_text("  Hello\n world ") == "Hello world"
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "300", True, None])
+def test_bad_max_chars(bad):
+    with pytest.raises(InvalidSetting):
+        split_text("Hello.", bad)
+
+
+def test_estimate_seconds():
+    assert estimate_seconds("") == 0.0
+    text = "x" * 150
+    assert estimate_seconds(text) == pytest.approx(150 / CHARS_PER_SECOND)
+    assert 8 <= estimate_seconds(text) <= 12
+    assert estimate_seconds("a  \n\n  b") == pytest.approx(len("a\n\nb") / CHARS_PER_SECOND)
+
+
+def test_random_texts_fuzz():
+    rng = random.Random(1)
+    alphabet = "abcdefghij ,.;:!?…—\n\t。！，xyzXYZ0123456789é漢"
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400)))
+        max_chars = rng.randint(1, 80)
+        chunks = split_text(text, max_chars)
+        if not normalize_text(text):
+            assert chunks == []
+            continue
+        assert_lossless(text, chunks, max_chars)
