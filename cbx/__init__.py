@@ -1,0 +1,74 @@
+"""Chatterbox Studio's kernel-side package: load a Chatterbox model, clone a voice,
+speak long text, unload and get the memory back.
+
+    import cbx
+    cbx.status()
+    voice = cbx.voice("my_clip.wav")
+    result = cbx.speak("Hello there.", voice=voice, seed=42)
+    result.save("out.wav")
+    cbx.unload()
+
+Importing cbx is cheap and never imports torch or chatterbox, so a broken installation
+can still be reported (`cbx.status()` says what is missing and how to fix it).
+"""
+from __future__ import annotations
+
+from . import errors
+from .errors import CbxError
+
+__version__ = "0.1.0"
+__all__ = ["status", "load", "unload", "voice", "voices", "speak", "CancelToken",
+           "Result", "errors", "CbxError"]
+
+
+def status(model_dir=None):
+    """What is installed, which weights are present, device and memory, what is loaded."""
+    from .envcheck import status as _status
+    from .manager import get_manager
+
+    return _status(model_dir=model_dir, model_state=get_manager().describe())
+
+
+def load(variant: str = "original", device: str = "auto", dtype: str = "float32",
+         model_dir=None) -> dict:
+    """Load a model now (optional: speak() loads on first use). Returns its description."""
+    from .manager import get_manager
+
+    return get_manager().load(variant, device=device, dtype=dtype, model_dir=model_dir)
+
+
+def unload():
+    """Free the model and report memory before/after (an UnloadReport)."""
+    from .manager import get_manager
+
+    return get_manager().unload()
+
+
+def voice(source, name: str | None = None, *, variant: str = "original"):
+    """Validate a reference clip (path or bytes), save it in the voice library, return it."""
+    from .voices import load_voice
+
+    return load_voice(source, name, variant=variant)
+
+
+def voices():
+    """The saved voices in the library."""
+    from .voices import list_voices
+
+    return list_voices()
+
+
+def speak(text: str, voice=None, **options):
+    """Speak text of any length; see cbx.synth.speak for every option."""
+    from .synth import speak as _speak
+
+    return _speak(text, voice, **options)
+
+
+def __getattr__(name):
+    # Classes that live in heavy-ish modules, resolved on first use only.
+    if name in ("CancelToken", "Result", "Progress"):
+        from . import synth
+
+        return getattr(synth, name)
+    raise AttributeError(f"module 'cbx' has no attribute {name!r}")

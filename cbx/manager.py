@@ -1,0 +1,545 @@
+"""The model manager: the one place in a kernel that owns a Chatterbox model.
+
+Why a manager and not a global model: the dashboard generates in a worker thread while
+buttons (Unload, Load, Cancel) arrive on the kernel's main thread, a forgotten tab must
+give the GPU back by itself, and a second kernel must not load a second copy onto a
+6 GB GPU. Everything that touches the loaded model goes through here, under one lock.
+
+Layer 3: imports layers 1-2; torch and chatterbox are imported inside functions.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import envcheck, paths
+from .errors import (CUDA_OOM_SOLUTION, GenerationFailed, GpuInUse, InvalidSetting,
+                     ModelBusy)
+from .variants import DEFAULT_VARIANT, get_variant
+
+IDLE_MINUTES_ENV = "CBX_IDLE_UNLOAD_MINUTES"
+EXCLUSIVE_DEVICES_ENV = "CBX_EXCLUSIVE_DEVICES"
+DEFAULT_IDLE_MINUTES = 15.0
+SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def memory_snapshot() -> dict:
+    """Process RSS and, when CUDA is in use, allocated/reserved VRAM, in MiB."""
+    import psutil
+
+    figures = {"rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        figures["cuda_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
+        figures["cuda_reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
+    return figures
+
+
+def _pid_alive(pid: int, create_time: float | None) -> bool:
+    """True when the process that wrote a hold still runs (not a recycled pid)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 1.0:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _session_label() -> str:
+    """How other tabs and `python -m cbx deload` name this kernel."""
+    notebook = os.environ.get("JPY_SESSION_NAME") or os.environ.get("VOILA_NOTEBOOK_NAME")
+    label = f"kernel pid {os.getpid()}"
+    return f"{label} ({Path(notebook).name})" if notebook else label
+
+
+class ModelHolds:
+    """Records, one file per process, of which kernels hold a loaded model.
+
+    They let a second kernel refuse to put a second model on a GPU (the `gpu_in_use`
+    error names the holder), and let `python -m cbx deload` find kernels to unload. A
+    record whose process died is stale and is removed when read, so a killed kernel
+    never blocks anyone.
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.root = (root or paths.state_dir()) / "holds"
+
+    def _file(self, pid: int) -> Path:
+        return self.root / f"{pid}.json"
+
+    def request_file(self, pid: int) -> Path:
+        return self.root / f"{pid}.deload-request"
+
+    def result_file(self, pid: int) -> Path:
+        return self.root / f"{pid}.deload-result.json"
+
+    def live(self) -> list[dict]:
+        """All records of living processes; stale ones are deleted on the way."""
+        records = []
+        if not self.root.is_dir():
+            return records
+        for path in sorted(self.root.glob("*.json")):
+            if path.name.endswith(".deload-result.json"):
+                continue
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)
+                continue
+            if _pid_alive(int(record.get("pid", -1)), record.get("create_time")):
+                records.append(record)
+            else:
+                path.unlink(missing_ok=True)
+                self.request_file(int(record.get("pid", -1))).unlink(missing_ok=True)
+        return records
+
+    def claim(self, record: dict, exclusive_devices: set[str]) -> None:
+        """Write this process's record; refuse if another live process holds the device.
+
+        The check and the write happen under an exclusive lock file so two kernels that
+        press Load at the same moment cannot both win.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        device_kind = record["device"].split(":")[0]
+        with self._lock():
+            if device_kind in exclusive_devices:
+                for other in self.live():
+                    if other["pid"] != record["pid"] and \
+                            other["device"].split(":")[0] == device_kind:
+                        raise GpuInUse(
+                            f"Another session already holds a model on {device_kind.upper()}: "
+                            f"{other['session']} loaded {other['variant']} at {other['since']}.",
+                            "Unload it in that tab (Unload button or cbx.unload()), close or "
+                            "restart that kernel, or run `python -m cbx deload`; or choose "
+                            "device 'cpu' here.",
+                        )
+            tmp = self._file(record["pid"]).with_suffix(".tmp")
+            tmp.write_text(json.dumps(record), encoding="utf-8")
+            os.replace(tmp, self._file(record["pid"]))
+
+    def release(self, pid: int) -> None:
+        self._file(pid).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _lock(self, timeout: float = 10.0):
+        lock = self.root / ".lock"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                break
+            except FileExistsError:
+                try:
+                    owner = int(lock.read_text() or -1)
+                except (OSError, ValueError):
+                    owner = -1
+                if owner != -1 and not _pid_alive(owner, None):
+                    lock.unlink(missing_ok=True)  # left by a killed process
+                    continue
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Could not lock {lock} within {timeout} s")
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+
+@dataclass
+class LoadedModel:
+    """The upstream model object plus what the page and status report show about it."""
+
+    tts: object                   # chatterbox's ChatterboxTTS / Turbo / Multilingual
+    variant: str
+    device: str
+    dtype: str
+    loaded_at: str
+    load_seconds: float
+    builtin_conds: object | None  # conds.pt as loaded, kept to restore the built-in voice
+    conds_cache: dict = field(default_factory=dict)   # (voice sha, variant) -> Conditionals
+    voice: str | None = None
+
+
+@dataclass
+class UnloadReport:
+    before: dict
+    after: dict
+    variant: str | None
+    released: bool           # no model module is still alive (checked with weak references)
+    alive_modules: list[str]
+    reason: str = "requested"
+
+    def freed(self) -> dict:
+        return {k: round(self.before[k] - self.after.get(k, 0.0), 1)
+                for k in self.before if k in self.after}
+
+    def summary(self) -> str:
+        if self.variant is None:
+            return "No model was loaded; nothing to free."
+        parts = []
+        for key, label in (("cuda_allocated_mb", "VRAM allocated"),
+                           ("cuda_reserved_mb", "VRAM reserved"), ("rss_mb", "process RAM")):
+            if key in self.before and key in self.after:
+                parts.append(f"{label} {self.before[key]:.0f} -> {self.after[key]:.0f} MiB")
+        verdict = "all model memory released" if self.released else \
+            f"still alive: {', '.join(self.alive_modules)} (restart the kernel to free them)"
+        return f"Unloaded {self.variant} ({self.reason}): " + "; ".join(parts) + f"; {verdict}."
+
+    def to_dict(self) -> dict:
+        return {"variant": self.variant, "before": self.before, "after": self.after,
+                "freed": self.freed(), "released": self.released,
+                "alive_modules": self.alive_modules, "reason": self.reason}
+
+
+class ModelManager:
+    """Owns at most one loaded model per kernel; every public method is thread-safe."""
+
+    def __init__(self, holds: ModelHolds | None = None):
+        self._lock = threading.RLock()
+        self._generation_lock = threading.Lock()
+        self._model: LoadedModel | None = None
+        self._state = "not_loaded"
+        self._cancel_current = None        # CancelToken of the running generation
+        self._listeners: list = []
+        self._holds = holds
+        self._last_used = time.monotonic()
+        self._watcher: threading.Thread | None = None
+        self._watch_stop = threading.Event()
+        self.idle_minutes = float(os.environ.get(IDLE_MINUTES_ENV, DEFAULT_IDLE_MINUTES))
+        self.last_unload: UnloadReport | None = None
+
+    # ----------------------------------------------------------------- state
+    @property
+    def holds(self) -> ModelHolds:
+        # Resolved lazily so CBX_STATE_DIR set after import (tests, notebooks) applies.
+        return self._holds or ModelHolds()
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self._model
+
+    def _set_state(self, state: str) -> None:
+        self._state = state
+        for callback in list(self._listeners):
+            callback(self.describe())
+
+    def add_listener(self, callback) -> None:
+        """Call `callback(describe())` (from any thread) whenever the state changes."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    def describe(self) -> dict:
+        model = self._model
+        info = {"state": self._state, "idle_unload_minutes": self.idle_minutes}
+        if model is not None:
+            info.update(variant=model.variant, device=model.device, dtype=model.dtype,
+                        loaded_at=model.loaded_at, load_seconds=model.load_seconds,
+                        voice=model.voice)
+        if self.last_unload is not None:
+            info["last_unload"] = self.last_unload.summary()
+        return info
+
+    def touch(self) -> None:
+        """Mark the model as used now (the idle auto-unload counts from here)."""
+        self._last_used = time.monotonic()
+
+    # ------------------------------------------------------------------ load
+    def load(self, variant: str = DEFAULT_VARIANT, device: str = "auto",
+             dtype: str = "float32", model_dir=None) -> dict:
+        """Load `variant` from the local model cache; a no-op when it is already loaded.
+
+        Weights are only read from disk (`model_files_missing` names what to fetch);
+        switching variant, device or dtype unloads the previous model first.
+        """
+        spec = get_variant(variant)
+        if dtype not in SUPPORTED_DTYPES:
+            raise InvalidSetting(f"Unknown dtype {dtype!r}.",
+                                 f"Use one of: {', '.join(SUPPORTED_DTYPES)}.")
+        envcheck.require_libraries()
+        resolved = envcheck.resolve_device(device)
+        with self._lock:
+            current = self._model
+            if current is not None and (current.variant, current.device, current.dtype) == \
+                    (variant, resolved, dtype):
+                self.touch()
+                return self.describe()
+            if current is not None:
+                self.unload(reason=f"switching to {variant}")
+            folder = envcheck.require_weights(variant, model_dir)
+            record = {"pid": os.getpid(), "create_time": _process_create_time(),
+                      "session": _session_label(), "variant": variant, "device": resolved,
+                      "since": _now_iso(), "state_dir": str(paths.state_dir())}
+            self.holds.claim(record, _exclusive_devices())
+            self._set_state("loading")
+            started = time.perf_counter()
+            try:
+                tts = _load_upstream(spec, folder, resolved, dtype)
+            except BaseException as exc:
+                self.holds.release(os.getpid())
+                self._set_state("not_loaded")
+                _free_cuda_cache()
+                if _is_cuda_oom(exc):
+                    raise GenerationFailed(f"Out of GPU memory while loading {variant}.",
+                                           CUDA_OOM_SOLUTION) from exc
+                raise GenerationFailed.from_exception(
+                    exc, f"Loading {variant} from {folder} failed. If the files are damaged, "
+                         f"run `python setup_env.py --models {variant}` again.") from exc
+            self._model = LoadedModel(
+                tts=tts, variant=variant, device=resolved, dtype=dtype, loaded_at=_now_iso(),
+                load_seconds=round(time.perf_counter() - started, 2),
+                builtin_conds=getattr(tts, "conds", None))
+            self.touch()
+            self._set_state("ready")
+            self.ensure_watcher()
+            return self.describe()
+
+    # ---------------------------------------------------------------- unload
+    def unload(self, reason: str = "requested", wait: float = 60.0) -> UnloadReport:
+        """Free the model: cancel a running generation, drop every reference, collect
+        garbage, empty the CUDA cache, and report memory before/after.
+
+        `released` is checked with weak references to the model's modules, so a leak
+        shows up in the report instead of silently keeping VRAM.
+        """
+        token = self._cancel_current
+        if token is not None:
+            token.cancel()
+        acquired = self._generation_lock.acquire(timeout=wait)
+        try:
+            with self._lock:
+                before = memory_snapshot()
+                model, self._model = self._model, None
+                if model is None:
+                    report = UnloadReport(before, before, None, True, [], reason)
+                    self.last_unload = report
+                    return report
+                refs = _module_refs(model.tts)
+                variant = model.variant
+                model.conds_cache.clear()
+                del model
+                gc.collect()
+                _free_cuda_cache()
+                alive = [name for name, ref in refs.items() if ref() is not None]
+                self.holds.release(os.getpid())
+                report = UnloadReport(before, memory_snapshot(), variant, not alive, alive,
+                                      reason)
+                self.last_unload = report
+                self._set_state("not_loaded")
+                return report
+        finally:
+            if acquired:
+                self._generation_lock.release()
+
+    # ------------------------------------------------------------ generation
+    @contextlib.contextmanager
+    def generation(self, cancel_token):
+        """Hold the model for one generation; a second concurrent call fails fast.
+
+        Failing fast (instead of queueing) is what a double-clicked Generate needs: the
+        caller gets `model_busy` and the first generation keeps going.
+        """
+        if not self._generation_lock.acquire(blocking=False):
+            raise ModelBusy("A generation is already running in this session.",
+                            "Wait for it to finish or press Cancel, then try again.")
+        try:
+            with self._lock:
+                if self._model is None:
+                    raise InvalidSetting("The model was unloaded before generation started.",
+                                         "Press Generate again; the model reloads.")
+                self._cancel_current = cancel_token
+                self._set_state("generating")
+            self.touch()
+            yield self._model
+        finally:
+            self._cancel_current = None
+            self.touch()
+            if self._model is not None:
+                self._set_state("ready")
+            self._generation_lock.release()
+
+    def cancel(self) -> bool:
+        """Ask the running generation to stop; True if one was running."""
+        token = self._cancel_current
+        if token is None:
+            return False
+        token.cancel()
+        return True
+
+    # ----------------------------------------------- idle unload and deload
+    def ensure_watcher(self) -> None:
+        """Start the background thread that unloads an idle model and answers
+        `python -m cbx deload` requests (once per kernel)."""
+        with self._lock:
+            if self._watcher is not None and self._watcher.is_alive():
+                return
+            self._watch_stop.clear()
+            self._watcher = threading.Thread(target=self._watch, name="cbx-model-watcher",
+                                             daemon=True)
+            self._watcher.start()
+
+    def start_idle_unload(self, minutes: float) -> None:
+        """Unload after `minutes` without use (0 disables); a forgotten tab frees the GPU."""
+        self.idle_minutes = float(minutes)
+        self.ensure_watcher()
+
+    def _watch(self, interval: float = 0.5) -> None:
+        while not self._watch_stop.wait(interval):
+            if self._model is None:
+                continue
+            request = self.holds.request_file(os.getpid())
+            if request.exists():
+                request.unlink(missing_ok=True)
+                report = self.unload(reason="deload command")
+                result = self.holds.result_file(os.getpid())
+                result.write_text(json.dumps(report.to_dict()), encoding="utf-8")
+                continue
+            idle_seconds = time.monotonic() - self._last_used
+            if self.idle_minutes > 0 and self._state == "ready" and \
+                    idle_seconds >= self.idle_minutes * 60:
+                self.unload(reason=f"idle for {self.idle_minutes:g} min")
+
+    def stop_watcher(self) -> None:
+        self._watch_stop.set()
+
+
+def _exclusive_devices() -> set[str]:
+    """Device kinds only one kernel may hold a model on (tests add 'cpu' to simulate)."""
+    raw = os.environ.get(EXCLUSIVE_DEVICES_ENV, "cuda,mps")
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _process_create_time() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
+
+
+def _load_upstream(spec, folder: Path, device: str, dtype: str):
+    """Build the model with chatterbox's own `from_local`: the same path real weights take."""
+    module = importlib.import_module(spec.module)
+    cls = getattr(module, spec.class_name)
+    tts = cls.from_local(folder, device)
+    if dtype != "float32":
+        _cast_t3(tts, dtype)
+    return tts
+
+
+def _cast_t3(tts, dtype: str) -> None:
+    """Run the token model (T3, most of the weights and the decode time) in half
+    precision; S3Gen and the voice encoder stay float32 for audio quality."""
+    import torch
+
+    tts.t3.to(dtype=getattr(torch, dtype))
+
+
+def _module_refs(tts) -> dict:
+    refs = {}
+    for name in ("t3", "s3gen", "ve"):
+        module = getattr(tts, name, None)
+        if module is not None:
+            refs[name] = weakref.ref(module)
+    return refs
+
+
+def _free_cuda_cache() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    return (oom_type is not None and isinstance(exc, oom_type)) or \
+        "CUDA out of memory" in str(exc)
+
+
+_MANAGER: ModelManager | None = None
+_MANAGER_LOCK = threading.Lock()
+
+
+def get_manager() -> ModelManager:
+    """The kernel's one model manager."""
+    global _MANAGER
+    with _MANAGER_LOCK:
+        if _MANAGER is None:
+            _MANAGER = ModelManager()
+        return _MANAGER
+
+
+def deload(timeout: float = 15.0, force: bool = False, holds: ModelHolds | None = None) -> list[dict]:
+    """Free models held by other processes (kernels), from outside them.
+
+    Each holder is asked to unload through a request file its watcher thread answers;
+    a holder that does not answer within `timeout` (hung, or busy in native code) is
+    terminated when `force` is set, which frees its memory with the process.
+    Files on disk (weights, voices, outputs) are never touched.
+    """
+    holds = holds or ModelHolds()
+    outcomes = []
+    for record in holds.live():
+        pid = int(record["pid"])
+        if pid == os.getpid():
+            continue
+        holds.result_file(pid).unlink(missing_ok=True)
+        holds.request_file(pid).write_text(_now_iso(), encoding="utf-8")
+        deadline = time.monotonic() + timeout
+        result = None
+        while time.monotonic() < deadline:
+            if holds.result_file(pid).exists():
+                result = json.loads(holds.result_file(pid).read_text(encoding="utf-8"))
+                holds.result_file(pid).unlink(missing_ok=True)
+                break
+            if not _pid_alive(pid, record.get("create_time")):
+                break
+            time.sleep(0.2)
+        outcome = {"session": record["session"], "pid": pid, "variant": record["variant"],
+                   "device": record["device"]}
+        if result is not None:
+            outcome.update(action="unloaded", report=result)
+        elif not _pid_alive(pid, record.get("create_time")):
+            outcome.update(action="process ended")
+        elif force:
+            import psutil
+
+            holds.request_file(pid).unlink(missing_ok=True)
+            proc = psutil.Process(pid)
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except psutil.TimeoutExpired:
+                proc.kill()
+            holds.release(pid)
+            outcome.update(action="terminated")
+        else:
+            holds.request_file(pid).unlink(missing_ok=True)
+            outcome.update(action="no answer",
+                           hint="The kernel is busy or hung; run again with --force to stop it.")
+        outcomes.append(outcome)
+    return outcomes

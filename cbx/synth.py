@@ -1,0 +1,367 @@
+"""Speaking text of any length with a loaded model: chunking, seeds, progress, cancel.
+
+Each chunk goes through chatterbox's own `generate()` so the audio is exactly what
+upstream makes for the same seed; cbx adds what a long text needs around it.
+Layer 4: imports layers 1-3; torch is imported inside functions.
+"""
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import text as textmod
+from . import voices as voicemod
+from .errors import (CbxError, CUDA_OOM_SOLUTION, GenerationCancelled, GenerationFailed,
+                     InvalidSetting, InvalidText, NoVoiceLoaded)
+from .manager import _free_cuda_cache, _is_cuda_oom, get_manager
+from .variants import ALL_SETTINGS, get_variant
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+PAUSE_SECONDS = 0.3          # silence between chunks: a short breath between sentences
+PROGRESS_INTERVAL = 0.25     # seconds between token-level progress callbacks
+SETTING_RANGES = {
+    "exaggeration": (0.0, 2.0),
+    "cfg_weight": (0.0, 1.0),
+    "temperature": (0.05, 5.0),
+    "min_p": (0.0, 1.0),
+    "top_p": (0.0, 1.0),
+    "repetition_penalty": (1.0, 3.0),
+}
+
+
+class CancelToken:
+    """Set from any thread to stop a generation; checked between tokens."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class Progress:
+    chunk: int            # 1-based index of the chunk being generated
+    total: int            # number of chunks
+    tokens: int           # speech tokens sampled so far in this chunk
+    elapsed: float        # seconds since speak() started
+    eta: float | None     # estimated seconds left (None until one chunk has finished)
+    stage: str            # "loading", "voice", "tokens", "chunk_done"
+
+
+class _Stop(Exception):
+    """Raised inside the token loop to abandon the current chunk on cancel."""
+
+
+@dataclass
+class Result:
+    wav: "object"                 # float32 numpy array, mono
+    sample_rate: int
+    text: str
+    voice: str
+    variant: str
+    seed: int
+    settings: dict
+    chunks: list[str]
+    timings: dict
+    device: str
+    dtype: str
+    language: str | None = None
+    notes: list[str] = field(default_factory=list)
+    voice_sha256: str | None = None
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc)
+                         .isoformat(timespec="seconds"))
+
+    @property
+    def duration(self) -> float:
+        return len(self.wav) / float(self.sample_rate)
+
+    def metadata(self) -> dict:
+        """Everything needed to reproduce this audio (written next to it by save())."""
+        from importlib import metadata
+
+        versions = {}
+        for dist in ("chatterbox-tts", "torch", "cbx"):
+            try:
+                versions[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                versions[dist] = None
+        return {
+            "text": self.text, "voice": self.voice, "voice_sha256": self.voice_sha256,
+            "variant": self.variant, "language": self.language, "seed": self.seed,
+            "settings": self.settings, "device": self.device, "dtype": self.dtype,
+            "sample_rate": self.sample_rate, "duration_seconds": round(self.duration, 3),
+            "chunks": self.chunks, "timings": self.timings, "notes": self.notes,
+            "created": self.created, "versions": versions,
+        }
+
+    def to_wav_bytes(self) -> bytes:
+        import soundfile as sf
+
+        buffer = io.BytesIO()
+        sf.write(buffer, self.wav, self.sample_rate, format="WAV", subtype="PCM_16")
+        return buffer.getvalue()
+
+    def save(self, path) -> Path:
+        """Write a 16-bit WAV and a JSON sidecar (same name, .json) with the settings."""
+        path = Path(path).expanduser()
+        if path.suffix.lower() != ".wav":
+            path = path.with_suffix(".wav")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.to_wav_bytes())
+        path.with_suffix(".json").write_text(json.dumps(self.metadata(), indent=2),
+                                             encoding="utf-8")
+        return path
+
+    def _repr_html_(self) -> str:
+        from IPython.display import Audio
+
+        player = Audio(self.wav, rate=self.sample_rate)._repr_html_()
+        return (f"<div><b>{len(self.text)} characters</b>, voice <i>{self.voice}</i>, "
+                f"seed {self.seed}, {self.duration:.1f} s of audio in "
+                f"{self.timings.get('total', 0):.1f} s</div>{player}")
+
+
+def _check_settings(variant: str, settings: dict) -> tuple[dict, list[str]]:
+    """Fill upstream defaults, range-check, and say which settings the variant ignores."""
+    spec = get_variant(variant)
+    unknown = set(settings) - set(ALL_SETTINGS)
+    if unknown:
+        raise InvalidSetting(f"Unknown setting(s): {', '.join(sorted(unknown))}.",
+                             f"Use only: {', '.join(ALL_SETTINGS)}.")
+    merged = dict(spec.defaults)
+    notes = []
+    for name, value in settings.items():
+        if value is None:
+            continue
+        low, high = SETTING_RANGES[name]
+        if not low <= float(value) <= high:
+            raise InvalidSetting(f"{name}={value} is outside {low}..{high}.",
+                                 f"Choose {name} between {low} and {high}.")
+        if name in spec.ignored_settings:
+            if float(value) != float(spec.defaults[name]):
+                notes.append(f"{spec.label} ignores {name}; it was not used.")
+            continue
+        merged[name] = float(value)
+    return merged, notes
+
+
+def _upstream_kwargs(variant: str, settings: dict, language: str | None) -> dict:
+    """The keyword arguments chatterbox's generate() of this variant accepts."""
+    kwargs = dict(settings)
+    if variant == "multilingual":
+        kwargs["language_id"] = language
+    return kwargs
+
+
+def _resolve_language(variant: str, language: str | None) -> str | None:
+    spec = get_variant(variant)
+    if not spec.languages:
+        return None
+    language = (language or "en").lower()
+    if language not in spec.languages:
+        raise InvalidSetting(f"Language {language!r} is not supported by {spec.label}.",
+                             f"Use one of: {', '.join(spec.languages)}.")
+    return language
+
+
+def _unknown_characters(tts, text: str) -> set[str]:
+    """Characters the model's tokenizer maps to [UNK] (they are not spoken)."""
+    inner = getattr(getattr(tts, "tokenizer", None), "tokenizer", None)
+    if inner is None or not hasattr(inner, "token_to_id"):
+        return set()  # byte-level BPE (Turbo) has no unknown characters
+    unk = inner.token_to_id("[UNK]")
+    if unk is None:
+        return set()
+    return {ch for ch in set(text) if not ch.isspace() and unk in inner.encode(ch).ids}
+
+
+def _voice_from(source, variant: str) -> "voicemod.Voice":
+    """A clip path or bytes is validated and saved; any other string names a saved voice."""
+    if isinstance(source, (bytes, bytearray)) or Path(source).exists() or \
+            not isinstance(source, str) or any(sep in source for sep in ("/", "\\")) or \
+            Path(source).suffix.lower() in AUDIO_SUFFIXES:
+        return voicemod.load_voice(source, variant=variant)
+    return voicemod.get_voice(source)
+
+
+def _resolve_conditionals(loaded, voice, variant: str, exaggeration: float):
+    """Return (conditionals, voice name, voice sha) for the requested voice."""
+    if voice is None or (isinstance(voice, voicemod.Voice) and voice.builtin):
+        if loaded.builtin_conds is None:
+            raise NoVoiceLoaded(
+                "No voice is loaded and this model has no built-in voice (conds.pt).",
+                "Upload a reference clip (5-10 s of clear speech) or pick a saved voice.")
+        return loaded.builtin_conds, "built-in", None
+    if not isinstance(voice, voicemod.Voice):
+        voice = _voice_from(voice, variant)
+    key = (voice.sha256, variant)
+    conds = loaded.conds_cache.get(key)
+    if conds is None:
+        conds = voicemod.prepare_conditionals(loaded.tts, voice, variant,
+                                              exaggeration=exaggeration)
+        loaded.conds_cache[key] = conds
+    return conds, voice.name, voice.sha256
+
+
+def speak(text: str, voice=None, *, variant: str | None = None, device: str = "auto",
+          dtype: str = "float32", seed: int | None = None, language: str | None = None,
+          max_chunk_chars: int = 300, progress=None, cancel: CancelToken | None = None,
+          on_chunk=None, model_dir=None, **settings) -> Result:
+    """Speak `text` in `voice` (a Voice, a saved voice's name, a clip path or None for
+    the built-in voice), loading the model on first use.
+
+    The text is never truncated: it is split into sentence chunks and the audio joined
+    with short pauses. Chunk i is generated with seed `seed + i`, so the same inputs
+    give the same audio and chunk 0 equals upstream `generate()` after
+    `torch.manual_seed(seed)`. Cancel (token or manager) stops within the current chunk
+    and raises `generation_cancelled` carrying the finished chunks as `.partial`.
+    """
+    import numpy as np
+
+    text = textmod.validate_text(text)
+    manager = get_manager()
+    current = manager.loaded
+    variant = variant or (current.variant if current else "original")
+    language = _resolve_language(variant, language)
+    merged, notes = _check_settings(variant, settings)
+    chunks = textmod.split_text(text, max_chars=max_chunk_chars)
+    seed = int(seed) if seed is not None else secrets.randbelow(2**31)
+    cancel = cancel or CancelToken()
+    started = time.perf_counter()
+    timings = {}
+
+    def report(chunk, tokens, stage, eta=None):
+        if progress is not None:
+            progress(Progress(chunk, len(chunks), tokens, time.perf_counter() - started,
+                              eta, stage))
+
+    report(0, 0, "loading")
+    was_loaded = manager.loaded is not None
+    manager.load(variant, device=device, dtype=dtype, model_dir=model_dir)
+    timings["load"] = 0.0 if was_loaded else round(time.perf_counter() - started, 2)
+
+    with manager.generation(cancel) as loaded:
+        unknown = _unknown_characters(loaded.tts, text)
+        if unknown:
+            notes.append("Not in the model's vocabulary, so not spoken: "
+                          + " ".join(sorted(unknown)))
+            if unknown >= {c for c in text if not c.isspace()}:
+                raise InvalidText("None of the characters in the text can be spoken by "
+                                  f"{get_variant(variant).label}.",
+                                  "Write the text in the model's language and script.")
+        report(0, 0, "voice")
+        t0 = time.perf_counter()
+        try:
+            conds, voice_name, voice_sha = _resolve_conditionals(
+                loaded, voice, variant, merged.get("exaggeration", 0.5))
+        except CbxError:
+            raise
+        except Exception as exc:
+            raise _as_generation_failed(exc) from exc
+        timings["conditionals"] = round(time.perf_counter() - t0, 3)
+        loaded.voice = voice_name
+
+        pieces, chunk_seconds = [], []
+        sample_rate = loaded.tts.sr
+        pause = np.zeros(int(PAUSE_SECONDS * sample_rate), dtype=np.float32)
+        try:
+            for index, chunk in enumerate(chunks):
+                if cancel.cancelled:
+                    raise _Stop
+                chunk_start = time.perf_counter()
+                eta = (sum(chunk_seconds) / len(chunk_seconds) * (len(chunks) - index)
+                       if chunk_seconds else None)
+                wav = _generate_chunk(loaded, conds, chunk, seed + index,
+                                      _upstream_kwargs(variant, merged, language), cancel,
+                                      lambda tokens, i=index, e=eta: report(i + 1, tokens,
+                                                                             "tokens", e))
+                chunk_seconds.append(time.perf_counter() - chunk_start)
+                if index == 0:
+                    timings["first_audio"] = round(time.perf_counter() - started, 3)
+                pieces.append(wav)
+                remaining = len(chunks) - index - 1
+                report(index + 1, 0, "chunk_done",
+                       sum(chunk_seconds) / len(chunk_seconds) * remaining)
+                if on_chunk is not None:
+                    on_chunk(index, len(chunks), wav, sample_rate)
+        except _Stop:
+            partial = _result(pieces, pause, sample_rate, text, voice_name, variant, seed,
+                              merged, chunks[:len(pieces)], timings, started, loaded, language,
+                              notes, voice_sha) if pieces else None
+            error = GenerationCancelled(
+                f"Generation cancelled after {len(pieces)} of {len(chunks)} chunks.",
+                "Press Generate to start again; finished chunks are kept in .partial.")
+            error.partial = partial
+            raise error from None
+        except CbxError:
+            raise
+        except Exception as exc:
+            raise _as_generation_failed(exc) from exc
+        return _result(pieces, pause, sample_rate, text, voice_name, variant, seed, merged,
+                       chunks, timings, started, loaded, language, notes, voice_sha)
+
+
+def _as_generation_failed(exc: BaseException) -> GenerationFailed:
+    if _is_cuda_oom(exc):
+        import gc
+
+        gc.collect()
+        _free_cuda_cache()
+        return GenerationFailed.from_exception(exc, CUDA_OOM_SOLUTION)
+    return GenerationFailed.from_exception(exc)
+
+
+def _result(pieces, pause, sample_rate, text, voice_name, variant, seed, settings, chunks,
+            timings, started, loaded, language, notes, voice_sha) -> Result:
+    import numpy as np
+
+    joined = []
+    for i, piece in enumerate(pieces):
+        if i:
+            joined.append(pause)
+        joined.append(piece)
+    timings["total"] = round(time.perf_counter() - started, 3)
+    return Result(wav=np.concatenate(joined).astype(np.float32), sample_rate=sample_rate,
+                  text=text, voice=voice_name, variant=variant, seed=seed,
+                  settings=settings, chunks=list(chunks), timings=dict(timings),
+                  device=loaded.device, dtype=loaded.dtype, language=language,
+                  notes=list(notes), voice_sha256=voice_sha)
+
+
+def _generate_chunk(loaded, conds, chunk: str, seed: int, kwargs: dict, cancel: CancelToken,
+                    on_tokens):
+    """One upstream generate() call, seeded, with a hook on the token model that counts
+    sampled tokens for progress and aborts between tokens when cancelled."""
+    import torch
+
+    tts = loaded.tts
+    counter = {"calls": 0, "last": 0.0}
+
+    def hook(_module, _inputs):
+        if cancel.cancelled:
+            raise _Stop
+        counter["calls"] += 1
+        now = time.perf_counter()
+        if now - counter["last"] >= PROGRESS_INTERVAL:
+            counter["last"] = now
+            on_tokens(counter["calls"] - 1)  # the first call is the prompt, not a token
+
+    handle = tts.t3.tfmr.register_forward_pre_hook(hook)
+    try:
+        tts.conds = conds
+        torch.manual_seed(seed)
+        wav = tts.generate(chunk, **kwargs)
+    finally:
+        handle.remove()
+    return wav.squeeze(0).detach().cpu().numpy().astype("float32")
