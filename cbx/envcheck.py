@@ -1,0 +1,776 @@
+"""Environment checks: are the libraries installed, are the weight files present and
+whole, which device will be used and how much memory is there.
+
+Layer 2. The dashboard must explain a broken installation, so this module imports
+nothing heavy at import time: torch and psutil are imported inside the functions that
+need them, and the library check uses import specs and package metadata only.
+Weight files are verified structurally (headers, sizes, zip directories) without
+loading any tensor, so checking a 3 GB cache takes milliseconds.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from . import paths
+from .errors import (SETUP_COMMAND, CbxError, EnvironmentNotSetup, InvalidSetting,
+                     ModelFilesMissing)
+from .variants import DEFAULT_VARIANT, VARIANTS, get_variant
+
+# ---------------------------------------------------------------------------------------
+# Libraries
+# ---------------------------------------------------------------------------------------
+
+# (import name, distribution name on PyPI). The distribution name is what
+# importlib.metadata knows the version under.
+REQUIRED_LIBRARIES: tuple[tuple[str, str], ...] = (
+    ("torch", "torch"),
+    ("torchaudio", "torchaudio"),
+    ("chatterbox", "chatterbox-tts"),
+    ("transformers", "transformers"),
+    ("librosa", "librosa"),
+    ("soundfile", "soundfile"),
+    ("huggingface_hub", "huggingface_hub"),
+    ("ipywidgets", "ipywidgets"),
+    ("voila", "voila"),
+    ("numpy", "numpy"),
+    ("psutil", "psutil"),
+)
+
+
+@dataclass
+class LibraryStatus:
+    name: str                 # import name
+    distribution: str         # PyPI distribution name
+    importable: bool
+    version: str | None = None
+    error: str | None = None  # why it is not importable
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _dist_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _check_one(name: str, dist: str, import_modules: bool) -> LibraryStatus:
+    version = _dist_version(dist)
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as exc:   # broken parent package or odd sys.modules entry
+        return LibraryStatus(name, dist, False, version, f"{type(exc).__name__}: {exc}")
+    if spec is None:
+        return LibraryStatus(name, dist, False, version, f"No module named {name!r}")
+    if import_modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # any failure while importing is exactly what we report
+            return LibraryStatus(name, dist, False, version, f"{type(exc).__name__}: {exc}")
+    return LibraryStatus(name, dist, True, version, None)
+
+
+def check_libraries(import_modules: bool = False,
+                    libraries: Iterable[tuple[str, str]] = REQUIRED_LIBRARIES,
+                    ) -> list[LibraryStatus]:
+    """Which required libraries are installed, with versions.
+
+    By default only the import machinery is asked (find_spec), which is cheap and does not
+    import torch. `import_modules=True` really imports each one, which also catches
+    installed-but-broken packages (a CUDA DLL that fails to load on Windows) at the cost of
+    several seconds.
+    """
+    return [_check_one(name, dist, import_modules) for name, dist in libraries]
+
+
+def require_libraries(names: Iterable[str] | None = None,
+                      import_modules: bool = False) -> list[LibraryStatus]:
+    """Raise EnvironmentNotSetup naming every missing library; return the statuses if fine."""
+    wanted = set(names) if names is not None else None
+    libs = [(n, d) for n, d in REQUIRED_LIBRARIES if wanted is None or n in wanted]
+    statuses = check_libraries(import_modules=import_modules, libraries=libs)
+    missing = [s for s in statuses if not s.importable]
+    if missing:
+        raise _libraries_error(missing)
+    return statuses
+
+
+def _libraries_error(missing: list[LibraryStatus]) -> EnvironmentNotSetup:
+    names = ", ".join(s.distribution for s in missing)
+    detail = "; ".join(f"{s.name}: {s.error}" for s in missing)
+    return EnvironmentNotSetup(
+        f"Required libraries cannot be imported: {names}.",
+        f"Run `{SETUP_COMMAND}` to install them into this environment, then restart the "
+        f"kernel (interpreter: {sys.executable}).",
+        details=detail,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Weight files
+# ---------------------------------------------------------------------------------------
+
+# Bytes per element of each safetensors dtype; sub-byte or unknown dtypes skip the
+# per-tensor size check but still take part in the total-size check.
+_SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}
+_SAFETENSORS_MAX_HEADER = 100_000_000   # the safetensors format's own limit
+
+# torch.save's legacy (non-zip) format starts with a protocol-2 pickle of a magic number.
+_TORCH_LEGACY_PREFIX = b"\x80\x02\x8a\x0a"
+
+
+def _check_safetensors(path: Path, size: int) -> str | None:
+    """Return why a safetensors file is unusable, or None. Reads only the header."""
+    if size < 8:
+        return f"truncated: {size} bytes, shorter than the 8-byte header length"
+    with path.open("rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        if header_len > _SAFETENSORS_MAX_HEADER:
+            return f"corrupt: header length {header_len} is not plausible"
+        if 8 + header_len > size:
+            return (f"truncated: {size} bytes on disk, but the header alone needs "
+                    f"{8 + header_len}")
+        raw = fh.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"corrupt: the header is not valid JSON ({exc})"
+    if not isinstance(header, dict):
+        return "corrupt: the header is not a JSON object"
+    data_end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            begin, end = entry["data_offsets"]
+            shape = entry["shape"]
+            dtype = entry["dtype"]
+            begin, end = int(begin), int(end)
+        except (KeyError, TypeError, ValueError):
+            return f"corrupt: header entry {key!r} lacks dtype/shape/data_offsets"
+        if not 0 <= begin <= end:
+            return f"corrupt: tensor {key!r} has offsets {begin}..{end}"
+        itemsize = _SAFETENSORS_DTYPE_BYTES.get(dtype)
+        if itemsize is not None and (end - begin) != math.prod(shape) * itemsize:
+            return (f"corrupt: tensor {key!r} ({dtype} {shape}) spans {end - begin} bytes, "
+                    f"expected {math.prod(shape) * itemsize}")
+        data_end = max(data_end, end)
+    expected = 8 + header_len + data_end
+    if size < expected:
+        return f"truncated: {size} bytes on disk, the header describes {expected}"
+    if size > expected:
+        return f"corrupt: {size - expected} unexpected bytes after the tensor data"
+    return None
+
+
+def _check_torch_file(path: Path, size: int) -> str | None:
+    """Return why a torch.save file is unusable, or None. Reads only the zip directory."""
+    with path.open("rb") as fh:
+        prefix = fh.read(len(_TORCH_LEGACY_PREFIX))
+    if prefix == _TORCH_LEGACY_PREFIX:
+        return None   # legacy pickle format: no directory to verify, accept as present
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            directory_start = getattr(zf, "start_dir", size)
+    except zipfile.BadZipFile as exc:
+        return ("truncated or corrupt: not a readable zip-format PyTorch checkpoint "
+                f"({exc})")
+    if not any(i.filename.endswith("/data.pkl") or i.filename == "data.pkl" for i in infos):
+        return "corrupt: a zip file, but not a PyTorch checkpoint (no data.pkl inside)"
+    for info in infos:
+        # Local header (30 bytes + name + extra) followed by the stored data must end
+        # before the central directory begins.
+        if info.header_offset + 30 + len(info.filename.encode()) + info.compress_size \
+                > directory_start:
+            return (f"truncated or corrupt: entry {info.filename!r} extends past the data "
+                    f"region ({size} bytes on disk)")
+    return None
+
+
+def _check_json(path: Path, size: int) -> str | None:
+    try:
+        with path.open("r", encoding="utf-8") as fh:
+            json.load(fh)
+    except UnicodeDecodeError as exc:
+        return f"corrupt: not UTF-8 text ({exc})"
+    except json.JSONDecodeError as exc:
+        return f"truncated or corrupt: not valid JSON ({exc.msg} at line {exc.lineno})"
+    return None
+
+
+def _check_text(path: Path, size: int) -> str | None:
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"corrupt: not UTF-8 text ({exc})"
+    return None
+
+
+_CHECKERS = {
+    ".safetensors": _check_safetensors,
+    ".pt": _check_torch_file,
+    ".pth": _check_torch_file,
+    ".json": _check_json,
+    ".txt": _check_text,
+}
+
+
+@dataclass
+class FileStatus:
+    name: str
+    required: bool
+    present: bool                 # exists on disk (possibly broken)
+    size: int | None = None
+    problem: str | None = None    # "missing", "truncated: ...", ...
+
+    @property
+    def ok(self) -> bool:
+        return self.present and self.problem is None
+
+    @property
+    def blocks_loading(self) -> bool:
+        """A missing required file, or any file that exists but is broken (upstream loads
+        optional files such as conds.pt whenever they exist, so a broken one fails too)."""
+        return (self.required and not self.ok) or (self.present and self.problem is not None)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data
+
+
+def check_file(path: Path, required: bool = True) -> FileStatus:
+    """Presence, size and structural integrity of one weight file."""
+    name = path.name
+    if not path.exists():
+        return FileStatus(name, required, False, None, "missing")
+    if not path.is_file():
+        return FileStatus(name, required, True, None, "not a regular file")
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return FileStatus(name, required, True, 0, "empty (0 bytes)")
+        checker = _CHECKERS.get(path.suffix.lower())
+        problem = checker(path, size) if checker else None
+    except OSError as exc:
+        return FileStatus(name, required, True, None, f"unreadable: {exc}")
+    return FileStatus(name, required, True, size, problem)
+
+
+@dataclass
+class WeightsStatus:
+    variant: str
+    label: str
+    folder: Path
+    files: list[FileStatus] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.broken_files
+
+    @property
+    def broken_files(self) -> list[FileStatus]:
+        """Files that stop this variant from loading: required ones missing or broken,
+        optional ones present but broken."""
+        return [f for f in self.files if f.blocks_loading]
+
+    @property
+    def any_present(self) -> bool:
+        return any(f.present for f in self.files)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size or 0 for f in self.files if f.present)
+
+    def to_dict(self) -> dict:
+        return {
+            "variant": self.variant,
+            "label": self.label,
+            "folder": str(self.folder),
+            "complete": self.complete,
+            "total_bytes": self.total_bytes,
+            "files": [f.to_dict() for f in self.files],
+        }
+
+    def error(self) -> ModelFilesMissing | None:
+        """The model_files_missing error for this variant, or None when it is complete."""
+        broken = self.broken_files
+        if not broken:
+            return None
+        v = VARIANTS[self.variant]
+        listed = "; ".join(f"{f.name} ({f.problem})" for f in broken)
+        where = f"{self.folder}"
+        if os.environ.get(paths.MODEL_DIR_ENV):
+            where += f" (model cache set by {paths.MODEL_DIR_ENV})"
+        return ModelFilesMissing(
+            f"{v.label}: weight files missing or incomplete in {where}: {listed}.",
+            f"Run `{SETUP_COMMAND} --models {self.variant}` to download them "
+            f"(about {v.approx_download_gb:g} GB).",
+        )
+
+
+def check_weights(variant: str, model_dir: str | os.PathLike | None = None) -> WeightsStatus:
+    """Check every file of a variant in the model cache without loading any tensor.
+
+    `model_dir` overrides CBX_MODEL_DIR, which overrides model_cache/ at the repo root.
+    """
+    v = get_variant(variant)
+    folder = paths.variant_dir(v.name, model_dir)
+    files = [check_file(folder / n, True) for n in v.required_files]
+    files += [check_file(folder / n, False) for n in v.optional_files]
+    return WeightsStatus(v.name, v.label, folder, files)
+
+
+def require_weights(variant: str, model_dir: str | os.PathLike | None = None) -> Path:
+    """Return the variant's folder when its weights are whole; otherwise raise
+    ModelFilesMissing naming the missing/broken files, the folder and the fix command."""
+    status = check_weights(variant, model_dir)
+    err = status.error()
+    if err is not None:
+        raise err
+    return status.folder
+
+
+# ---------------------------------------------------------------------------------------
+# Device and memory
+# ---------------------------------------------------------------------------------------
+
+_DEVICE_CHOICES = "'auto', 'cuda', 'cuda:N', 'mps' or 'cpu'"
+
+
+def _import_torch():
+    """Import torch, turning any failure into environment_not_setup with the reason."""
+    try:
+        import torch
+    except Exception as exc:  # a broken install raises many kinds (OSError for DLLs)
+        raise EnvironmentNotSetup(
+            f"PyTorch cannot be imported: {type(exc).__name__}: {exc}",
+            f"Run `{SETUP_COMMAND}` to install PyTorch for this machine, then restart the "
+            "kernel.",
+        ) from exc
+    return torch
+
+
+def _mps_available(torch) -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(requested: str = "auto") -> str:
+    """Turn a device request into a concrete torch device string.
+
+    'auto' picks CUDA, then Apple MPS, then CPU. An explicit device that is not available
+    fails with invalid_setting and says what to use instead, rather than silently falling
+    back (the user asked for it and would otherwise wonder why it is slow).
+    """
+    req = (requested or "auto").strip().lower()
+    torch = _import_torch()
+    if req == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if _mps_available(torch):
+            return "mps"
+        return "cpu"
+    if req == "cpu":
+        return "cpu"
+    if req == "mps":
+        if not _mps_available(torch):
+            raise InvalidSetting(
+                "device='mps' was requested but Apple MPS is not available on this machine.",
+                "Use device='auto' or device='cpu'.",
+            )
+        return "mps"
+    if req == "cuda" or req.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            built = torch.version.cuda is not None
+            why = ("no NVIDIA GPU/driver was found" if built
+                   else f"the installed PyTorch {torch.__version__} is a CPU-only build")
+            raise InvalidSetting(
+                f"device={requested!r} was requested but CUDA is not available: {why}.",
+                "Use device='auto' or device='cpu'; if this machine has an NVIDIA GPU, "
+                f"update its driver and run `{SETUP_COMMAND}` to install a CUDA build of "
+                "PyTorch.",
+            )
+        if req == "cuda":
+            return "cuda"
+        index_text = req.split(":", 1)[1]
+        count = torch.cuda.device_count()
+        if not index_text.isdigit() or int(index_text) >= count:
+            raise InvalidSetting(
+                f"device={requested!r} does not name a GPU on this machine "
+                f"({count} CUDA device(s): cuda:0..cuda:{count - 1}).",
+                "Use device='cuda' (the first GPU) or device='auto'.",
+            )
+        return f"cuda:{int(index_text)}"
+    raise InvalidSetting(f"Unknown device {requested!r}.", f"Use one of {_DEVICE_CHOICES}.")
+
+
+@dataclass
+class DeviceInfo:
+    requested: str = "auto"
+    resolved: str | None = None          # the device 'requested' maps to, None if unknown
+    torch_version: str | None = None
+    torch_error: str | None = None       # why torch could not be imported
+    cuda_available: bool = False
+    cuda_build: str | None = None        # CUDA version torch was built with (None: CPU build)
+    cuda_device_count: int = 0
+    cuda_device_name: str | None = None
+    vram_total_bytes: int | None = None
+    vram_used_bytes: int | None = None   # by every process on the GPU
+    vram_source: str | None = None       # "torch" or "nvidia-smi"
+    torch_allocated_bytes: int | None = None   # by tensors of this process
+    torch_reserved_bytes: int | None = None    # held by this process's caching allocator
+    mps_available: bool = False
+    mps_allocated_bytes: int | None = None
+    process_rss_bytes: int | None = None
+    ram_total_bytes: int | None = None
+    ram_available_bytes: int | None = None
+    device_error: str | None = None      # why 'requested' cannot be used
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _nvidia_smi_memory(uuid: str | None) -> tuple[int, int] | None:
+    """(total, used) bytes from nvidia-smi, which reads the driver without giving this
+    process a CUDA context (a context alone costs a few hundred MB of VRAM)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=uuid,memory.total,memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rows = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            rows.append((parts[0].lower(), int(parts[1]) * 2**20, int(parts[2]) * 2**20))
+    if uuid:
+        for row_uuid, total, used in rows:
+            if row_uuid.removeprefix("gpu-") == uuid.lower().removeprefix("gpu-"):
+                return total, used
+    if len(rows) == 1:
+        return rows[0][1], rows[0][2]
+    return None
+
+
+def _fill_cuda(info: DeviceInfo, torch, index: int) -> None:
+    props = torch.cuda.get_device_properties(index)
+    info.cuda_device_name = props.name
+    info.vram_total_bytes = int(props.total_memory)
+    if torch.cuda.is_initialized():
+        info.torch_allocated_bytes = int(torch.cuda.memory_allocated(index))
+        info.torch_reserved_bytes = int(torch.cuda.memory_reserved(index))
+    else:
+        info.torch_allocated_bytes = 0
+        info.torch_reserved_bytes = 0
+    smi = _nvidia_smi_memory(str(getattr(props, "uuid", "")) or None)
+    if smi is not None:
+        info.vram_total_bytes, info.vram_used_bytes = smi
+        info.vram_source = "nvidia-smi"
+    elif torch.cuda.is_initialized():
+        free, total = torch.cuda.mem_get_info(index)
+        info.vram_total_bytes, info.vram_used_bytes = int(total), int(total - free)
+        info.vram_source = "torch"
+    else:
+        info.notes.append("VRAM in use by other programs is unknown (nvidia-smi not found "
+                          "and CUDA is not initialised in this process yet).")
+
+
+def _fill_ram(info: DeviceInfo) -> None:
+    try:
+        import psutil
+    except ImportError:
+        info.notes.append("psutil is not installed: process and system RAM are unknown.")
+        return
+    info.process_rss_bytes = int(psutil.Process().memory_info().rss)
+    vm = psutil.virtual_memory()
+    info.ram_total_bytes, info.ram_available_bytes = int(vm.total), int(vm.available)
+
+
+def device_info(requested: str = "auto") -> DeviceInfo:
+    """Device that `requested` resolves to, GPU name and memory, process and system RAM.
+
+    Never raises for a missing or broken torch: that is reported in the result.
+    """
+    info = DeviceInfo(requested=requested)
+    try:
+        _fill_torch(info, requested)
+    finally:
+        _fill_ram(info)   # last, so the figure includes torch itself once imported
+    return info
+
+
+def _fill_torch(info: DeviceInfo, requested: str) -> None:
+    if importlib.util.find_spec("torch") is None:
+        info.torch_error = "No module named 'torch'"
+        return
+    try:
+        torch = _import_torch()
+    except EnvironmentNotSetup as exc:
+        info.torch_error = exc.message.removeprefix("PyTorch cannot be imported: ")
+        return
+    info.torch_version = torch.__version__
+    info.cuda_build = torch.version.cuda
+    info.cuda_available = bool(torch.cuda.is_available())
+    info.mps_available = _mps_available(torch)
+    try:
+        info.resolved = resolve_device(requested)
+    except CbxError as exc:
+        info.device_error = exc.message
+    if info.cuda_available:
+        info.cuda_device_count = int(torch.cuda.device_count())
+        index = int(info.resolved.split(":")[1]) if (info.resolved or "").startswith("cuda:") \
+            else 0
+        _fill_cuda(info, torch, index)
+    if info.mps_available:
+        info.mps_allocated_bytes = int(torch.mps.current_allocated_memory())
+
+
+# ---------------------------------------------------------------------------------------
+# The status report
+# ---------------------------------------------------------------------------------------
+
+def fmt_bytes(n: int | None) -> str:
+    """Human-readable size (binary units), '?' when unknown."""
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+_MODEL_KEY_ORDER = ("state", "variant", "device", "dtype", "loaded_at", "load_seconds", "voice")
+
+
+@dataclass
+class StatusReport:
+    model_dir: Path
+    libraries: list[LibraryStatus]
+    weights: dict[str, WeightsStatus]
+    device: DeviceInfo
+    model: dict | None = None     # the model manager's describe(), None outside a kernel
+    created_at: str = field(
+        default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+
+    @property
+    def libraries_ok(self) -> bool:
+        return all(lib.importable for lib in self.libraries)
+
+    @property
+    def complete_variants(self) -> list[str]:
+        return [name for name, w in self.weights.items() if w.complete]
+
+    @property
+    def ok(self) -> bool:
+        """Usable: every library imports and at least one variant's weights are whole."""
+        return self.libraries_ok and bool(self.complete_variants)
+
+    def problems(self) -> list[CbxError]:
+        """The taxonomy errors that apply now, each with its code, message and fix.
+
+        A variant whose folder is entirely absent is only a problem when no variant is
+        complete (downloading just one is normal); a partly present folder always is,
+        because it is an interrupted download that a load would trip over.
+        """
+        found: list[CbxError] = []
+        missing = [lib for lib in self.libraries if not lib.importable]
+        if missing:
+            found.append(_libraries_error(missing))
+        partial = [w for w in self.weights.values() if not w.complete and w.any_present]
+        found += [w.error() for w in partial]
+        if not self.complete_variants and not partial:
+            found.append(self._nothing_downloaded_error())
+        if self.device.device_error:
+            found.append(InvalidSetting(self.device.device_error,
+                                        "Use device='auto' or device='cpu'."))
+        return found
+
+    def _nothing_downloaded_error(self) -> ModelFilesMissing:
+        default = VARIANTS[DEFAULT_VARIANT]
+        where = str(self.model_dir)
+        if os.environ.get(paths.MODEL_DIR_ENV):
+            where += f" (set by {paths.MODEL_DIR_ENV})"
+        return ModelFilesMissing(
+            f"No model weights found in {where}; expected one sub-folder per variant "
+            f"({', '.join(VARIANTS)}).",
+            f"Run `{SETUP_COMMAND} --models {default.name}` to download {default.label} "
+            f"(about {default.approx_download_gb:g} GB), or name another variant; if the "
+            f"weights are elsewhere, set {paths.MODEL_DIR_ENV} to that folder.",
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "created_at": self.created_at,
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "model_dir": str(self.model_dir),
+            "libraries": [lib.to_dict() for lib in self.libraries],
+            "weights": {name: w.to_dict() for name, w in self.weights.items()},
+            "device": self.device.to_dict(),
+            "model": dict(self.model) if self.model is not None else None,
+            "problems": [p.to_dict() for p in self.problems()],
+        }
+
+    # -- rendering ------------------------------------------------------------------------
+    # ASCII only: the Windows console's default code page cannot print check marks.
+
+    def _device_lines(self) -> list[str]:
+        d = self.device
+        if d.torch_error:
+            return [f"  PyTorch not importable: {d.torch_error}"]
+        lines = [f"  PyTorch {d.torch_version} "
+                 f"({'CUDA ' + d.cuda_build if d.cuda_build else 'CPU-only build'}); "
+                 f"device {d.requested!r} -> {d.resolved or 'unavailable'}"]
+        if d.device_error:
+            lines.append(f"  ! {d.device_error}")
+        if d.cuda_available:
+            lines.append(f"  GPU: {d.cuda_device_name}, VRAM {fmt_bytes(d.vram_used_bytes)} used "
+                         f"of {fmt_bytes(d.vram_total_bytes)}; this process: "
+                         f"{fmt_bytes(d.torch_allocated_bytes)} allocated, "
+                         f"{fmt_bytes(d.torch_reserved_bytes)} reserved")
+        else:
+            lines.append("  GPU: no CUDA device")
+        if d.mps_available:
+            lines.append(f"  Apple MPS available, {fmt_bytes(d.mps_allocated_bytes)} allocated")
+        return lines
+
+    def _model_items(self) -> list[tuple[str, str]]:
+        if not self.model:
+            return []
+        keys = [k for k in _MODEL_KEY_ORDER if k in self.model]
+        keys += [k for k in self.model if k not in _MODEL_KEY_ORDER]
+        out = []
+        for k in keys:
+            value = self.model[k]
+            if k == "load_seconds" and isinstance(value, (int, float)):
+                value = f"{value:.1f} s"
+            elif isinstance(value, int) and k.endswith("bytes"):
+                value = fmt_bytes(value)
+            elif isinstance(value, dict):
+                value = ", ".join(f"{sk}={sv}" for sk, sv in value.items())
+            out.append((k, "-" if value is None else str(value)))
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"Chatterbox Studio status ({self.created_at}): "
+                 f"{'READY' if self.ok else 'NOT READY'}", "", "Libraries:"]
+        for lib in self.libraries:
+            mark = "ok     " if lib.importable else "MISSING"
+            extra = "" if lib.importable else f"  ({lib.error})"
+            lines.append(f"  {mark} {lib.distribution:<16} {lib.version or '-'}{extra}")
+        lines += ["", f"Model weights in {self.model_dir}:"]
+        for w in self.weights.values():
+            state = "complete" if w.complete else ("INCOMPLETE" if w.any_present else "not downloaded")
+            lines.append(f"  {w.variant:<13} {state:<15} {fmt_bytes(w.total_bytes):>10}  {w.label}")
+            if w.any_present:
+                for f in w.files:
+                    if f.ok:
+                        lines.append(f"      ok      {f.name} ({fmt_bytes(f.size)})")
+                    elif f.present or f.required:
+                        lines.append(f"      {'BROKEN ' if f.present else 'MISSING'} {f.name}: {f.problem}")
+        lines += ["", "Device:"] + self._device_lines()
+        d = self.device
+        lines.append(f"  RAM: this process {fmt_bytes(d.process_rss_bytes)}, system "
+                     f"{fmt_bytes(d.ram_available_bytes)} free of {fmt_bytes(d.ram_total_bytes)}")
+        lines += [f"  note: {n}" for n in d.notes]
+        lines += ["", "Loaded model:"]
+        items = self._model_items()
+        if items:
+            lines += [f"  {k}: {v}" for k, v in items]
+        else:
+            lines.append("  (no model information: not asked from a kernel's model manager)"
+                         if self.model is None else "  none")
+        problems = self.problems()
+        if problems:
+            lines += ["", "Problems:"]
+            for p in problems:
+                lines.append(f"  [{p.code}] {p.message}")
+                lines.append(f"      fix: {p.solution}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        rows = []
+
+        def row(label: str, value: str, bad: bool = False) -> None:
+            style = ' style="color:#b00020"' if bad else ""
+            rows.append(f"<tr><th style='text-align:left'>{e(label)}</th>"
+                        f"<td style='text-align:left'{style}>{value}</td></tr>")
+
+        missing = [lib for lib in self.libraries if not lib.importable]
+        row("Libraries", "all installed" if not missing else
+            "missing: " + e(", ".join(lib.distribution for lib in missing)), bool(missing))
+        for w in self.weights.values():
+            if w.complete:
+                text = f"complete, {e(fmt_bytes(w.total_bytes))}"
+            else:
+                text = "; ".join(f"{e(f.name)}: {e(f.problem or '')}" for f in w.broken_files)
+            row(f"Weights: {w.label}", text, not w.complete and w.any_present)
+        row("Device", "<br>".join(e(line.strip()) for line in self._device_lines()),
+            bool(self.device.torch_error or self.device.device_error))
+        d = self.device
+        row("RAM", e(f"process {fmt_bytes(d.process_rss_bytes)}; system "
+                     f"{fmt_bytes(d.ram_available_bytes)} free of {fmt_bytes(d.ram_total_bytes)}"))
+        items = self._model_items()
+        row("Loaded model", ", ".join(f"{e(k)}={e(v)}" for k, v in items) if items else "none")
+        for p in self.problems():
+            row(p.code, f"{e(p.message)}<br><b>Fix:</b> {e(p.solution)}", True)
+        head = (f"<b>Chatterbox Studio: {'ready' if self.ok else 'not ready'}</b> "
+                f"<small>({e(self.created_at)}, models in {e(str(self.model_dir))})</small>")
+        return f"<div>{head}<table>{''.join(rows)}</table></div>"
+
+
+def status(model_dir: str | os.PathLike | None = None, model_state: dict | None = None,
+           device: str = "auto", import_modules: bool = False) -> StatusReport:
+    """Everything a user needs to know before and after loading, in one report.
+
+    `model_state` is the model manager's describe() dict; this layer does not import the
+    manager itself. If torch is found but fails to import, that failure is folded into the
+    library list, so a broken PyTorch is not reported as installed.
+    """
+    libraries = check_libraries(import_modules=import_modules)
+    weights = {name: check_weights(name, model_dir) for name in VARIANTS}
+    dev = device_info(device)
+    if dev.torch_error:
+        for lib in libraries:
+            if lib.name == "torch" and lib.importable:
+                lib.importable, lib.error = False, dev.torch_error
+    return StatusReport(
+        model_dir=paths.model_dir(model_dir),
+        libraries=libraries,
+        weights=weights,
+        device=dev,
+        model=model_state,
+    )
