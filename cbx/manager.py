@@ -343,9 +343,8 @@ class ModelManager:
                 variant = model.variant
                 model.conds_cache.clear()
                 del model
-                gc.collect()
+                alive = _collect_until_dead(refs)
                 _free_cuda_cache()
-                alive = [name for name, ref in refs.items() if ref() is not None]
                 self.holds.release(os.getpid())
                 report = UnloadReport(before, memory_snapshot(), variant, not alive, alive,
                                       reason)
@@ -465,6 +464,21 @@ def _module_refs(tts) -> dict:
         if module is not None:
             refs[name] = weakref.ref(module)
     return refs
+
+
+def _collect_until_dead(refs: dict, attempts: int = 40) -> list[str]:
+    """Collect garbage until the model's modules are gone; return those still alive.
+
+    A generation thread that was just cancelled may need a moment to unwind the frames
+    that reference the model, so a few short retries separate that from a real leak.
+    """
+    for attempt in range(attempts):
+        gc.collect()
+        alive = [name for name, ref in refs.items() if ref() is not None]
+        if not alive:
+            return alive
+        time.sleep(0.05)
+    return alive
 
 
 def _free_cuda_cache() -> None:

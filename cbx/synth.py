@@ -6,6 +6,7 @@ Layer 4: imports layers 1-3; torch is imported inside functions.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import secrets
@@ -227,6 +228,20 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str = "a
     `torch.manual_seed(seed)`. Cancel (token or manager) stops within the current chunk
     and raises `generation_cancelled` carrying the finished chunks as `.partial`.
     """
+    try:
+        return _speak(text, voice, variant=variant, device=device, dtype=dtype, seed=seed,
+                      language=language, max_chunk_chars=max_chunk_chars, progress=progress,
+                      cancel=cancel, on_chunk=on_chunk, model_dir=model_dir, **settings)
+    except CbxError as exc:
+        error = exc
+    # Raised again out here, stripped of tracebacks: their frames reference the model,
+    # and an error kept on screen must not keep gigabytes alive after Unload.
+    error.__traceback__ = error.__context__ = error.__cause__ = None
+    raise error
+
+
+def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
+           progress, cancel, on_chunk, model_dir, **settings) -> Result:
     import numpy as np
 
     text = textmod.validate_text(text)
@@ -268,13 +283,18 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str = "a
         except CbxError:
             raise
         except Exception as exc:
-            raise _as_generation_failed(exc) from exc
+            raise _as_generation_failed(exc) from None
         timings["conditionals"] = round(time.perf_counter() - t0, 3)
         loaded.voice = voice_name
 
         pieces, chunk_seconds = [], []
         sample_rate = loaded.tts.sr
         pause = np.zeros(int(PAUSE_SECONDS * sample_rate), dtype=np.float32)
+        finish = functools.partial(_result, pause=pause, sample_rate=sample_rate, text=text,
+                                   voice_name=voice_name, variant=variant, seed=seed,
+                                   settings=merged, timings=timings, started=started,
+                                   device=loaded.device, dtype=loaded.dtype,
+                                   language=language, notes=notes, voice_sha=voice_sha)
         try:
             for index, chunk in enumerate(chunks):
                 if cancel.cancelled:
@@ -282,7 +302,7 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str = "a
                 chunk_start = time.perf_counter()
                 eta = (sum(chunk_seconds) / len(chunk_seconds) * (len(chunks) - index)
                        if chunk_seconds else None)
-                wav = _generate_chunk(loaded, conds, chunk, seed + index,
+                wav = _generate_chunk(loaded.tts, conds, chunk, seed + index,
                                       _upstream_kwargs(variant, merged, language), cancel,
                                       lambda tokens, i=index, e=eta: report(i + 1, tokens,
                                                                              "tokens", e))
@@ -296,20 +316,16 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str = "a
                 if on_chunk is not None:
                     on_chunk(index, len(chunks), wav, sample_rate)
         except _Stop:
-            partial = _result(pieces, pause, sample_rate, text, voice_name, variant, seed,
-                              merged, chunks[:len(pieces)], timings, started, loaded, language,
-                              notes, voice_sha) if pieces else None
             error = GenerationCancelled(
                 f"Generation cancelled after {len(pieces)} of {len(chunks)} chunks.",
                 "Press Generate to start again; finished chunks are kept in .partial.")
-            error.partial = partial
+            error.partial = finish(pieces, chunks=chunks[:len(pieces)]) if pieces else None
             raise error from None
         except CbxError:
             raise
         except Exception as exc:
-            raise _as_generation_failed(exc) from exc
-        return _result(pieces, pause, sample_rate, text, voice_name, variant, seed, merged,
-                       chunks, timings, started, loaded, language, notes, voice_sha)
+            raise _as_generation_failed(exc) from None
+        return finish(pieces, chunks=chunks)
 
 
 def _as_generation_failed(exc: BaseException) -> GenerationFailed:
@@ -322,8 +338,8 @@ def _as_generation_failed(exc: BaseException) -> GenerationFailed:
     return GenerationFailed.from_exception(exc)
 
 
-def _result(pieces, pause, sample_rate, text, voice_name, variant, seed, settings, chunks,
-            timings, started, loaded, language, notes, voice_sha) -> Result:
+def _result(pieces, *, pause, sample_rate, text, voice_name, variant, seed, settings, chunks,
+            timings, started, device, dtype, language, notes, voice_sha) -> Result:
     import numpy as np
 
     joined = []
@@ -335,17 +351,16 @@ def _result(pieces, pause, sample_rate, text, voice_name, variant, seed, setting
     return Result(wav=np.concatenate(joined).astype(np.float32), sample_rate=sample_rate,
                   text=text, voice=voice_name, variant=variant, seed=seed,
                   settings=settings, chunks=list(chunks), timings=dict(timings),
-                  device=loaded.device, dtype=loaded.dtype, language=language,
+                  device=device, dtype=dtype, language=language,
                   notes=list(notes), voice_sha256=voice_sha)
 
 
-def _generate_chunk(loaded, conds, chunk: str, seed: int, kwargs: dict, cancel: CancelToken,
+def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: CancelToken,
                     on_tokens):
     """One upstream generate() call, seeded, with a hook on the token model that counts
     sampled tokens for progress and aborts between tokens when cancelled."""
     import torch
 
-    tts = loaded.tts
     counter = {"calls": 0, "last": 0.0}
 
     def hook(_module, _inputs):
