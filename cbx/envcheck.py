@@ -87,7 +87,7 @@ def _check_one(name: str, dist: str, import_modules: bool) -> LibraryStatus:
 
 
 def check_libraries(import_modules: bool = False,
-                    libraries: Iterable[tuple[str, str]] = REQUIRED_LIBRARIES,
+                    libraries: Iterable[tuple[str, str]] | None = None,
                     ) -> list[LibraryStatus]:
     """Which required libraries are installed, with versions.
 
@@ -96,14 +96,19 @@ def check_libraries(import_modules: bool = False,
     installed-but-broken packages (a CUDA DLL that fails to load on Windows) at the cost of
     several seconds.
     """
+    if libraries is None:
+        libraries = REQUIRED_LIBRARIES
     return [_check_one(name, dist, import_modules) for name, dist in libraries]
 
 
 def require_libraries(names: Iterable[str] | None = None,
                       import_modules: bool = False) -> list[LibraryStatus]:
     """Raise EnvironmentNotSetup naming every missing library; return the statuses if fine."""
-    wanted = set(names) if names is not None else None
-    libs = [(n, d) for n, d in REQUIRED_LIBRARIES if wanted is None or n in wanted]
+    if names is None:
+        libs = list(REQUIRED_LIBRARIES)
+    else:
+        dists = dict(REQUIRED_LIBRARIES)
+        libs = [(n, dists.get(n, n)) for n in names]
     statuses = check_libraries(import_modules=import_modules, libraries=libs)
     missing = [s for s in statuses if not s.importable]
     if missing:

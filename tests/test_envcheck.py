@@ -1,0 +1,379 @@
+"""Environment checks on temporary model caches made of tiny but structurally valid files:
+the integrity checks must tell whole files from missing, truncated and garbage ones
+without loading tensors, and every failure must name the file and the fix."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cbx import envcheck, paths
+from cbx.errors import EnvironmentNotSetup, InvalidSetting, ModelFilesMissing
+from cbx.variants import VARIANTS
+
+torch = pytest.importorskip("torch")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_file(path: Path, kind_seed: int = 0) -> None:
+    """A tiny valid file of the type its extension says."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(kind_seed)
+    if path.suffix == ".safetensors":
+        safetensors_torch.save_file({"layer.weight": torch.randn(4, 3, generator=g),
+                                     "layer.bias": torch.zeros(3, dtype=torch.float16),
+                                     "steps": torch.arange(5)}, str(path))
+    elif path.suffix == ".pt":
+        torch.save({"w": torch.randn(2, 2, generator=g), "meta": {"n": 1}}, path)
+    elif path.suffix == ".json":
+        path.write_text(json.dumps({"model": {"vocab": {"a": 0, "b": 1}}}), encoding="utf-8")
+    else:
+        path.write_text("#version: 0.2\na b\n", encoding="utf-8")
+
+
+def make_variant(root: Path, variant: str, optional: bool = True) -> Path:
+    v = VARIANTS[variant]
+    folder = root / variant
+    for i, name in enumerate(v.required_files + (v.optional_files if optional else ())):
+        write_file(folder / name, i)
+    return folder
+
+
+def problem_of(status: envcheck.WeightsStatus, name: str) -> str | None:
+    return next(f.problem for f in status.files if f.name == name)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_complete_variant(tmp_path, variant):
+    folder = make_variant(tmp_path, variant)
+    status = envcheck.check_weights(variant, tmp_path)
+    assert status.folder == folder.resolve()
+    assert status.complete, [(f.name, f.problem) for f in status.files]
+    assert [f.name for f in status.files] == list(VARIANTS[variant].all_files)
+    for f in status.files:
+        assert f.ok and f.size == (folder / f.name).stat().st_size > 0
+    assert envcheck.require_weights(variant, tmp_path) == folder.resolve()
+
+
+def test_missing_optional_file_is_fine_missing_required_is_named(tmp_path):
+    make_variant(tmp_path, "original", optional=False)
+    assert envcheck.check_weights("original", tmp_path).complete   # no conds.pt: fine
+    (tmp_path / "original" / "t3_cfg.safetensors").unlink()
+    status = envcheck.check_weights("original", tmp_path)
+    assert not status.complete
+    assert [f.name for f in status.broken_files] == ["t3_cfg.safetensors"]
+    assert problem_of(status, "t3_cfg.safetensors") == "missing"
+
+
+@pytest.mark.parametrize("cut", [1, 40, "into_header"])
+def test_truncated_safetensors_is_named_truncated(tmp_path, cut):
+    make_variant(tmp_path, "original")
+    path = tmp_path / "original" / "s3gen.safetensors"
+    data = path.read_bytes()
+    keep = 20 if cut == "into_header" else len(data) - cut
+    path.write_bytes(data[:keep])
+    status = envcheck.check_weights("original", tmp_path)
+    assert not status.complete
+    assert [f.name for f in status.broken_files] == ["s3gen.safetensors"]
+    assert problem_of(status, "s3gen.safetensors").startswith("truncated")
+
+
+def test_safetensors_with_trailing_bytes_or_bad_header(tmp_path):
+    make_variant(tmp_path, "original")
+    folder = tmp_path / "original"
+    (folder / "ve.safetensors").write_bytes((folder / "ve.safetensors").read_bytes() + b"xx")
+    # A header length that is plausible but points at bytes that are not JSON.
+    (folder / "t3_cfg.safetensors").write_bytes((16).to_bytes(8, "little") + b"\xff" * 40)
+    status = envcheck.check_weights("original", tmp_path)
+    assert "unexpected bytes" in problem_of(status, "ve.safetensors")
+    assert "JSON" in problem_of(status, "t3_cfg.safetensors")
+    assert {f.name for f in status.broken_files} == {"ve.safetensors", "t3_cfg.safetensors"}
+
+
+def test_safetensors_tensor_size_must_match_shape(tmp_path):
+    header = json.dumps({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 8)
+    assert "expected 16" in envcheck.check_file(path).problem
+
+
+def test_garbage_and_truncated_pt_are_named(tmp_path):
+    make_variant(tmp_path, "multilingual")
+    folder = tmp_path / "multilingual"
+    (folder / "ve.pt").write_bytes(os.urandom(4096))
+    data = (folder / "s3gen.pt").read_bytes()
+    (folder / "s3gen.pt").write_bytes(data[: len(data) // 2])
+    status = envcheck.check_weights("multilingual", tmp_path)
+    assert {f.name for f in status.broken_files} == {"ve.pt", "s3gen.pt"}
+    assert "zip" in problem_of(status, "ve.pt")
+    assert "zip" in problem_of(status, "s3gen.pt")
+
+
+def test_zip_that_is_not_a_torch_checkpoint(tmp_path):
+    path = tmp_path / "conds.pt"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    assert "data.pkl" in envcheck.check_file(path, required=False).problem
+
+
+def test_broken_optional_file_blocks_loading(tmp_path):
+    # Upstream loads conds.pt whenever it exists, so a broken one would fail the load.
+    make_variant(tmp_path, "turbo")
+    (tmp_path / "turbo" / "conds.pt").write_bytes(b"not a checkpoint")
+    status = envcheck.check_weights("turbo", tmp_path)
+    assert not status.complete
+    assert [f.name for f in status.broken_files] == ["conds.pt"]
+
+
+def test_bad_json_empty_file_and_directory(tmp_path):
+    make_variant(tmp_path, "turbo")
+    folder = tmp_path / "turbo"
+    (folder / "vocab.json").write_text('{"a": 1', encoding="utf-8")
+    (folder / "merges.txt").write_bytes(b"")
+    (folder / "ve.safetensors").unlink()
+    (folder / "ve.safetensors").mkdir()
+    status = envcheck.check_weights("turbo", tmp_path)
+    assert "not valid JSON" in problem_of(status, "vocab.json")
+    assert problem_of(status, "merges.txt") == "empty (0 bytes)"
+    assert problem_of(status, "ve.safetensors") == "not a regular file"
+
+
+def test_require_weights_error_names_files_folder_and_fix(tmp_path):
+    make_variant(tmp_path, "original")
+    folder = tmp_path / "original"
+    (folder / "tokenizer.json").unlink()
+    data = (folder / "ve.safetensors").read_bytes()
+    (folder / "ve.safetensors").write_bytes(data[:-3])
+    with pytest.raises(ModelFilesMissing) as info:
+        envcheck.require_weights("original", tmp_path)
+    err = info.value
+    assert err.code == "model_files_missing"
+    assert "tokenizer.json (missing)" in err.message
+    assert "ve.safetensors (truncated" in err.message
+    assert "t3_cfg.safetensors" not in err.message     # whole files are not blamed
+    assert str(folder.resolve()) in err.message
+    assert "python setup_env.py --models original" in err.solution
+    assert err.to_dict()["error"] == "model_files_missing"
+
+
+def test_unknown_variant_is_an_invalid_setting(tmp_path):
+    with pytest.raises(InvalidSetting):
+        envcheck.check_weights("nope", tmp_path)
+
+
+def test_model_dir_env_var_and_argument_override(tmp_path, monkeypatch):
+    env_root, arg_root = tmp_path / "env", tmp_path / "arg"
+    make_variant(env_root, "original")
+    arg_root.mkdir()
+    monkeypatch.setenv(paths.MODEL_DIR_ENV, str(env_root))
+    assert envcheck.check_weights("original").complete
+    assert envcheck.check_weights("original").folder == (env_root / "original").resolve()
+    overridden = envcheck.check_weights("original", arg_root)
+    assert not overridden.complete
+    assert overridden.folder == (arg_root / "original").resolve()
+    with pytest.raises(ModelFilesMissing) as info:
+        envcheck.require_weights("original", arg_root)
+    assert str(arg_root.resolve()) in info.value.message
+    monkeypatch.delenv(paths.MODEL_DIR_ENV)
+    assert envcheck.check_weights("original").folder == paths.REPO_ROOT / "model_cache" / "original"
+
+
+# --- libraries ----------------------------------------------------------------------
+
+
+def test_installed_libraries_have_versions():
+    libs = {lib.name: lib for lib in envcheck.check_libraries()}
+    assert set(libs) == {name for name, _ in envcheck.REQUIRED_LIBRARIES}
+    assert libs["torch"].importable and libs["torch"].version == torch.__version__.split("+")[0]
+    assert libs["chatterbox"].distribution == "chatterbox-tts"
+    assert libs["chatterbox"].version   # found through the distribution name
+
+
+def test_missing_library_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(envcheck, "REQUIRED_LIBRARIES",
+                        envcheck.REQUIRED_LIBRARIES + (("cbx_no_such_lib", "cbx-no-such-lib"),))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "soundfile" else real_find_spec(name, *a))
+    libs = {lib.name: lib for lib in envcheck.check_libraries()}
+    assert not libs["cbx_no_such_lib"].importable and libs["cbx_no_such_lib"].version is None
+    assert "No module named 'soundfile'" == libs["soundfile"].error
+    assert libs["numpy"].importable
+    with pytest.raises(EnvironmentNotSetup) as info:
+        envcheck.require_libraries()
+    err = info.value
+    assert err.code == "environment_not_setup"
+    assert "cbx-no-such-lib" in err.message and "soundfile" in err.message
+    assert "numpy" not in err.message
+    assert "python setup_env.py" in err.solution
+    envcheck.require_libraries(["numpy", "torch"])   # a subset that is there passes
+
+    make_variant(tmp_path, "original")
+    report = envcheck.status(model_dir=tmp_path)
+    assert report.complete_variants == ["original"]
+    assert not report.ok
+    assert [p.code for p in report.problems()] == ["environment_not_setup"]
+    assert "MISSING cbx-no-such-lib" in str(report)
+
+
+def test_deep_check_catches_a_package_that_fails_to_import(tmp_path, monkeypatch):
+    pkg = tmp_path / "cbx_broken_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise OSError('DLL load failed')\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    libs = [("cbx_broken_pkg", "cbx-broken-pkg")]
+    assert envcheck.check_libraries(libraries=libs)[0].importable    # spec exists
+    deep = envcheck.check_libraries(import_modules=True, libraries=libs)[0]
+    assert not deep.importable and deep.error == "OSError: DLL load failed"
+    sys.modules.pop("cbx_broken_pkg", None)
+
+
+# --- device -------------------------------------------------------------------------
+
+
+def test_resolve_device():
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if torch.backends.mps.is_available() else "cpu")
+    assert envcheck.resolve_device("auto") == expected
+    assert envcheck.resolve_device(" CPU ") == "cpu"
+    with pytest.raises(InvalidSetting) as info:
+        envcheck.resolve_device("tpu")
+    assert "'auto'" in info.value.solution
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_explicit_cuda_without_cuda_names_the_fix():
+    with pytest.raises(InvalidSetting) as info:
+        envcheck.resolve_device("cuda")
+    assert "CUDA is not available" in info.value.message
+    assert "device='cpu'" in info.value.solution
+    info_ = envcheck.device_info("cuda:0")
+    assert info_.resolved is None and "CUDA is not available" in info_.device_error
+
+
+def test_device_info_reports_torch_and_memory():
+    info = envcheck.device_info()
+    assert info.torch_version == torch.__version__
+    assert info.resolved == envcheck.resolve_device("auto")
+    assert info.cuda_available == torch.cuda.is_available()
+    assert info.process_rss_bytes > 50 * 2**20          # torch alone is bigger than this
+    assert info.ram_total_bytes >= info.ram_available_bytes > 0
+    if info.cuda_available:
+        assert info.cuda_device_name and info.vram_total_bytes > 0
+    json.dumps(info.to_dict())
+
+
+def test_device_info_without_torch_reports_instead_of_failing(tmp_path, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    info = envcheck.device_info()
+    assert info.torch_error == "No module named 'torch'" and info.resolved is None
+    report = envcheck.status(model_dir=tmp_path)
+    assert not report.ok
+    assert "PyTorch not importable" in str(report)
+    codes = [p.code for p in report.problems()]
+    assert codes[0] == "environment_not_setup"
+
+
+# --- the report ---------------------------------------------------------------------
+
+
+def test_status_report_renders_everything(tmp_path):
+    make_variant(tmp_path, "original")
+    make_variant(tmp_path, "turbo")
+    (tmp_path / "turbo" / "t3_turbo_v1.safetensors").unlink()   # an interrupted download
+    model_state = {"state": "ready", "variant": "original", "device": "cpu",
+                   "dtype": "float32", "loaded_at": "2026-01-02T03:04:05+00:00",
+                   "load_seconds": 14.25, "voice": "alice", "extra_key": 7}
+    report = envcheck.status(model_dir=tmp_path, model_state=model_state)
+    assert report.ok                                    # original is whole
+    problems = report.problems()
+    assert [p.code for p in problems] == ["model_files_missing"]
+    assert "t3_turbo_v1.safetensors (missing)" in problems[0].message
+    assert "--models turbo" in problems[0].solution
+
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["ok"] is True
+    assert data["model_dir"] == str(tmp_path.resolve())
+    assert set(data["weights"]) == set(VARIANTS)
+    assert data["weights"]["original"]["complete"] is True
+    assert data["weights"]["multilingual"]["complete"] is False
+    assert data["model"]["voice"] == "alice"
+    assert data["problems"][0]["error"] == "model_files_missing"
+
+    text = str(report)
+    assert "READY" in text and "NOT READY" not in text
+    assert "variant: original" in text and "load_seconds: 14.2 s" in text
+    assert "voice: alice" in text and "extra_key: 7" in text
+    assert "MISSING t3_turbo_v1.safetensors: missing" in text
+    text.encode("ascii")                                  # printable on a Windows console
+
+    page = report._repr_html_()
+    assert page.startswith("<div>") and "<table>" in page and "alice" in page
+    assert "t3_turbo_v1.safetensors" in page
+
+
+def test_nothing_downloaded_is_one_problem_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv(paths.MODEL_DIR_ENV, str(tmp_path))
+    report = envcheck.status(model_state={"state": "not_loaded"})
+    assert not report.ok
+    problems = report.problems()
+    assert [p.code for p in problems] == ["model_files_missing"]
+    assert str(tmp_path.resolve()) in problems[0].message
+    assert paths.MODEL_DIR_ENV in problems[0].message
+    assert "python setup_env.py --models original" in problems[0].solution
+    assert "state: not_loaded" in str(report)
+
+
+def _run_cli(*args: str, model_dir: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **{paths.MODEL_DIR_ENV: str(model_dir)})
+    return subprocess.run([sys.executable, "-m", "cbx", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_cli_status_json(tmp_path):
+    make_variant(tmp_path, "multilingual")
+    proc = _run_cli("status", "--json", model_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) >= {"ok", "model_dir", "libraries", "weights", "device", "model",
+                         "problems"}
+    assert data["ok"] is True and data["problems"] == [] and data["model"] is None
+    assert data["model_dir"] == str(tmp_path.resolve())
+    assert {lib["name"] for lib in data["libraries"]} >= {"torch", "chatterbox", "voila"}
+    assert all(lib["importable"] for lib in data["libraries"])
+    ml = data["weights"]["multilingual"]
+    assert ml["complete"] is True
+    assert [f["name"] for f in ml["files"]] == list(VARIANTS["multilingual"].all_files)
+    assert all(f["size"] > 0 for f in ml["files"])
+    assert data["weights"]["original"]["files"][0]["problem"] == "missing"
+    assert data["device"]["resolved"] in ("cpu", "cuda", "mps")
+    assert data["device"]["process_rss_bytes"] > 0
+
+
+def test_cli_status_exit_code_and_override(tmp_path):
+    make_variant(tmp_path / "full", "original")
+    (tmp_path / "empty").mkdir()
+    # --model-dir wins over CBX_MODEL_DIR
+    proc = _run_cli("status", "--model-dir", str(tmp_path / "empty"), model_dir=tmp_path / "full")
+    assert proc.returncode == 1
+    assert "NOT READY" in proc.stdout and "[model_files_missing]" in proc.stdout
+    assert "python setup_env.py --models original" in proc.stdout
+    proc = _run_cli("status", model_dir=tmp_path / "full")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "READY" in proc.stdout
+
+
+def test_cli_without_command_shows_help():
+    from cbx.__main__ import main
+
+    assert main([]) == 2
