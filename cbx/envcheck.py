@@ -190,7 +190,8 @@ def _check_safetensors(path: Path, size: int) -> str | None:
 
 
 def _check_torch_file(path: Path, size: int) -> str | None:
-    """Return why a torch.save file is unusable, or None. Reads only the zip directory."""
+    """Return why a torch.save file is unusable, or None. Reads the zip directory and each
+    entry's local header, never the tensor data."""
     with path.open("rb") as fh:
         prefix = fh.read(len(_TORCH_LEGACY_PREFIX))
     if prefix == _TORCH_LEGACY_PREFIX:
@@ -204,13 +205,22 @@ def _check_torch_file(path: Path, size: int) -> str | None:
                 f"({exc})")
     if not any(i.filename.endswith("/data.pkl") or i.filename == "data.pkl" for i in infos):
         return "corrupt: a zip file, but not a PyTorch checkpoint (no data.pkl inside)"
-    for info in infos:
-        # Local header (30 bytes + name + extra) followed by the stored data must end
-        # before the central directory begins.
-        if info.header_offset + 30 + len(info.filename.encode()) + info.compress_size \
-                > directory_start:
-            return (f"truncated or corrupt: entry {info.filename!r} extends past the data "
-                    f"region ({size} bytes on disk)")
+    # Each entry must start with a local file header where the directory says, and its
+    # data must end before the directory: bytes lost or changed anywhere shift these.
+    with path.open("rb") as fh:
+        for info in sorted(infos, key=lambda i: i.header_offset):
+            if info.header_offset < 0:
+                return f"truncated or corrupt: entry {info.filename!r} lies before the file start"
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                return (f"corrupt: entry {info.filename!r} is not where the zip directory "
+                        "says (bytes missing or changed)")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            data_end = info.header_offset + 30 + name_len + extra_len + info.compress_size
+            if data_end > directory_start:
+                return (f"truncated or corrupt: entry {info.filename!r} extends past the data "
+                        f"region ({size} bytes on disk)")
     return None
 
 

@@ -117,6 +117,30 @@ def test_garbage_and_truncated_pt_are_named(tmp_path):
     assert "zip" in problem_of(status, "s3gen.pt")
 
 
+@pytest.mark.parametrize("cut_at", [100, 1000, 5000])
+def test_pt_with_bytes_missing_in_the_middle_is_named(tmp_path, cut_at):
+    # The zip directory at the end survives, but every entry after the gap has moved.
+    path = tmp_path / "s3gen.pt"
+    torch.save({"a": torch.randn(1000), "b": torch.randn(1000)}, path)
+    assert envcheck.check_file(path).ok
+    data = path.read_bytes()
+    path.write_bytes(data[:cut_at] + data[cut_at + 500:])
+    status = envcheck.check_file(path)
+    assert status.present and not status.ok
+    assert "corrupt" in status.problem
+
+
+def test_pt_with_an_overwritten_entry_header_is_named(tmp_path):
+    path = tmp_path / "ve.pt"
+    torch.save({"a": torch.randn(1000), "b": torch.randn(1000)}, path)
+    with zipfile.ZipFile(path) as zf:
+        offset = zf.infolist()[-1].header_offset
+    data = bytearray(path.read_bytes())
+    data[offset:offset + 4] = b"\0\0\0\0"
+    path.write_bytes(bytes(data))
+    assert "not where the zip directory says" in envcheck.check_file(path).problem
+
+
 def test_zip_that_is_not_a_torch_checkpoint(tmp_path):
     path = tmp_path / "conds.pt"
     with zipfile.ZipFile(path, "w") as zf:
