@@ -479,6 +479,8 @@ def _nvidia_smi_memory(uuid: str | None) -> tuple[int, int] | None:
         out = subprocess.run(
             [exe, "--query-gpu=uuid,memory.total,memory.used", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=10, check=True,
+            # no console window flashing up when a Windows kernel asks
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -740,9 +742,9 @@ class StatusReport:
         rows = []
 
         def row(label: str, value: str, bad: bool = False) -> None:
-            style = ' style="color:#b00020"' if bad else ""
+            color = "color:#b00020;" if bad else ""
             rows.append(f"<tr><th style='text-align:left'>{e(label)}</th>"
-                        f"<td style='text-align:left'{style}>{value}</td></tr>")
+                        f"<td style='text-align:left;{color}'>{value}</td></tr>")
 
         missing = [lib for lib in self.libraries if not lib.importable]
         row("Libraries", "all installed" if not missing else
@@ -750,6 +752,8 @@ class StatusReport:
         for w in self.weights.values():
             if w.complete:
                 text = f"complete, {e(fmt_bytes(w.total_bytes))}"
+            elif not w.any_present:
+                text = "not downloaded"
             else:
                 text = "; ".join(f"{e(f.name)}: {e(f.problem or '')}" for f in w.broken_files)
             row(f"Weights: {w.label}", text, not w.complete and w.any_present)

@@ -343,7 +343,9 @@ def test_status_report_renders_everything(tmp_path):
 
     page = report._repr_html_()
     assert page.startswith("<div>") and "<table>" in page and "alice" in page
-    assert "t3_turbo_v1.safetensors" in page
+    assert "t3_turbo_v1.safetensors: missing" in page
+    assert "not downloaded" in page                   # multilingual: absent, not itemised
+    assert "color:#b00020" in page
 
 
 def test_nothing_downloaded_is_one_problem_with_the_fix(tmp_path, monkeypatch):
