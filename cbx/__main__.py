@@ -44,8 +44,49 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_status)
 
 
+def _run_deload(args: argparse.Namespace) -> int:
+    from .manager import deload
+
+    outcomes = deload(timeout=args.timeout, force=args.force)
+    if args.json:
+        print(json.dumps(outcomes, indent=2))
+        return 0 if all(o["action"] != "no answer" for o in outcomes) else 1
+    if not outcomes:
+        print("No kernel holds a model: nothing to free.")
+        return 0
+    for o in outcomes:
+        line = f"{o['session']}: {o['variant']} on {o['device']} -> {o['action']}"
+        report = o.get("report")
+        if report:
+            freed = ", ".join(f"{k.removesuffix('_mb')} {v:.0f} MiB"
+                              for k, v in report["freed"].items())
+            line += f" (freed {freed}" + ("" if report["released"] else
+                                          "; some modules still alive") + ")"
+        if o.get("hint"):
+            line += f"\n  {o['hint']}"
+        print(line)
+    return 0 if all(o["action"] != "no answer" for o in outcomes) else 1
+
+
+def _add_deload(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "deload",
+        help="free the model held by running kernels (files are kept)",
+        description="Ask every kernel that holds a Chatterbox model to unload it and report "
+                    "the memory freed. Weights, voices and outputs on disk are not touched. "
+                    "A kernel that does not answer (busy or hung) is stopped with --force.",
+    )
+    p.add_argument("--timeout", type=float, default=15.0,
+                   help="seconds to wait for each kernel to answer (default 15)")
+    p.add_argument("--force", action="store_true",
+                   help="stop kernels that do not answer in time (frees their memory)")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.set_defaults(func=_run_deload)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_status,
+    _add_deload,
 ]
 
 

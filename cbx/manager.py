@@ -31,6 +31,8 @@ IDLE_MINUTES_ENV = "CBX_IDLE_UNLOAD_MINUTES"
 EXCLUSIVE_DEVICES_ENV = "CBX_EXCLUSIVE_DEVICES"
 DEFAULT_IDLE_MINUTES = 15.0
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
+MODEL_LIBRARIES = ("torch", "torchaudio", "chatterbox", "transformers", "librosa",
+                   "soundfile", "psutil")
 
 
 def _now_iso() -> str:
@@ -281,7 +283,7 @@ class ModelManager:
         if dtype not in SUPPORTED_DTYPES:
             raise InvalidSetting(f"Unknown dtype {dtype!r}.",
                                  f"Use one of: {', '.join(SUPPORTED_DTYPES)}.")
-        envcheck.require_libraries()
+        envcheck.require_libraries(MODEL_LIBRARIES)
         resolved = envcheck.resolve_device(device)
         with self._lock:
             current = self._model
