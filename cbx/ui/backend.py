@@ -1,0 +1,120 @@
+"""The one seam between the dashboard and the rest of cbx.
+
+The controller talks only to an object with this shape, so widget tests can drive the
+dashboard with a fake backend (fast, no model) and with this real one (random-weight
+checkpoint) through the same code. Everything here is a thin call into layers 2-4;
+imports stay inside methods so building the page never needs torch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+DEFAULT_IDLE_UNLOAD_MINUTES = 15.0
+IDLE_UNLOAD_ENV = "CBX_IDLE_UNLOAD_MINUTES"
+
+
+def idle_unload_minutes() -> float:
+    """Minutes without use after which the dashboard's kernel unloads the model (0 = never)."""
+    raw = os.environ.get(IDLE_UNLOAD_ENV, "").strip()
+    if not raw:
+        return DEFAULT_IDLE_UNLOAD_MINUTES
+    try:
+        value = float(raw)
+    except ValueError:
+        from ..errors import InvalidSetting
+
+        raise InvalidSetting(
+            f"{IDLE_UNLOAD_ENV}={raw!r} is not a number of minutes.",
+            f"Set {IDLE_UNLOAD_ENV} to a number such as 15, or 0 to never unload on idle.",
+        ) from None
+    return max(value, 0.0)
+
+
+class CbxBackend:
+    """The real backend: status, model manager, voice library, text helpers and speak()."""
+
+    def __init__(self, model_dir: str | os.PathLike | None = None):
+        self.model_dir = model_dir
+
+    # -- layer 2: environment -------------------------------------------------------
+    def status(self, model_state: dict | None = None, device: str = "auto"):
+        from ..envcheck import status
+
+        return status(model_dir=self.model_dir, model_state=model_state,
+                               device=device)
+
+    # -- layer 3: model manager ------------------------------------------------------
+    def _manager(self):
+        from ..manager import get_manager
+
+        return get_manager()
+
+    def describe_model(self) -> dict:
+        return self._manager().describe()
+
+    def load(self, variant: str, device: str, dtype: str) -> dict:
+        return self._manager().load(variant=variant, device=device, dtype=dtype,
+                                    model_dir=self.model_dir)
+
+    def unload(self):
+        return self._manager().unload()
+
+    def add_model_listener(self, callback: Callable[..., Any]) -> None:
+        self._manager().add_listener(callback)
+
+    def start_idle_unload(self, minutes: float) -> None:
+        self._manager().start_idle_unload(minutes)
+
+    # -- layer 4: voices, text, synthesis ------------------------------------------
+    def list_voices(self, variant: str = "original") -> list:
+        from ..voices import list_voices
+
+        return list_voices(variant=variant)
+
+    def save_voice(self, data: bytes, filename: str, variant: str):
+        from ..voices import load_voice
+
+        return load_voice(data, name=filename, variant=variant)
+
+    def builtin_voice(self, variant: str):
+        """The variant's bundled voice (conds.pt) or None when it has none on disk."""
+        from ..paths import variant_dir
+
+        if not (variant_dir(variant, self.model_dir) / "conds.pt").is_file():
+            return None
+        from ..voices import Voice
+
+        return Voice.builtin_voice()
+
+    def split_text(self, text: str, max_chars: int) -> list[str]:
+        from ..text import split_text
+
+        return split_text(text, max_chars=max_chars)
+
+    def estimate_seconds(self, text: str) -> float:
+        from ..text import estimate_seconds
+
+        return estimate_seconds(text)
+
+    def make_cancel_token(self):
+        from ..synth import CancelToken
+
+        return CancelToken()
+
+    def speak(self, text: str, voice, **kwargs):
+        from ..synth import speak
+
+        if self.model_dir is not None:
+            kwargs.setdefault("model_dir", self.model_dir)
+        return speak(text, voice, **kwargs)
+
+    def cancel_running(self) -> bool:
+        """Cancel through the manager too, in case speak() swapped in its own token."""
+        return self._manager().cancel()
+
+    def output_dir(self) -> Path:
+        from ..paths import output_dir
+
+        return output_dir()

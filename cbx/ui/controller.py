@@ -1,0 +1,601 @@
+"""The dashboard's state machine, in plain Python.
+
+Why separate from the widgets: every rule the page follows (Generate disabled while a
+generation runs, Cancel only then, errors keep the text, voice and history, the health
+panel refreshes after every action) lives here, so tests can drive it without a
+browser and without ipywidgets. The view only observes events and re-renders.
+
+Long work (load, unload, generate) runs on a worker thread so the kernel's main thread
+stays free to receive the Cancel click.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import CbxError, GenerationCancelled, GenerationFailed, InvalidSetting
+from ..variants import DEFAULT_VARIANT, VARIANTS
+
+log = logging.getLogger(__name__)
+
+# What the busy states mean on the page.
+IDLE = None
+LOADING = "loading"
+GENERATING = "generating"
+CANCELLING = "cancelling"
+UNLOADING = "unloading"
+
+BUILTIN = "__builtin__"        # voice choice meaning "the variant's bundled voice"
+DEVICES = ("auto", "cuda", "cpu")
+DTYPES = ("float32", "float16", "bfloat16")
+DEFAULT_MAX_CHUNK_CHARS = 300
+
+# Events the view listens to (each names the part of the page to redraw).
+EVENTS = ("busy", "progress", "status", "error", "result", "chunk", "history", "health",
+          "model", "voices", "text", "settings", "session")
+
+
+@dataclass
+class HistoryEntry:
+    """One finished generation, kept for replay and download for the whole session."""
+
+    number: int
+    text: str
+    voice: str
+    seed: int | None
+    variant: str
+    duration: float
+    generation_seconds: float | None
+    first_audio_seconds: float | None
+    settings: dict
+    wav_bytes: bytes
+    sidecar_json: str
+    filename: str
+    saved_path: Path | None = None
+    created: str = field(default_factory=lambda: datetime.now().strftime("%H:%M:%S"))
+
+    @property
+    def snippet(self) -> str:
+        flat = " ".join(self.text.split())
+        return flat if len(flat) <= 70 else flat[:67] + "..."
+
+    @property
+    def sidecar_filename(self) -> str:
+        return Path(self.filename).with_suffix(".json").name
+
+
+def _safe_stem(text: str, limit: int = 40) -> str:
+    """A file-name part that is valid on Windows and Linux."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
+    return (stem or "voice")[:limit]
+
+
+def parse_seed(text: str) -> int | None:
+    """'' means a random seed; anything else must be a non-negative integer."""
+    text = (text or "").strip()
+    if not text or text.lower() == "random":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidSetting(f"Seed {text!r} is not a whole number.",
+                             "Enter a whole number such as 42, or leave the seed empty "
+                             "for a random one.") from None
+    if not 0 <= value < 2**32:
+        raise InvalidSetting(f"Seed {value} is out of range.",
+                             "Use a number from 0 to 4294967295, or leave it empty.")
+    return value
+
+
+class DashboardController:
+    """Holds everything the page shows and performs every action the page offers."""
+
+    def __init__(self, backend, *, idle_unload_minutes: float | None = None,
+                 threaded: bool = True, exit_process: Callable[[], None] | None = None):
+        self.backend = backend
+        self.threaded = threaded
+        self._exit_process = exit_process
+        self._observers: list[Callable[[str], None]] = []
+        self._lock = threading.RLock()
+        self._worker: threading.Thread | None = None
+        self._cancel_token = None
+
+        # page state
+        self.busy: str | None = IDLE
+        self.status_line = "Ready. Pick a voice, type some text and press Generate."
+        self.error: CbxError | None = None
+        self.progress: dict | None = None
+        self.chunks_done: list[tuple[int, int, bytes]] = []   # live preview while generating
+        self.current: HistoryEntry | None = None
+        self.history: list[HistoryEntry] = []
+        self.health = None             # the StatusReport of the last refresh
+        self.health_error: CbxError | None = None
+        self.model: dict = {"state": "not_loaded"}
+        self.model_note = ""           # last unload's memory figures
+        self.session_ended = False
+
+        self.voices: list = []
+        self.voice_choice: str = BUILTIN
+        self.voice_info = None         # the selected Voice object (None for built-in)
+        self.voice_message = ""
+
+        self.text = ""
+        self.text_info = {"chars": 0, "chunks": 0, "seconds": 0.0}
+
+        self.variant = DEFAULT_VARIANT
+        self.language = "en"
+        self.device = "auto"
+        self.dtype = "float32"
+        self.seed_text = ""
+        self.max_chunk_chars = DEFAULT_MAX_CHUNK_CHARS
+        self.settings: dict = dict(VARIANTS[self.variant].defaults)
+
+        self.idle_unload_minutes = idle_unload_minutes
+        self._connect_manager()
+        self.refresh_voices(emit=False)
+        self.refresh_health(emit=False)
+
+    # ------------------------------------------------------------------ observers
+    def observe(self, callback: Callable[[str], None]) -> None:
+        self._observers.append(callback)
+
+    def _emit(self, *events: str) -> None:
+        for event in events:
+            for callback in list(self._observers):
+                try:
+                    callback(event)
+                except Exception:   # a broken view must not kill a generation thread
+                    log.exception("dashboard view failed to render %r", event)
+
+    # -------------------------------------------------------------- derived flags
+    @property
+    def can_generate(self) -> bool:
+        return self.busy is IDLE and not self.session_ended
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.busy == GENERATING
+
+    @property
+    def can_load(self) -> bool:
+        return self.busy is IDLE and not self.session_ended
+
+    @property
+    def can_unload(self) -> bool:
+        return self.busy is IDLE and self.model.get("state") == "ready" \
+            and not self.session_ended
+
+    @property
+    def model_state(self) -> str:
+        return self.busy if self.busy in (LOADING, UNLOADING) else \
+            str(self.model.get("state", "not_loaded"))
+
+    # --------------------------------------------------------------- model manager
+    def _connect_manager(self) -> None:
+        """Listen to the kernel's model manager and start the idle auto-unload."""
+        try:
+            self.backend.add_model_listener(self._on_model_change)
+            self.model = self.backend.describe_model()
+            if self.idle_unload_minutes is not None:
+                self.backend.start_idle_unload(self.idle_unload_minutes)
+                self.model = self.backend.describe_model()
+        except CbxError as exc:
+            self.health_error = exc
+        except Exception as exc:     # e.g. a broken install: explain it on the page
+            self.health_error = GenerationFailed.from_exception(
+                exc, "The model manager could not start. Run `python setup_env.py`, then "
+                     "reload the page.")
+
+    def _on_model_change(self, info: dict | None = None, *args: Any) -> None:
+        """Called by the manager from any thread; it may hold its lock, so only copy."""
+        if isinstance(info, dict):
+            self.model = dict(info)
+            if info.get("state") == "not_loaded" and info.get("last_unload"):
+                self.model_note = str(info["last_unload"])
+        self._emit("model")
+
+    # ---------------------------------------------------------------------- health
+    def refresh_health(self, emit: bool = True) -> None:
+        """Re-read libraries, weight files, device memory and the model's state."""
+        try:
+            self.model = self.backend.describe_model()
+        except CbxError as exc:
+            self.health_error = exc
+        try:
+            self.health = self.backend.status(model_state=dict(self.model),
+                                              device=self.device)
+            self.health_error = None
+        except CbxError as exc:
+            self.health_error = exc
+        except Exception as exc:     # the health panel must explain, never crash the page
+            self.health_error = GenerationFailed.from_exception(
+                exc, "The health check failed. Run `python -m cbx status` in a terminal for "
+                     "details.")
+        if emit:
+            self._emit("health", "model")
+
+    def problems(self) -> list[CbxError]:
+        """Problems that stop the selected variant from working (shown above everything)."""
+        found: list[CbxError] = []
+        if self.health_error is not None:
+            found.append(self.health_error)
+        report = self.health
+        if report is None:
+            return found
+        for problem in report.problems():
+            if problem.code == "model_files_missing":
+                continue     # reported per variant below: other variants may be absent
+            found.append(problem)
+        weights = report.weights.get(self.variant)
+        if weights is not None and not weights.complete:
+            error = weights.error()
+            if error is not None:
+                found.append(error)
+        return found
+
+    # ---------------------------------------------------------------------- voices
+    def refresh_voices(self, emit: bool = True) -> None:
+        try:
+            self.voices = list(self.backend.list_voices(self.variant))
+        except CbxError as exc:
+            self.voices = []
+            self.voice_message = f"Saved voices unavailable: {exc.message}"
+        names = {v.name for v in self.voices}
+        if self.voice_choice != BUILTIN and self.voice_choice not in names:
+            self.voice_choice, self.voice_info = BUILTIN, None
+        if emit:
+            self._emit("voices")
+
+    def has_builtin_voice(self) -> bool:
+        try:
+            return self.backend.builtin_voice(self.variant) is not None
+        except CbxError:
+            return False
+
+    def voice_options(self) -> list[tuple[str, str]]:
+        """(label, value) pairs for the voice picker."""
+        options = []
+        if self.has_builtin_voice():
+            options.append((f"Built-in voice ({VARIANTS[self.variant].label})", BUILTIN))
+        for voice in self.voices:
+            duration = getattr(voice, "duration", None)
+            label = f"{voice.name} ({duration:.1f} s)" if duration else voice.name
+            options.append((label, voice.name))
+        return options
+
+    def select_voice(self, name: str | None) -> None:
+        if not name or name == BUILTIN:
+            self.voice_choice, self.voice_info = BUILTIN, None
+        else:
+            match = next((v for v in self.voices if v.name == name), None)
+            if match is None:
+                self.refresh_voices(emit=False)
+                match = next((v for v in self.voices if v.name == name), None)
+            self.voice_choice = name if match is not None else BUILTIN
+            self.voice_info = match
+        self._emit("voices")
+
+    def upload_voice(self, data: bytes, filename: str) -> bool:
+        """Validate and save an uploaded clip, then select it. False (with the error
+        shown) when the clip is unusable; the previous voice stays selected."""
+        self.error = None
+        try:
+            voice = self.backend.save_voice(bytes(data), filename, self.variant)
+        except CbxError as exc:
+            self.error = exc
+            self.voice_message = ""
+            self._emit("error", "voices")
+            return False
+        except Exception as exc:    # an unexpected decoder failure still gets the taxonomy
+            self.error = GenerationFailed.from_exception(
+                exc, "The clip could not be read. Convert it to a 16-bit WAV and upload again.")
+            self._emit("error", "voices")
+            return False
+        self.refresh_voices(emit=False)
+        if all(v.name != voice.name for v in self.voices):
+            self.voices.append(voice)
+        self.voice_choice, self.voice_info = voice.name, voice
+        self.voice_message = f"Saved voice '{voice.name}' ({voice.duration:.1f} s)."
+        self.status_line = f"Voice '{voice.name}' is ready to use."
+        self._emit("voices", "error", "status")
+        return True
+
+    # ------------------------------------------------------------------------ text
+    def set_text(self, text: str) -> None:
+        self.text = text or ""
+        stripped = self.text.strip()
+        if not stripped:
+            self.text_info = {"chars": len(self.text), "chunks": 0, "seconds": 0.0}
+        else:
+            try:
+                chunks = len(self.backend.split_text(self.text, self.max_chunk_chars))
+                seconds = float(self.backend.estimate_seconds(self.text))
+            except CbxError:
+                chunks, seconds = 0, 0.0
+            self.text_info = {"chars": len(self.text), "chunks": chunks, "seconds": seconds}
+        self._emit("text")
+
+    # -------------------------------------------------------------------- settings
+    def set_variant(self, variant: str) -> None:
+        if variant not in VARIANTS:
+            raise InvalidSetting(f"Unknown variant {variant!r}.",
+                                 f"Use one of: {', '.join(VARIANTS)}.")
+        self.variant = variant
+        self.settings = dict(VARIANTS[variant].defaults)
+        languages = VARIANTS[variant].languages
+        if languages and self.language not in languages:
+            self.language = "en" if "en" in languages else languages[0]
+        if self.voice_choice == BUILTIN and not self.has_builtin_voice() and self.voices:
+            self.voice_choice, self.voice_info = self.voices[0].name, self.voices[0]
+        self.refresh_health(emit=False)
+        self._emit("settings", "voices", "health", "model")
+
+    def ignored_settings(self) -> tuple[str, ...]:
+        return VARIANTS[self.variant].ignored_settings
+
+    def set_setting(self, name: str, value: float) -> None:
+        self.settings[name] = float(value)
+
+    def set_device(self, device: str) -> None:
+        self.device = device
+        self.refresh_health()
+
+    def set_max_chunk_chars(self, value: int) -> None:
+        self.max_chunk_chars = max(50, int(value))
+        self.set_text(self.text)
+
+    # ----------------------------------------------------------------- background
+    def _start(self, busy: str, work: Callable[[], None]) -> bool:
+        """Run `work` on the worker thread unless something is already running."""
+        with self._lock:
+            if self.busy is not IDLE or self.session_ended:
+                return False
+            self.busy = busy
+            self.error = None
+        self._emit("busy", "error")
+
+        def run() -> None:
+            try:
+                work()
+            finally:
+                with self._lock:
+                    self.busy = IDLE
+                    self._cancel_token = None
+                self.refresh_health(emit=False)
+                self._emit("busy", "health", "model", "status", "error")
+
+        if self.threaded:
+            self._worker = threading.Thread(target=run, name="cbx-dashboard-worker",
+                                            daemon=True)
+            self._worker.start()
+        else:
+            run()
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the background action finishes (tests and notebooks)."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+            return not worker.is_alive()
+        return True
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc if isinstance(exc, CbxError) else GenerationFailed.from_exception(exc)
+        self.status_line = f"Failed: {self.error.message}"
+        self._emit("error", "status")
+
+    # ------------------------------------------------------------------ model load
+    def load(self) -> bool:
+        label = VARIANTS[self.variant].label
+        variant, device, dtype = self.variant, self.device, self.dtype
+
+        def work() -> None:
+            self.status_line = f"Loading {label} on {device} ({dtype})..."
+            self._emit("status")
+            try:
+                info = self.backend.load(variant, device, dtype)
+            except BaseException as exc:   # every failure reaches the page
+                self._fail(exc)
+                return
+            self.model = dict(info) if isinstance(info, dict) else self.backend.describe_model()
+            seconds = self.model.get("load_seconds")
+            took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+            self.status_line = f"{label} is loaded on {self.model.get('device', device)}{took}."
+
+        return self._start(LOADING, work)
+
+    def unload(self) -> bool:
+        def work() -> None:
+            self.status_line = "Unloading the model..."
+            self._emit("status")
+            try:
+                report = self.backend.unload()
+            except BaseException as exc:
+                self._fail(exc)
+                return
+            self.model_note = report.summary()
+            self.status_line = "Model unloaded. " + self.model_note
+
+        return self._start(UNLOADING, work)
+
+    # -------------------------------------------------------------------- generate
+    def generate(self) -> bool:
+        """Start a generation; False when one is already running (or input is invalid,
+        in which case the error is shown and nothing else changes)."""
+        if not self.can_generate:
+            return False
+        try:
+            seed = parse_seed(self.seed_text)
+        except CbxError as exc:
+            self.error = exc
+            self._emit("error")
+            return False
+        text = self.text
+        voice = None if self.voice_choice == BUILTIN else (self.voice_info or self.voice_choice)
+        voice_name = "built-in" if voice is None else self.voice_choice
+        variant, device, dtype = self.variant, self.device, self.dtype
+        language = self.language if VARIANTS[variant].languages else None
+        ignored = set(VARIANTS[variant].ignored_settings)
+        settings = {k: v for k, v in self.settings.items() if k not in ignored}
+        max_chars = self.max_chunk_chars
+        token = self.backend.make_cancel_token()
+
+        def on_progress(p) -> None:
+            self.progress = {
+                "chunk": int(getattr(p, "chunk", 0)), "total": int(getattr(p, "total", 0)),
+                "tokens": int(getattr(p, "tokens", 0)),
+                "elapsed": float(getattr(p, "elapsed", 0.0)),
+                "eta": getattr(p, "eta", None), "stage": str(getattr(p, "stage", "")),
+            }
+            stage = self.progress["stage"]
+            if stage == "loading" and self.model.get("state") != "ready":
+                self.status_line = (f"Loading {VARIANTS[variant].label} first (Generate "
+                                    "loads the model on first use)...")
+            elif stage == "voice":
+                self.status_line = f"Preparing voice '{voice_name}'..."
+            elif self.busy == GENERATING:
+                self.status_line = (f"Generating chunk {max(self.progress['chunk'], 1)} of "
+                                    f"{self.progress['total']}...")
+            self._emit("progress", "status")
+
+        def on_chunk(index, total, wav, sample_rate) -> None:
+            self.chunks_done.append((index, total, _wav_bytes(wav, sample_rate)))
+            self._emit("chunk")
+
+        def work() -> None:
+            self._cancel_token = token
+            self.chunks_done = []
+            self.progress = {"chunk": 0, "total": max(self.text_info.get("chunks", 0), 1),
+                             "tokens": 0, "elapsed": 0.0, "eta": None, "stage": "starting"}
+            self.status_line = "Starting..."
+            self._emit("progress", "status", "chunk")
+            try:
+                result = self.backend.speak(
+                    text, voice, variant=variant, device=device, dtype=dtype, seed=seed,
+                    language=language, max_chunk_chars=max_chars, progress=on_progress,
+                    cancel=token, on_chunk=on_chunk, **settings)
+            except GenerationCancelled as exc:
+                self.status_line = f"Cancelled. {exc.message}"
+                self.progress = None
+                self._emit("progress", "status")
+                return
+            except BaseException as exc:
+                self.progress = None
+                self._fail(exc)
+                self._emit("progress")
+                return
+            self._finish(result)
+
+        return self._start(GENERATING, work)
+
+    def _finish(self, result) -> None:
+        """Save the result with its sidecar, put it in the player and the history."""
+        number = len(self.history) + 1
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        filename = f"{stamp}_{number:02d}_{_safe_stem(str(result.voice))}_seed{result.seed}.wav"
+        saved_path = None
+        wav_bytes = result.to_wav_bytes()
+        sidecar = json.dumps(result.metadata(), indent=2) if hasattr(result, "metadata") \
+            else json.dumps({"text": result.text, "seed": result.seed,
+                             "settings": result.settings}, indent=2)
+        note = ""
+        try:
+            saved_path = result.save(Path(self.backend.output_dir()) / filename)
+            sidecar_path = saved_path.with_suffix(".json")
+            if sidecar_path.is_file():
+                sidecar = sidecar_path.read_text(encoding="utf-8")
+            note = f" Saved to {saved_path}."
+        except OSError as exc:
+            self.error = GenerationFailed(
+                f"The audio was made but could not be saved: {exc}",
+                "Free some disk space or set CBX_OUTPUT_DIR to a writable folder; the "
+                "Download link below still works.")
+        timings = dict(getattr(result, "timings", {}) or {})
+        entry = HistoryEntry(
+            number=number, text=result.text, voice=str(result.voice), seed=result.seed,
+            variant=str(getattr(result, "variant", self.variant)),
+            duration=float(result.duration),
+            generation_seconds=timings.get("total", timings.get("generation")),
+            first_audio_seconds=timings.get("first_audio"),
+            settings=dict(result.settings or {}), wav_bytes=wav_bytes,
+            sidecar_json=sidecar, filename=(saved_path.name if saved_path else filename),
+            saved_path=saved_path)
+        self.history.insert(0, entry)
+        self.current = entry
+        self.progress = None
+        self.chunks_done = []
+        took = f" in {entry.generation_seconds:.1f} s" if entry.generation_seconds else ""
+        self.status_line = f"Done: {entry.duration:.1f} s of audio{took}.{note}"
+        self._emit("result", "history", "progress", "chunk", "status", "error")
+
+    def cancel(self) -> bool:
+        """Ask the running generation to stop (it ends within the current chunk)."""
+        token = self._cancel_token
+        if self.busy != GENERATING or token is None:
+            return False
+        token.cancel()
+        self.backend.cancel_running()
+        self.busy = CANCELLING
+        self.status_line = "Cancelling: stopping within the current chunk..."
+        self._emit("busy", "status")
+        return True
+
+    def play(self, number: int) -> None:
+        """Put a history entry back into the main player."""
+        entry = next((e for e in self.history if e.number == number), None)
+        if entry is not None:
+            self.current = entry
+            self._emit("result")
+
+    def clear_error(self) -> None:
+        self.error = None
+        self._emit("error")
+
+    # ----------------------------------------------------------------- end session
+    def end_session(self) -> bool:
+        """Unload, then stop this kernel process: the complete deload. The page must be
+        reloaded afterwards, which starts a fresh kernel."""
+        if self.busy is not IDLE or self._exit_process is None:
+            return False
+        self.session_ended = True
+        try:
+            report = self.backend.unload()
+            self.model_note = report.summary()
+        except CbxError as exc:
+            self.model_note = f"Unload before exit failed ({exc.message}); exiting anyway."
+        self.status_line = ("Session ended: this kernel has stopped and given all its memory "
+                            "back. Reload the page to start a fresh session.")
+        self._emit("session", "busy", "status")
+        timer = threading.Timer(1.0, self._exit_process)
+        timer.daemon = True
+        timer.start()
+        return True
+
+
+def _wav_bytes(wav, sample_rate: int) -> bytes:
+    """16-bit WAV bytes for a float numpy chunk (standard library only)."""
+    import io
+    import wave
+
+    import numpy as np
+
+    data = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    pcm = (data * 32767.0).astype("<i2").tobytes()
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(pcm)
+    return buffer.getvalue()
+
+
+__all__ = ["DashboardController", "HistoryEntry", "parse_seed", "BUILTIN", "DEVICES", "DTYPES",
+           "IDLE", "LOADING", "GENERATING", "CANCELLING", "UNLOADING"]

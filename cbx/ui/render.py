@@ -1,0 +1,279 @@
+"""HTML fragments for the dashboard: error cards, the health panel, download links.
+
+Pure functions of data (no widgets, no model) so their content is tested directly and
+the page looks the same in Voila, JupyterLab and a test.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from typing import Iterable
+
+from ..variants import VARIANTS
+
+e = html.escape
+
+STATE_LABELS = {
+    "not_loaded": "Not loaded",
+    "loading": "Loading...",
+    "ready": "Ready",
+    "generating": "Generating...",
+    "unloading": "Unloading...",
+}
+
+CSS = """
+<style>
+.cbx-app { max-width: 1280px; margin: 0 auto; font-family: system-ui, -apple-system,
+  'Segoe UI', Roboto, sans-serif; color: #1f2933; }
+.cbx-header { background: linear-gradient(90deg, #243b53, #334e68); color: #fff;
+  padding: 14px 20px; border-radius: 10px; margin-bottom: 12px; }
+.cbx-header h1 { margin: 0; font-size: 22px; font-weight: 600; color: #fff; }
+.cbx-header p { margin: 4px 0 0; font-size: 13px; color: #d9e2ec; }
+.cbx-card { background: #fff; border: 1px solid #d9e2ec; border-radius: 10px;
+  padding: 12px 16px !important; margin: 0 0 12px 0 !important; box-shadow: 0 1px 2px rgba(0,0,0,.04); }
+.cbx-card h3 { margin: 0 0 8px 0; font-size: 15px; font-weight: 600; color: #243b53;
+  text-transform: uppercase; letter-spacing: .04em; }
+.cbx-hint { color: #627d98; font-size: 12px; line-height: 1.4; }
+.cbx-ok { color: #137333; font-weight: 600; }
+.cbx-bad { color: #b00020; font-weight: 600; }
+.cbx-warn { color: #a15c00; font-weight: 600; }
+.cbx-error { border: 1px solid #f5c2c7; border-left: 5px solid #b00020; background: #fff5f5;
+  border-radius: 8px; padding: 10px 14px; margin: 6px 0; }
+.cbx-error .cbx-code { font-family: ui-monospace, Menlo, Consolas, monospace; background: #b00020;
+  color: #fff; padding: 1px 7px; border-radius: 4px; font-size: 12px; }
+.cbx-error .cbx-msg { margin: 6px 0 4px; }
+.cbx-error .cbx-fix { margin: 0; }
+.cbx-error pre { max-height: 240px; overflow: auto; background: #1f2933; color: #f0f4f8;
+  padding: 8px; border-radius: 6px; font-size: 11px; }
+.cbx-status { padding: 6px 10px; background: #f0f4f8; border-radius: 6px; font-size: 13px; }
+.cbx-health table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
+.cbx-health th { text-align: left; color: #486581; font-weight: 600; padding: 3px 6px 3px 0;
+  vertical-align: top; white-space: nowrap; }
+.cbx-health td { padding: 3px 0; vertical-align: top; }
+.cbx-health h4 { margin: 10px 0 4px; font-size: 13px; color: #243b53; }
+.cbx-pill { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
+  font-weight: 600; }
+.cbx-pill-ready { background: #e3f9e5; color: #137333; }
+.cbx-pill-busy { background: #fff3c4; color: #8d6e00; }
+.cbx-pill-off { background: #e4e7eb; color: #52606d; }
+.cbx-downloads a { display: inline-block; margin-right: 10px; padding: 5px 12px;
+  border-radius: 6px; background: #334e68; color: #fff !important; text-decoration: none;
+  font-size: 13px; }
+.cbx-downloads a.cbx-secondary { background: #e4e7eb; color: #243b53 !important; }
+.cbx-history-row { border-top: 1px solid #e4e7eb; padding: 6px 0 !important; }
+.cbx-primary button, button.cbx-primary { font-weight: 600; }
+</style>
+"""
+
+
+def header_html() -> str:
+    return ("<div class='cbx-header'><h1>Chatterbox Studio</h1>"
+            "<p>Clone a voice from a short clip and turn any text into speech, on your own "
+            "machine.</p></div>")
+
+
+def error_card(error) -> str:
+    """Code, message and solution of a taxonomy error; traceback behind a toggle."""
+    if error is None:
+        return ""
+    code = getattr(error, "code", "error")
+    message = getattr(error, "message", str(error))
+    solution = getattr(error, "solution", "")
+    parts = [f"<div class='cbx-error' data-code='{e(code)}'>",
+             f"<span class='cbx-code'>{e(code)}</span>",
+             f"<p class='cbx-msg'>{e(message)}</p>"]
+    if solution:
+        parts.append(f"<p class='cbx-fix'><b>How to fix:</b> {e(solution)}</p>")
+    details = getattr(error, "details", None)
+    if details:
+        parts.append(f"<p class='cbx-hint'>{e(details)}</p>")
+    tb = getattr(error, "traceback", None)
+    if tb:
+        parts.append("<details><summary>Show technical details (traceback)</summary>"
+                     f"<pre>{e(tb)}</pre></details>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def errors_html(errors: Iterable) -> str:
+    return "".join(error_card(err) for err in errors)
+
+
+def _mib(n) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def state_pill(state: str) -> str:
+    label = STATE_LABELS.get(state, state.replace("_", " ").capitalize())
+    kind = "ready" if state == "ready" else ("off" if state == "not_loaded" else "busy")
+    return f"<span class='cbx-pill cbx-pill-{kind}' data-state='{e(state)}'>{e(label)}</span>"
+
+
+def model_rows(model: dict, state: str) -> list[tuple[str, str]]:
+    rows = [("State", state_pill(state))]
+    if model.get("variant"):
+        label = VARIANTS[model["variant"]].label if model["variant"] in VARIANTS \
+            else model["variant"]
+        rows.append(("Variant", e(label)))
+        rows.append(("Device", e(f"{model.get('device', '?')} ({model.get('dtype', '?')})")))
+        seconds = model.get("load_seconds")
+        if isinstance(seconds, (int, float)):
+            rows.append(("Load time", f"{seconds:.1f} s"))
+    return rows
+
+
+def health_html(report, model: dict, state: str, voice_label: str,
+                health_error=None) -> str:
+    """The health panel: libraries, weights per variant, device and memory, model."""
+    rows: list[str] = []
+
+    def row(label: str, value: str) -> None:
+        rows.append(f"<tr><th>{e(label)}</th><td>{value}</td></tr>")
+
+    out = ["<div class='cbx-health'>"]
+    out.append("<h4>Model</h4><table>")
+    for label, value in model_rows(model, state):
+        row(label, value)
+    row("Voice", e(voice_label))
+    idle = model.get("idle_unload_minutes")
+    if isinstance(idle, (int, float)):
+        row("Auto-unload", "off" if idle <= 0 else f"after {idle:g} min idle")
+    out.append("".join(rows) + "</table>")
+    rows.clear()
+
+    if report is None:
+        out.append(f"<p class='cbx-bad'>Health check unavailable.</p>{error_card(health_error)}")
+        out.append("</div>")
+        return "".join(out)
+
+    out.append("<h4>Libraries</h4><table>")
+    missing = [lib for lib in report.libraries if not lib.importable]
+    if missing:
+        row("Missing", "<span class='cbx-bad'>"
+            + e(", ".join(lib.distribution for lib in missing)) + "</span>")
+    else:
+        row("Status", "<span class='cbx-ok'>all installed</span>")
+    versions = {lib.distribution: lib.version for lib in report.libraries if lib.importable}
+    for dist in ("chatterbox-tts", "torch"):
+        if versions.get(dist):
+            row(dist, e(versions[dist]))
+    out.append("".join(rows) + "</table>")
+    rows.clear()
+
+    out.append("<h4>Model files</h4><table>")
+    for name, weights in report.weights.items():
+        if weights.complete:
+            value = f"<span class='cbx-ok'>present</span> ({_mib(weights.total_bytes)})"
+        elif weights.any_present:
+            broken = ", ".join(f.name for f in weights.broken_files)
+            value = f"<span class='cbx-bad'>incomplete</span>: {e(broken)}"
+        else:
+            value = "<span class='cbx-warn'>not downloaded</span>"
+        label = VARIANTS[name].label.split(" (")[0] if name in VARIANTS else name
+        row(label, value)
+    out.append("".join(rows) + "</table>")
+    rows.clear()
+
+    d = report.device
+    out.append("<h4>Device</h4><table>")
+    if d.torch_error:
+        row("PyTorch", f"<span class='cbx-bad'>not importable</span>: {e(d.torch_error)}")
+    else:
+        row("Uses", e(f"{d.resolved or 'unavailable'} (asked: {d.requested})"))
+        if d.cuda_available:
+            row("GPU", e(d.cuda_device_name or "CUDA device"))
+            row("VRAM", e(f"{_mib(d.vram_used_bytes)} used of {_mib(d.vram_total_bytes)}"))
+            row("This kernel", e(f"{_mib(d.torch_allocated_bytes)} allocated, "
+                                 f"{_mib(d.torch_reserved_bytes)} reserved"))
+        else:
+            row("GPU", "none (CPU mode: works, slowly)")
+        if d.device_error:
+            row("Problem", f"<span class='cbx-bad'>{e(d.device_error)}</span>")
+    row("RAM", e(f"this kernel {_mib(d.process_rss_bytes)}; system "
+                 f"{_mib(d.ram_available_bytes)} free of {_mib(d.ram_total_bytes)}"))
+    out.append("".join(rows) + "</table>")
+    out.append(f"<p class='cbx-hint'>Checked {e(str(report.created_at)[11:19])} - models in "
+               f"{e(str(report.model_dir))}</p></div>")
+    return "".join(out)
+
+
+def text_info_html(info: dict) -> str:
+    chars, chunks, seconds = info.get("chars", 0), info.get("chunks", 0), info.get("seconds", 0)
+    if not chars:
+        return "<span class='cbx-hint'>0 characters - type or paste any amount of text.</span>"
+    minutes = f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    return (f"<span class='cbx-hint cbx-textinfo'><b>{chars}</b> characters &middot; "
+            f"<b>{chunks}</b> chunk{'s' if chunks != 1 else ''} &middot; about "
+            f"<b>{minutes}</b> of speech</span>")
+
+
+def _clock(seconds) -> str:
+    seconds = max(0, int(round(float(seconds))))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def progress_text(progress: dict | None) -> str:
+    if not progress:
+        return ""
+    chunk, total = progress.get("chunk", 0), progress.get("total", 0)
+    parts = [f"Chunk {max(chunk, 1)} of {total}" if total else "Starting"]
+    if progress.get("tokens"):
+        parts.append(f"{progress['tokens']} tokens")
+    parts.append(f"elapsed {_clock(progress.get('elapsed', 0))}")
+    eta = progress.get("eta")
+    parts.append(f"about {_clock(eta)} left" if eta is not None else "estimating time left")
+    return " · ".join(parts)
+
+
+def progress_fraction(progress: dict | None) -> float:
+    """0..1 for the bar: finished chunks plus a token-based share of the current one."""
+    if not progress or not progress.get("total"):
+        return 0.0
+    total = progress["total"]
+    chunk = progress.get("chunk", 0)
+    if progress.get("stage") == "chunk_done":
+        done = chunk
+    else:
+        # a chunk of speech is usually a few hundred tokens; cap the in-chunk share
+        done = max(chunk - 1, 0) + min(progress.get("tokens", 0) / 400.0, 0.95)
+    return max(0.0, min(done / total, 1.0))
+
+
+def data_url(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def download_links(entry) -> str:
+    """A WAV download and its settings sidecar, as plain anchors (they work in Voila)."""
+    if entry is None:
+        return ""
+    wav = (f"<a class='cbx-download-wav' download='{e(entry.filename)}' "
+           f"href='{data_url(entry.wav_bytes, 'audio/wav')}'>Download WAV</a>")
+    side = (f"<a class='cbx-secondary cbx-download-json' download='{e(entry.sidecar_filename)}' "
+            f"href='{data_url(entry.sidecar_json.encode('utf-8'), 'application/json')}'>"
+            "Settings (JSON)</a>")
+    return f"<span class='cbx-downloads'>{wav}{side}</span>"
+
+
+def result_summary(entry) -> str:
+    if entry is None:
+        return "<span class='cbx-hint'>Your audio will appear here.</span>"
+    bits = [f"<b>#{entry.number}</b> {entry.duration:.1f} s of audio",
+            f"voice <i>{e(entry.voice)}</i>", f"seed {entry.seed}"]
+    if entry.generation_seconds:
+        bits.append(f"made in {entry.generation_seconds:.1f} s")
+    if entry.first_audio_seconds:
+        bits.append(f"first audio after {entry.first_audio_seconds:.1f} s")
+    saved = (f"<br><span class='cbx-hint'>Saved to {e(str(entry.saved_path))}</span>"
+             if entry.saved_path else "")
+    return " &middot; ".join(bits) + saved
+
+
+def history_row_html(entry) -> str:
+    gen = f"{entry.generation_seconds:.1f} s" if entry.generation_seconds else "-"
+    return (f"<div><b>#{entry.number}</b> <span class='cbx-hint'>{e(entry.created)}</span> "
+            f"&ldquo;{e(entry.snippet)}&rdquo;<br><span class='cbx-hint'>voice "
+            f"{e(entry.voice)} &middot; seed {entry.seed} &middot; {entry.duration:.1f} s audio "
+            f"&middot; generated in {gen}</span></div>")

@@ -1,0 +1,502 @@
+"""The ipywidgets view of the dashboard: lays out the page and mirrors the controller.
+
+Every widget event calls one controller method; every controller event redraws the
+part of the page it names. No model logic lives here.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from ..variants import ALL_SETTINGS, VARIANTS
+from . import render
+from .controller import (BUILTIN, CANCELLING, DEVICES, DTYPES, GENERATING,
+                         DashboardController)
+
+SLIDER_SPECS = {
+    # name: (label, min, max, step, help)
+    "exaggeration": ("Exaggeration", 0.0, 2.0, 0.05,
+                     "Emotion intensity: 0.5 is neutral, higher is more dramatic."),
+    "cfg_weight": ("CFG / pace", 0.0, 1.0, 0.05,
+                   "How closely delivery follows the reference; lower is slower and calmer."),
+    "temperature": ("Temperature", 0.05, 2.0, 0.05,
+                    "Randomness of the speech tokens; higher is more varied."),
+    "min_p": ("min_p", 0.0, 1.0, 0.01, "Drops tokens below this share of the best one."),
+    "top_p": ("top_p", 0.0, 1.0, 0.01, "Samples only from the most likely tokens up to this mass."),
+    "repetition_penalty": ("Repetition penalty", 1.0, 3.0, 0.05,
+                           "Discourages repeated sounds; raise it if words loop."),
+}
+BASIC_SETTINGS = ("exaggeration", "cfg_weight", "temperature")
+ADVANCED_SETTINGS = ("min_p", "top_p", "repetition_penalty")
+ACCEPTED_UPLOADS = ".wav,.flac,.ogg,.mp3"
+AUDIO_FORMATS = {".wav": "wav", ".flac": "flac", ".ogg": "ogg", ".mp3": "mpeg"}
+
+
+class Dashboard:
+    """Builds the widgets for one controller and keeps them in sync with it."""
+
+    def __init__(self, controller: DashboardController):
+        import ipywidgets as w
+
+        self.w = w
+        self.c = controller
+        self._local = threading.local()      # "syncing" flag: ignore our own updates
+        self._history_rows: dict[int, object] = {}
+        self._build()
+        controller.observe(self._on_event)
+        for event in ("health", "voices", "text", "settings", "busy", "status", "error",
+                      "result", "history", "progress", "chunk"):
+            self._on_event(event)
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def _syncing(self) -> bool:
+        return getattr(self._local, "syncing", False)
+
+    def _sync(self, fn, *args) -> None:
+        self._local.syncing = True
+        try:
+            fn(*args)
+        finally:
+            self._local.syncing = False
+
+    def _card(self, title: str, *children, cls: str = ""):
+        w = self.w
+        box = w.VBox([w.HTML(f"<h3>{title}</h3>"), *children],
+                     layout=w.Layout(width="100%"))
+        box.add_class("cbx-card")
+        if cls:
+            box.add_class(cls)
+        return box
+
+    # ------------------------------------------------------------------- build
+    def _build(self) -> None:
+        w = self.w
+        c = self.c
+        full = w.Layout(width="100%")
+        desc = {"description_width": "110px"}
+
+        self.header = w.HTML(render.CSS + render.header_html())
+        self.problems = w.HTML()
+        self.problems.add_class("cbx-problems")
+        self.status = w.HTML()
+        self.status.add_class("cbx-status-line")
+        self.error = w.HTML()
+        self.error.add_class("cbx-error-box")
+
+        # Voice
+        self.upload = w.FileUpload(accept=ACCEPTED_UPLOADS, multiple=False,
+                                   description="Upload clip", icon="upload",
+                                   layout=w.Layout(width="160px"))
+        self.upload.observe(self._on_upload, names="value")
+        self.voice_hint = w.HTML()
+        self.voice_pick = w.Dropdown(description="Voice", style=desc,
+                                     layout=w.Layout(width="100%"))
+        self.voice_pick.observe(self._on_voice_pick, names="value")
+        self.voice_info = w.HTML()
+        self.voice_player = w.Audio(format="wav", autoplay=False, controls=True,
+                                    layout=w.Layout(width="100%", height="40px"))
+        self.voice_player.add_class("cbx-voice-player")
+        voice_card = self._card("1 &middot; Voice", w.HBox([self.upload, self.voice_hint]),
+                                self.voice_pick, self.voice_info, self.voice_player)
+
+        # Text
+        self.text = w.Textarea(placeholder="Type or paste the text to speak. Long text is "
+                                           "split into sentence chunks automatically.",
+                               continuous_update=True,
+                               layout=w.Layout(width="100%", height="140px"))
+        self.text.add_class("cbx-text")
+        self.text.observe(self._on_text, names="value")
+        self.text_info = w.HTML()
+        text_card = self._card("2 &middot; Text", self.text, self.text_info)
+
+        # Settings
+        self.variant = w.Dropdown(description="Model",
+                                  options=[(v.label, k) for k, v in VARIANTS.items()],
+                                  value=c.variant, style=desc, layout=full)
+        self.variant.observe(self._on_variant, names="value")
+        self.language = w.Dropdown(description="Language", style=desc, layout=full,
+                                   options=list(VARIANTS["multilingual"].languages),
+                                   value="en")
+        self.language.observe(self._on_language, names="value")
+        self.device = w.ToggleButtons(description="Device", options=list(DEVICES),
+                                      value=c.device, style={"description_width": "110px",
+                                                             "button_width": "70px"},
+                                      tooltips=["GPU if available, else CPU",
+                                                "NVIDIA GPU", "CPU (slow, always works)"])
+        self.device.observe(self._on_device, names="value")
+        self.sliders = {}
+        for name in ALL_SETTINGS:
+            label, lo, hi, step, _help = SLIDER_SPECS[name]
+            slider = w.FloatSlider(description=label, min=lo, max=hi, step=step,
+                                   value=c.settings.get(name, lo), style=desc, layout=full,
+                                   readout_format=".2f", continuous_update=False)
+            slider.observe(lambda change, n=name: self._on_slider(n, change), names="value")
+            self.sliders[name] = slider
+        self.seed = w.Text(description="Seed", placeholder="random", style=desc,
+                           layout=w.Layout(width="260px"),
+                           tooltip="Same seed + same settings + same voice = same audio.")
+        self.seed.observe(self._on_seed, names="value")
+        self.chunk_chars = w.IntSlider(description="Chunk size", min=50, max=600, step=10,
+                                       value=c.max_chunk_chars, style=desc, layout=full,
+                                       continuous_update=False,
+                                       tooltip="Longest chunk in characters; smaller chunks "
+                                               "give the first audio sooner.")
+        self.chunk_chars.observe(self._on_chunk_chars, names="value")
+        self.dtype = w.Dropdown(description="Precision", options=list(DTYPES), value=c.dtype,
+                                style=desc, layout=w.Layout(width="260px"),
+                                tooltip="float16 halves GPU memory for the token model.")
+        self.dtype.observe(self._on_dtype, names="value")
+        self.reset = w.Button(description="Reset to defaults", icon="undo",
+                              layout=w.Layout(width="160px"))
+        self.reset.on_click(lambda _b: self.c.set_variant(self.c.variant))
+        self.settings_hint = w.HTML()
+        advanced = w.VBox([*(self.sliders[n] for n in ADVANCED_SETTINGS), self.chunk_chars,
+                           self.dtype])
+        self.advanced = w.Accordion(children=[advanced], titles=("Advanced settings",),
+                                    selected_index=None, layout=full)
+        settings_card = self._card(
+            "3 &middot; Settings", self.variant, self.language, self.device,
+            *(self.sliders[n] for n in BASIC_SETTINGS), w.HBox([self.seed, self.reset]),
+            self.settings_hint, self.advanced)
+
+        # Generate / Cancel
+        self.generate = w.Button(description="Generate", button_style="primary", icon="play",
+                                 layout=w.Layout(width="160px", height="40px"))
+        self.generate.add_class("cbx-generate")
+        self.generate.on_click(lambda _b: self.c.generate())
+        self.cancel = w.Button(description="Cancel", button_style="warning", icon="stop",
+                               layout=w.Layout(width="120px", height="40px"))
+        self.cancel.add_class("cbx-cancel")
+        self.cancel.on_click(lambda _b: self.c.cancel())
+        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0,
+                                        layout=w.Layout(width="100%"))
+        self.progress.add_class("cbx-progress")
+        self.progress_text = w.HTML()
+        self.progress_text.add_class("cbx-progress-text")
+        self.preview = w.VBox()
+        self.preview.add_class("cbx-preview")
+        run_card = self._card("4 &middot; Generate",
+                              w.HBox([self.generate, self.cancel]),
+                              self.progress, self.progress_text, self.preview)
+
+        # Output
+        self.result_info = w.HTML()
+        self.result_info.add_class("cbx-result-info")
+        self.player = w.Audio(format="wav", autoplay=False, controls=True,
+                              layout=w.Layout(width="100%", height="48px"))
+        self.player.add_class("cbx-player")
+        self.downloads = w.HTML()
+        self.downloads.add_class("cbx-download")
+        output_card = self._card("5 &middot; Output", self.result_info, self.player,
+                                 self.downloads)
+        self.history = w.VBox()
+        self.history_hint = w.HTML()
+        history_card = self._card("History (this session)", self.history_hint, self.history)
+
+        # Model
+        self.load = w.Button(description="Load", icon="download",
+                             layout=w.Layout(width="110px"))
+        self.load.add_class("cbx-load")
+        self.load.on_click(lambda _b: self.c.load())
+        self.unload = w.Button(description="Unload", icon="eject",
+                               layout=w.Layout(width="110px"))
+        self.unload.add_class("cbx-unload")
+        self.unload.on_click(lambda _b: self.c.unload())
+        self.model_note = w.HTML()
+        self.model_note.add_class("cbx-model-note")
+        self.end = w.Button(description="End session...", icon="power-off",
+                            layout=w.Layout(width="150px"))
+        self.end_confirm = w.Button(description="Yes, stop this kernel",
+                                    button_style="danger", layout=w.Layout(width="190px"))
+        self.end_confirm.layout.display = "none"
+        self.end.on_click(self._on_end)
+        self.end_confirm.on_click(lambda _b: self.c.end_session())
+        lifecycle = w.HTML(
+            "<p class='cbx-hint'>Load is optional: Generate loads the model on first use. "
+            "Unload frees the model and shows the memory it gave back. The complete deload "
+            "is ending the session (this stops the kernel process); reload the page "
+            "afterwards for a fresh one. An idle model unloads itself automatically.</p>")
+        model_card = self._card("Model", w.HBox([self.load, self.unload]), self.model_note,
+                                lifecycle, w.HBox([self.end, self.end_confirm]))
+
+        # Health
+        self.health = w.HTML()
+        self.health.add_class("cbx-health-panel")
+        self.refresh = w.Button(description="Refresh", icon="refresh",
+                                layout=w.Layout(width="110px"))
+        self.refresh.on_click(lambda _b: self.c.refresh_health())
+        health_card = self._card("Health", self.health, self.refresh)
+
+        main = w.VBox([voice_card, text_card, settings_card, run_card, output_card,
+                       history_card], layout=w.Layout(width="62%", padding="0 12px 0 0"))
+        side = w.VBox([model_card, health_card], layout=w.Layout(width="38%"))
+        self.root = w.VBox([self.header, self.problems, self.status, self.error,
+                            w.HBox([main, side], layout=w.Layout(width="100%"))])
+        self.root.add_class("cbx-app")
+
+    # ----------------------------------------------------------- widget events
+    def _on_upload(self, change) -> None:
+        if self._syncing or not change["new"]:
+            return
+        item = change["new"][0]
+        name = item["name"] if isinstance(item, dict) else item.name
+        content = item["content"] if isinstance(item, dict) else item.content
+        self.c.upload_voice(bytes(content), name)
+        self._sync(setattr, self.upload, "value", ())
+
+    def _on_voice_pick(self, change) -> None:
+        if not self._syncing:
+            self.c.select_voice(change["new"])
+
+    def _on_text(self, change) -> None:
+        if not self._syncing:
+            self.c.set_text(change["new"])
+
+    def _on_variant(self, change) -> None:
+        if not self._syncing:
+            self.c.set_variant(change["new"])
+
+    def _on_language(self, change) -> None:
+        if not self._syncing:
+            self.c.language = change["new"]
+
+    def _on_device(self, change) -> None:
+        if not self._syncing:
+            self.c.set_device(change["new"])
+
+    def _on_dtype(self, change) -> None:
+        if not self._syncing:
+            self.c.dtype = change["new"]
+
+    def _on_slider(self, name: str, change) -> None:
+        if not self._syncing:
+            self.c.set_setting(name, change["new"])
+
+    def _on_seed(self, change) -> None:
+        if not self._syncing:
+            self.c.seed_text = change["new"]
+
+    def _on_chunk_chars(self, change) -> None:
+        if not self._syncing:
+            self.c.set_max_chunk_chars(change["new"])
+
+    def _on_end(self, _button) -> None:
+        self.end_confirm.layout.display = None if self.end_confirm.layout.display == "none" \
+            else "none"
+
+    # ------------------------------------------------------- controller events
+    def _on_event(self, event: str) -> None:
+        handler = getattr(self, f"_render_{event}", None)
+        if handler is not None:
+            self._sync(handler)
+
+    def _render_busy(self) -> None:
+        c = self.c
+        self.generate.disabled = not c.can_generate
+        self.generate.description = "Generating..." if c.busy in (GENERATING, CANCELLING) \
+            else "Generate"
+        self.cancel.disabled = not c.can_cancel
+        self.load.disabled = not c.can_load
+        self.unload.disabled = not c.can_unload
+        self.end.disabled = c.busy is not None or c.session_ended
+        self.end_confirm.disabled = self.end.disabled
+        editable = c.busy is None and not c.session_ended
+        for widget in (self.variant, self.device, self.dtype, self.upload, self.voice_pick):
+            widget.disabled = not editable
+        self.text.disabled = c.session_ended
+        running = c.busy in (GENERATING, CANCELLING)
+        self.progress.layout.visibility = "visible" if running else "hidden"
+        self._render_settings_enabled()
+
+    def _render_status(self) -> None:
+        self.status.value = f"<div class='cbx-status'>{render.e(self.c.status_line)}</div>"
+
+    def _render_error(self) -> None:
+        self.error.value = render.error_card(self.c.error)
+
+    def _render_progress(self) -> None:
+        p = self.c.progress
+        self.progress.value = render.progress_fraction(p)
+        self.progress.bar_style = "info" if p else ""
+        self.progress_text.value = (f"<span class='cbx-hint'>{render.e(render.progress_text(p))}"
+                                    "</span>" if p else "")
+
+    def _render_chunk(self) -> None:
+        w = self.w
+        done = list(self.c.chunks_done)
+        if not done:
+            self.preview.children = ()
+            return
+        have = len(self.preview.children) - 1 if self.preview.children else 0
+        children = list(self.preview.children) or [
+            w.HTML("<span class='cbx-hint'>Finished chunks (play while the rest is made):"
+                   "</span>")]
+        for index, total, data in done[have:]:
+            children.append(w.HBox([
+                w.HTML(f"<span class='cbx-hint'>Chunk {index + 1} of {total}</span>",
+                       layout=w.Layout(width="110px")),
+                w.Audio(value=data, format="wav", autoplay=False,
+                        layout=w.Layout(width="80%", height="36px"))]))
+        self.preview.children = tuple(children)
+
+    def _render_result(self) -> None:
+        entry = self.c.current
+        self.result_info.value = render.result_summary(entry)
+        self.player.value = entry.wav_bytes if entry is not None else b""
+        self.downloads.value = render.download_links(entry)
+
+    def _render_history(self) -> None:
+        w = self.w
+        rows = []
+        for entry in self.c.history:
+            row = self._history_rows.get(entry.number)
+            if row is None:
+                play = w.Button(description="Play", icon="play", layout=w.Layout(width="80px"))
+                play.on_click(lambda _b, n=entry.number: self.c.play(n))
+                row = w.HBox([w.HTML(render.history_row_html(entry),
+                                     layout=w.Layout(width="62%")),
+                              play, w.HTML(render.download_links(entry))],
+                             layout=w.Layout(width="100%", align_items="center"))
+                row.add_class("cbx-history-row")
+                self._history_rows[entry.number] = row
+            rows.append(row)
+        self.history.children = tuple(rows)
+        self.history_hint.value = "" if rows else \
+            "<span class='cbx-hint'>Results you make appear here, newest first.</span>"
+
+    def _render_health(self) -> None:
+        c = self.c
+        self.health.value = render.health_html(c.health, c.model, c.model_state,
+                                               self._voice_label(), c.health_error)
+        problems = c.problems()
+        self.problems.value = "" if not problems else (
+            "<div class='cbx-card'><h3>Needs attention</h3>"
+            + render.errors_html(problems) + "</div>")
+        self._render_model()
+
+    def _render_model(self) -> None:
+        c = self.c
+        # the manager's listener can fire mid-action, so only the cheap parts here
+        self.unload.disabled = not c.can_unload
+        note = render.e(c.model_note) if c.model_note else ""
+        state = render.state_pill(c.model_state)
+        self.model_note.value = f"<div>{state}</div><p class='cbx-hint'>{note}</p>"
+        if c.health is not None:
+            self.health.value = render.health_html(c.health, c.model, c.model_state,
+                                                   self._voice_label(), c.health_error)
+
+    def _voice_label(self) -> str:
+        c = self.c
+        if c.voice_choice == BUILTIN:
+            return "built-in" if c.has_builtin_voice() else "none selected"
+        return c.voice_choice
+
+    def _render_voices(self) -> None:
+        c = self.c
+        options = c.voice_options()
+        if not options:
+            options = [("No voice yet: upload a clip", BUILTIN)]
+        self.voice_pick.options = options
+        values = [value for _label, value in options]
+        self.voice_pick.value = c.voice_choice if c.voice_choice in values else values[0]
+        variant = VARIANTS[c.variant]
+        self.voice_hint.value = (
+            f"<span class='cbx-hint'>WAV, FLAC, OGG or MP3, up to 50 MB. Best: "
+            f"{max(variant.min_voice_seconds, 5):g}-{variant.voice_seconds_used:g} s of one "
+            f"person speaking clearly, no music (at least {variant.min_voice_seconds:g} s)."
+            "</span>")
+        voice = c.voice_info
+        if voice is not None:
+            notes = getattr(voice, "notes", None) or []
+            if isinstance(notes, str):
+                notes = [notes]
+            extra = "".join(f"<br><span class='cbx-hint'>{render.e(str(n))}</span>"
+                            for n in notes)
+            self.voice_info.value = (f"<b>{render.e(voice.name)}</b> &middot; "
+                                     f"{voice.duration:.1f} s &middot; "
+                                     f"{voice.sample_rate} Hz{extra}")
+            path = Path(voice.path)
+            if path.is_file():
+                self.voice_player.format = AUDIO_FORMATS.get(path.suffix.lower(), "wav")
+                self.voice_player.value = path.read_bytes()
+            self.voice_player.layout.display = None
+        else:
+            self.voice_info.value = (
+                "<span class='cbx-hint'>Using the model's built-in voice. Upload a clip to "
+                "clone a voice.</span>" if c.has_builtin_voice() else
+                "<span class='cbx-hint'>No voice selected: upload a clip of the voice to "
+                "clone.</span>")
+            self.voice_player.layout.display = "none"
+        if c.voice_message:
+            self.voice_info.value += f"<br><span class='cbx-ok'>{render.e(c.voice_message)}</span>"
+        if c.health is not None:
+            self._render_model()
+
+    def _render_text(self) -> None:
+        if self.text.value != self.c.text:
+            self.text.value = self.c.text
+        self.text_info.value = render.text_info_html(self.c.text_info)
+
+    def _render_settings(self) -> None:
+        c = self.c
+        self.variant.value = c.variant
+        self.language.layout.display = None if VARIANTS[c.variant].languages else "none"
+        if VARIANTS[c.variant].languages:
+            self.language.value = c.language
+        for name, slider in self.sliders.items():
+            slider.value = float(c.settings.get(name, slider.min))
+        self.dtype.value = c.dtype
+        self.device.value = c.device
+        self.chunk_chars.value = c.max_chunk_chars
+        self._render_settings_enabled()
+
+    def _render_settings_enabled(self) -> None:
+        c = self.c
+        ignored = set(c.ignored_settings())
+        label = VARIANTS[c.variant].label
+        for name, slider in self.sliders.items():
+            help_text = SLIDER_SPECS[name][4]
+            if name in ignored:
+                slider.disabled = True
+                slider.tooltip = f"{label} ignores {name}; it has no effect with this model."
+            else:
+                slider.disabled = c.session_ended
+                slider.tooltip = help_text
+        self.settings_hint.value = (
+            f"<span class='cbx-hint'>{render.e(label)} ignores: "
+            f"{render.e(', '.join(sorted(ignored)))} (greyed out).</span>" if ignored else "")
+
+    def _render_session(self) -> None:
+        self._render_busy()
+        self.model_note.value = (
+            "<div class='cbx-error' data-code='session_ended'><b>Session ended.</b> This "
+            "kernel has stopped and returned all its memory. <a href=''>Reload the page</a> "
+            "to start a fresh session.</div>")
+
+    # ------------------------------------------------------------------ display
+    def _repr_mimebundle_(self, **kwargs):
+        return self.root._repr_mimebundle_(**kwargs)
+
+
+def _exit_kernel() -> None:
+    """Stop this kernel process (the complete deload)."""
+    os._exit(0)
+
+
+def dashboard(model_dir=None, backend=None) -> Dashboard:
+    """Build the Chatterbox Studio page; the notebook's single cell displays it."""
+    from ..errors import CbxError
+    from .backend import DEFAULT_IDLE_UNLOAD_MINUTES, CbxBackend, idle_unload_minutes
+
+    config_error = None
+    try:
+        minutes = idle_unload_minutes()
+    except CbxError as exc:          # a bad setting is shown on the page, not a crash
+        minutes, config_error = DEFAULT_IDLE_UNLOAD_MINUTES, exc
+    controller = DashboardController(backend or CbxBackend(model_dir),
+                                     idle_unload_minutes=minutes, exit_process=_exit_kernel)
+    if config_error is not None:
+        controller.error = config_error
+    return Dashboard(controller)

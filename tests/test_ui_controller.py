@@ -1,0 +1,447 @@
+"""The dashboard's state machine driven by a fake backend (fast, no model, no browser).
+
+The fake replaces only the model: status, voices, text splitting, Result, saving and
+WAV encoding are the real cbx code, so what these tests see is what the page shows.
+"""
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cbx.errors import GenerationFailed, InvalidVoiceFile
+from cbx.synth import CancelToken, Progress, Result
+from cbx.ui.controller import BUILTIN, GENERATING, DashboardController, parse_seed
+from cbx.variants import VARIANTS
+from tests import audio_clips
+
+SR = 24_000
+
+
+def write_fake_weights(root: Path, variant: str = "original") -> Path:
+    """Structurally valid (tiny) weight files so the file check calls them complete."""
+    folder = root / variant
+    folder.mkdir(parents=True, exist_ok=True)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    for name in VARIANTS[variant].required_files:
+        path = folder / name
+        if name.endswith(".safetensors"):
+            path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+        elif name.endswith(".json"):
+            path.write_text("{}", encoding="utf-8")
+        elif name.endswith(".txt"):
+            path.write_text("#version: 0.2\n", encoding="utf-8")
+        else:
+            raise AssertionError(f"no fake writer for {name}")
+    return root
+
+
+class FakeUnloadReport:
+    def __init__(self, variant):
+        self.variant = variant
+        self.before = {"rss_mb": 3000.0}
+        self.after = {"rss_mb": 900.0}
+
+    def summary(self) -> str:
+        if self.variant is None:
+            return "No model was loaded; nothing to free."
+        return f"Unloaded {self.variant}: process RAM 3000 -> 900 MiB; all model memory released."
+
+
+class FakeBackend:
+    """The real cbx helpers around a pretend model that makes sine-wave chunks.
+
+    `gate` (when set) makes each chunk wait until the test releases it, so a test can
+    look at the page while a generation is running.
+    """
+
+    def __init__(self, model_dir: Path, output_dir: Path):
+        self.model_dir = model_dir
+        self._output_dir = output_dir
+        self.state = {"state": "not_loaded", "idle_unload_minutes": 15.0}
+        self.listeners = []
+        self.idle_minutes = None
+        self.gate: threading.Event | None = None
+        self.chunk_started = threading.Event()
+        self.fail_with: Exception | None = None
+        self.speak_calls: list[dict] = []
+        self.token = None
+
+    def _set(self, **info):
+        self.state = {"idle_unload_minutes": self.state.get("idle_unload_minutes"), **info}
+        for callback in list(self.listeners):
+            callback(dict(self.state))
+
+    # environment + model
+    def status(self, model_state=None, device="auto"):
+        from cbx.envcheck import status
+
+        return status(model_dir=self.model_dir, model_state=model_state, device="cpu")
+
+    def describe_model(self):
+        return dict(self.state)
+
+    def load(self, variant, device, dtype):
+        self._set(state="loading")
+        self._set(state="ready", variant=variant, device="cpu", dtype=dtype,
+                  load_seconds=0.5, loaded_at="now", voice=None)
+        return dict(self.state)
+
+    def unload(self):
+        variant = self.state.get("variant")
+        self._set(state="not_loaded",
+                  last_unload=FakeUnloadReport(variant).summary())
+        return FakeUnloadReport(variant)
+
+    def add_model_listener(self, callback):
+        self.listeners.append(callback)
+
+    def start_idle_unload(self, minutes):
+        self.idle_minutes = minutes
+        self.state["idle_unload_minutes"] = minutes
+
+    # voices and text: the real modules
+    def list_voices(self, variant="original"):
+        from cbx.voices import list_voices
+
+        return list_voices(variant=variant)
+
+    def save_voice(self, data, filename, variant):
+        from cbx.voices import load_voice
+
+        return load_voice(data, name=filename, variant=variant)
+
+    def builtin_voice(self, variant):
+        return None
+
+    def split_text(self, text, max_chars):
+        from cbx.text import split_text
+
+        return split_text(text, max_chars=max_chars)
+
+    def estimate_seconds(self, text):
+        from cbx.text import estimate_seconds
+
+        return estimate_seconds(text)
+
+    def make_cancel_token(self):
+        return CancelToken()
+
+    def cancel_running(self):
+        return self.token is not None and (self.token.cancel() or True)
+
+    def output_dir(self):
+        return self._output_dir
+
+    def speak(self, text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
+              progress, cancel, on_chunk, **settings):
+        from cbx.errors import GenerationCancelled
+        from cbx.text import split_text
+
+        self.speak_calls.append(dict(text=text, voice=voice, variant=variant, seed=seed,
+                                     language=language, settings=settings,
+                                     max_chunk_chars=max_chunk_chars))
+        self.token = cancel
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self.state["state"] != "ready":
+            progress(Progress(0, 0, 0, 0.0, None, "loading"))
+            self.load(variant, device, dtype)
+        chunks = split_text(text, max_chars=max_chunk_chars)
+        started = time.perf_counter()
+        pieces = []
+        for i, chunk in enumerate(chunks):
+            self._set(**{**self.state, "state": "generating"})
+            progress(Progress(i + 1, len(chunks), 40, time.perf_counter() - started,
+                              None if i == 0 else 1.0, "tokens"))
+            self.chunk_started.set()
+            if self.gate is not None:
+                self.gate.wait(10)
+                self.gate.clear()
+            if cancel.cancelled:
+                self._set(**{**self.state, "state": "ready"})
+                raise GenerationCancelled(
+                    f"Generation cancelled after {i} of {len(chunks)} chunks.",
+                    "Press Generate to start again.")
+            t = np.arange(int(0.5 * SR)) / SR
+            wav = (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32)
+            pieces.append(wav)
+            progress(Progress(i + 1, len(chunks), 0, time.perf_counter() - started, 0.0,
+                              "chunk_done"))
+            on_chunk(i, len(chunks), wav, SR)
+        self._set(**{**self.state, "state": "ready"})
+        used_seed = seed if seed is not None else 1234
+        return Result(wav=np.concatenate(pieces), sample_rate=SR, text=text,
+                      voice=getattr(voice, "name", voice) or "built-in", variant=variant,
+                      seed=used_seed, settings=dict(settings), chunks=chunks,
+                      timings={"total": 1.5, "first_audio": 0.4}, device="cpu",
+                      dtype=dtype, language=language)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CBX_VOICE_DIR", str(tmp_path / "voices"))
+    monkeypatch.setenv("CBX_OUTPUT_DIR", str(tmp_path / "outputs"))
+    monkeypatch.setenv("CBX_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path
+
+
+@pytest.fixture
+def backend(env):
+    return FakeBackend(write_fake_weights(env / "models"), env / "outputs")
+
+
+def make_controller(backend, **kwargs) -> tuple[DashboardController, list[str]]:
+    events: list[str] = []
+    controller = DashboardController(backend, idle_unload_minutes=15, **kwargs)
+    controller.observe(events.append)
+    return controller, events
+
+
+def clip_bytes(tmp_path: Path, seconds: float = 6.0) -> bytes:
+    return audio_clips.speech_clip(tmp_path / "ref.wav", seconds).read_bytes()
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- tests
+
+def test_initial_state_and_idle_unload_wired(backend):
+    c, _ = make_controller(backend)
+    assert c.can_generate and c.can_load
+    assert not c.can_cancel and not c.can_unload
+    assert backend.idle_minutes == 15
+    assert backend.listeners, "the controller must listen to the model manager"
+    assert c.problems() == []
+    assert c.health.weights["original"].complete
+
+
+def test_missing_weights_is_a_problem_with_the_fix(env):
+    backend = FakeBackend(env / "empty_models", env / "outputs")
+    c, _ = make_controller(backend)
+    codes = [p.code for p in c.problems()]
+    assert codes == ["model_files_missing"]
+    assert "setup_env.py" in c.problems()[0].solution
+
+
+def test_text_info_counts_chunks(backend):
+    c, events = make_controller(backend)
+    c.set_max_chunk_chars(60)
+    c.set_text("First sentence is here. Second sentence is here. Third one ends it all.")
+    assert c.text_info["chars"] == 71
+    assert c.text_info["chunks"] >= 2
+    assert c.text_info["seconds"] > 0
+    assert "text" in events
+
+
+def test_generate_runs_in_background_and_lands_in_history(backend, env):
+    c, events = make_controller(backend)
+    assert c.upload_voice(clip_bytes(env), "My Voice!.wav")
+    c.set_max_chunk_chars(60)
+    c.set_text("First sentence is here. Second sentence is here. Third one ends it all.")
+    c.seed_text = "42"
+    backend.gate = threading.Event()
+    assert c.generate()
+    backend.chunk_started.wait(5)
+    assert c.busy == GENERATING
+    assert not c.can_generate and c.can_cancel and not c.can_load
+    assert c.generate() is False, "a second click must not queue work"
+    wait_for(lambda: c.progress and c.progress["chunk"] == 1)
+    assert c.progress["total"] == c.text_info["chunks"]
+    for _ in range(c.text_info["chunks"]):
+        backend.gate.set()
+        time.sleep(0.05)
+    assert c.wait(10)
+    assert c.busy is None and c.can_generate and not c.can_cancel
+    assert c.error is None, c.error
+    assert len(c.history) == 1 and c.current is c.history[0]
+    entry = c.current
+    assert entry.seed == 42 and entry.voice == c.voice_choice
+    assert backend.speak_calls[0]["voice"].name == c.voice_choice
+    with wave.open(io.BytesIO(entry.wav_bytes)) as wf:
+        assert wf.getframerate() == SR
+        assert wf.getnframes() == int(0.5 * SR) * c.text_info["chunks"]
+    assert entry.saved_path.is_file()
+    assert entry.saved_path.parent == env / "outputs"
+    sidecar = json.loads(entry.saved_path.with_suffix(".json").read_text())
+    assert sidecar["seed"] == 42
+    assert json.loads(entry.sidecar_json)["seed"] == 42
+    assert "progress" in events and "chunk" in events and "history" in events
+    assert "Done" in c.status_line
+
+
+def test_generate_loads_on_first_use_with_status_line(backend):
+    c, _ = make_controller(backend)
+    seen = []
+    c.observe(lambda ev: ev == "status" and seen.append(c.status_line))
+    c.set_text("Hello there.")
+    c.generate()
+    c.wait(10)
+    assert any("loads the model on first use" in s for s in seen), seen
+    assert c.model["state"] == "ready"
+
+
+def test_cancel_stops_and_keeps_everything(backend, env):
+    c, _ = make_controller(backend)
+    c.set_max_chunk_chars(60)
+    c.set_text("First sentence is here. Second sentence is here. Third one ends it all.")
+    backend.gate = threading.Event()
+    c.generate()
+    backend.chunk_started.wait(5)
+    assert c.cancel()
+    assert not c.can_cancel, "Cancel is pressed once"
+    backend.gate.set()
+    assert c.wait(10)
+    assert "Cancelled" in c.status_line
+    assert c.history == [] and c.error is None
+    assert c.can_generate and not c.can_cancel
+    assert c.text.startswith("First sentence")
+
+
+def test_errors_keep_text_voice_and_history(backend, env):
+    c, _ = make_controller(backend)
+    c.upload_voice(clip_bytes(env), "keeper.wav")
+    c.set_text("Hello there.")
+    c.generate()
+    c.wait(10)
+    assert len(c.history) == 1
+    try:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+    except RuntimeError as exc:
+        backend.fail_with = GenerationFailed.from_exception(exc, "Use float16.")
+    c.generate()
+    c.wait(10)
+    assert c.error is not None and c.error.code == "generation_failed"
+    assert "RuntimeError" in c.error.traceback
+    assert c.text == "Hello there." and c.voice_choice == "keeper"
+    assert len(c.history) == 1
+    assert c.can_generate
+
+
+def test_unexpected_exception_becomes_generation_failed(backend):
+    c, _ = make_controller(backend)
+    backend.fail_with = ZeroDivisionError("boom")
+    c.set_text("Hello.")
+    c.generate()
+    c.wait(10)
+    assert c.error.code == "generation_failed"
+    assert "ZeroDivisionError" in c.error.traceback
+
+
+def test_bad_seed_is_shown_and_nothing_starts(backend):
+    c, _ = make_controller(backend)
+    c.set_text("Hello.")
+    c.seed_text = "forty-two"
+    assert c.generate() is False
+    assert c.error.code == "invalid_setting"
+    assert backend.speak_calls == []
+    assert parse_seed("") is None and parse_seed(" 7 ") == 7
+    with pytest.raises(Exception):
+        parse_seed("-1")
+
+
+def test_invalid_upload_shows_invalid_voice_file(backend, env):
+    c, _ = make_controller(backend)
+    c.upload_voice(clip_bytes(env), "good.wav")
+    assert c.upload_voice(b"this is a text file, not audio\n" * 20, "notes.wav") is False
+    assert isinstance(c.error, InvalidVoiceFile)
+    assert c.error.code == "invalid_voice_file"
+    assert c.voice_choice == "good", "the previous voice stays selected"
+
+
+def test_upload_is_validated_saved_and_selected(backend, env):
+    c, _ = make_controller(backend)
+    assert c.voice_options() == []
+    assert c.upload_voice(clip_bytes(env), "../../evil name.wav")
+    assert ".." not in c.voice_choice and "/" not in c.voice_choice
+    assert c.voice_info.path.is_file()
+    assert [v for _, v in c.voice_options()] == [c.voice_choice]
+    c.select_voice(BUILTIN)
+    assert c.voice_info is None
+
+
+def test_variant_switch_resets_defaults(backend):
+    c, _ = make_controller(backend)
+    c.set_setting("temperature", 1.7)
+    c.set_variant("turbo")
+    assert c.settings == VARIANTS["turbo"].defaults
+    assert set(c.ignored_settings()) == {"exaggeration", "cfg_weight", "min_p"}
+    c.set_variant("multilingual")
+    assert c.language == "en"
+    c.set_text("Bonjour.")
+    c.language = "fr"
+    c.generate()
+    c.wait(10)
+    call = backend.speak_calls[-1]
+    assert call["language"] == "fr" and call["variant"] == "multilingual"
+
+
+def test_ignored_settings_are_not_sent(backend):
+    c, _ = make_controller(backend)
+    c.set_variant("turbo")
+    c.set_text("Hello.")
+    c.generate()
+    c.wait(10)
+    assert not {"exaggeration", "cfg_weight", "min_p"} & set(backend.speak_calls[-1]["settings"])
+
+
+def test_load_and_unload_report_memory(backend):
+    c, _ = make_controller(backend)
+    assert c.load()
+    c.wait(10)
+    assert c.model["state"] == "ready" and c.can_unload
+    assert "loaded" in c.status_line
+    assert c.unload()
+    c.wait(10)
+    assert c.model["state"] == "not_loaded"
+    assert "3000 -> 900" in c.model_note
+    assert not c.can_unload
+
+
+def test_idle_unload_from_another_thread_updates_the_page(backend):
+    c, events = make_controller(backend)
+    c.load()
+    c.wait(10)
+    events.clear()
+    t = threading.Thread(target=backend.unload)   # what the manager's watcher does
+    t.start()
+    t.join()
+    assert "model" in events
+    assert c.model["state"] == "not_loaded"
+    assert "Unloaded original" in c.model_note
+
+
+def test_end_session_unloads_then_exits(backend):
+    exited = threading.Event()
+    c, _ = make_controller(backend, exit_process=exited.set)
+    c.load()
+    c.wait(10)
+    assert c.end_session()
+    assert backend.state["state"] == "not_loaded"
+    assert exited.wait(5)
+    assert not c.can_generate and not c.can_load
+    assert "Reload the page" in c.status_line
+
+
+def test_history_play_puts_entry_back(backend):
+    c, _ = make_controller(backend)
+    for text in ("One.", "Two."):
+        c.set_text(text)
+        c.generate()
+        c.wait(10)
+    assert [e.number for e in c.history] == [2, 1]
+    c.play(1)
+    assert c.current.text == "One."
