@@ -1,0 +1,656 @@
+#!/usr/bin/env python3
+"""Show what Chatterbox Studio takes on disk, then remove what you choose.
+
+    python cleanup.py                  # table of everything, then asks before removing
+    python cleanup.py --dry-run        # only the table
+    python cleanup.py --models-only    # weights only (model_cache/ and the Hub cache)
+    python cleanup.py --keep-voices --keep-outputs --yes
+
+Standard library only, so it also works when the environment is broken or half-removed.
+Run it with the system Python (not the environment's) when removing the environment.
+
+Safety: nothing outside the checkout is removed except the Hugging Face Hub cache entries
+of the Chatterbox repositories, which are listed by name; symbolic links (and Windows
+junctions) are removed as links, never followed; read-only files are made writable and
+retried; if a running Voila server, Jupyter kernel or other process is using something to
+be removed, nothing is removed and the process is named.
+"""
+from __future__ import annotations
+
+import sys
+
+sys.dont_write_bytecode = True   # do not re-create the __pycache__ folders it removes
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import stat  # noqa: E402
+import subprocess  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+SCRIPT_ROOT = Path(__file__).resolve().parent
+VENV_DIR_NAME = ".venv_chatterbox"
+GROUPS = ("env", "models", "hub", "voices", "outputs", "caches")
+GROUP_LABELS = {
+    "env": "environment",
+    "models": "model weights",
+    "hub": "Hugging Face cache",
+    "voices": "voice library (your saved voices)",
+    "outputs": "generated audio (your results)",
+    "caches": "caches and build leftovers",
+}
+# Folders inside the checkout that are pure caches (re-created on demand).
+CACHE_DIRS = (".pytest_cache", ".fixture_cache", ".pip_cache", ".ipynb_checkpoints",
+              "tests/artifacts", "build")
+# Never descended into when looking for __pycache__ folders.
+_NO_DESCEND = {".git", VENV_DIR_NAME, "model_cache", "node_modules"}
+
+EXIT_OK = 0
+EXIT_USAGE = 1
+EXIT_DECLINED = 2
+EXIT_BUSY = 3
+EXIT_FAILED = 4
+
+EXIT_CODES_HELP = """\
+sizes: disk space actually used (allocated blocks, as `du -s` counts them) on Linux and
+macOS, file sizes on Windows; hard-linked files count once; links count as links.
+
+exit codes:
+  0  done (or nothing to remove, or --dry-run)
+  1  bad arguments, or --root is not a Chatterbox Studio checkout
+  2  not confirmed (answered no, or no terminal to ask and no --yes)
+  3  a running process uses something to be removed: nothing was removed
+  4  some items could not be removed completely (each failure is listed)
+"""
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def fmt_size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}" if unit == "GB" else f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring and removing without following links
+# ---------------------------------------------------------------------------------------
+
+_IO_REPARSE_TAG_MOUNT_POINT = 0xA0000003   # stat.IO_REPARSE_TAG_MOUNT_POINT (Windows only)
+
+
+def _is_link(st: os.stat_result) -> bool:
+    """A symlink, or a Windows junction (which os.path.islink misses before 3.12)."""
+    if stat.S_ISLNK(st.st_mode):
+        return True
+    return getattr(st, "st_reparse_tag", 0) == _IO_REPARSE_TAG_MOUNT_POINT
+
+
+def _allocated(st: os.stat_result) -> int:
+    blocks = getattr(st, "st_blocks", None)
+    return blocks * 512 if blocks is not None else st.st_size
+
+
+def disk_usage(*paths: Path, errors: list[str] | None = None) -> int:
+    """Bytes of disk used by the given paths, like `du -s --block-size=1 -c PATHS`:
+    allocated blocks (file sizes where the OS has no block count), every inode once,
+    links measured as links and never followed. Unreadable parts are skipped and noted
+    in `errors`."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [Path(p) for p in paths]
+    while stack:
+        p = stack.pop()
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if errors is not None:
+                errors.append(f"{p}: {exc}")
+            continue
+        key = (st.st_dev, st.st_ino)
+        if st.st_ino and key in seen:
+            continue
+        seen.add(key)
+        total += _allocated(st)
+        if stat.S_ISDIR(st.st_mode) and not _is_link(st):
+            try:
+                with os.scandir(p) as it:
+                    stack.extend(Path(e.path) for e in it)
+            except OSError as exc:
+                if errors is not None:
+                    errors.append(f"{p}: {exc}")
+    return total
+
+
+def _make_writable_and_retry(func, path, exc_info) -> None:
+    """rmtree error hook: a read-only file (common on Windows) or a read-only parent
+    folder stops deletion; make them writable and try once more."""
+    exc = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
+    if isinstance(exc, FileNotFoundError):
+        return
+    if not isinstance(exc, PermissionError):
+        raise exc
+    parent = os.path.dirname(path)
+    for target in (path, parent):
+        try:
+            mode = os.lstat(target).st_mode
+            if not stat.S_ISLNK(mode):
+                os.chmod(target, stat.S_IMODE(mode) | stat.S_IWRITE | stat.S_IREAD
+                         | (stat.S_IEXEC if stat.S_ISDIR(mode) else 0))
+        except OSError:
+            pass   # the retry below reports the real error
+    func(path)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file, link or folder tree; a link is removed as a link."""
+    st = os.lstat(path)
+    if _is_link(st):
+        if stat.S_ISLNK(st.st_mode):
+            os.unlink(path)
+        else:
+            os.rmdir(path)     # a junction: removes the link, not its target
+    elif stat.S_ISDIR(st.st_mode):
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=_make_writable_and_retry)
+        else:
+            shutil.rmtree(path, onerror=_make_writable_and_retry)
+    else:
+        try:
+            os.unlink(path)
+        except PermissionError as exc:
+            _make_writable_and_retry(os.unlink, str(path), exc)
+
+
+def _within(path: Path, folder: Path) -> bool:
+    try:
+        return os.path.commonpath([str(path), str(folder)]) == str(folder)
+    except ValueError:    # different drives on Windows
+        return False
+
+
+def real_location(path: Path) -> Path:
+    """Where deleting `path` acts: its parent resolved through links, plus its own name
+    (the last component is deleted as itself, link or not)."""
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+# ---------------------------------------------------------------------------------------
+# What can be removed
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class Item:
+    group: str
+    label: str
+    paths: list[Path]
+    key: str = ""                    # e.g. the variant for models/hub items
+    size: int = 0
+    note: str = ""
+    blocked: str = ""                # why it will not be removed even if selected
+    selected: bool = False
+    freed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"group": self.group, "label": self.label, "key": self.key,
+                "paths": [str(p) for p in self.paths], "bytes": self.size,
+                "selected": self.selected, "blocked": self.blocked or None,
+                "note": self.note or None, "freed": self.freed,
+                "failures": self.failures}
+
+
+def _located(env_var: str, default: Path) -> Path:
+    value = os.environ.get(env_var)
+    return Path(value).expanduser().absolute() if value else default
+
+
+def hub_cache_dir() -> Path:
+    """huggingface_hub's cache folder, by its own precedence of environment variables."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def _load_cbx(root: Path):
+    """cbx's layer-1 modules (standard library only): the variant table and path names."""
+    sys.path.insert(0, str(SCRIPT_ROOT))
+    try:
+        from cbx import paths, variants
+    finally:
+        sys.path.pop(0)
+    return paths, variants
+
+
+def discover(root: Path) -> list[Item]:
+    """Every removable thing, measured. Nothing is selected yet."""
+    paths, variants = _load_cbx(root)
+    items: list[Item] = []
+    real_root = Path(os.path.realpath(root))
+
+    env = root / VENV_DIR_NAME
+    if os.path.lexists(env):
+        items.append(Item("env", f"Python environment ({VENV_DIR_NAME})", [env]))
+
+    model_dir = _located(paths.MODEL_DIR_ENV, root / "model_cache")
+    if model_dir.is_dir():
+        for sub in sorted(model_dir.iterdir()):
+            if not (sub.is_dir() or sub.is_symlink()):
+                continue
+            v = variants.VARIANTS.get(sub.name)
+            label = f"{v.label} weights" if v else "weights (unknown variant)"
+            items.append(Item("models", f"{label}: model_cache/{sub.name}", [sub],
+                              key=sub.name))
+
+    hub = hub_cache_dir()
+    repos: dict[str, list[str]] = {}
+    for v in variants.VARIANTS.values():
+        repos.setdefault(v.repo_id, []).append(v.name)
+    for repo_id, names in repos.items():
+        folder = "models--" + repo_id.replace("/", "--")
+        found = [p for p in (hub / folder, hub / ".locks" / folder) if os.path.lexists(p)]
+        if found:
+            items.append(Item("hub", f"Hub cache: {repo_id} (used by {', '.join(names)})",
+                              found, key=",".join(names)))
+
+    voice = _located(paths.VOICE_DIR_ENV, root / "voices")
+    if os.path.lexists(voice):
+        items.append(Item("voices", "voice library", [voice]))
+    out = _located(paths.OUTPUT_DIR_ENV, root / "outputs")
+    if os.path.lexists(out):
+        items.append(Item("outputs", "generated audio", [out]))
+
+    pycaches = []
+    for dirpath, dirnames, _files in os.walk(root):   # os.walk does not follow links
+        here = Path(dirpath)
+        if "__pycache__" in dirnames:
+            pycaches.append(here / "__pycache__")
+        dirnames[:] = [d for d in dirnames
+                       if d != "__pycache__" and not (here == root and d in _NO_DESCEND)]
+    if pycaches:
+        items.append(Item("caches", f"__pycache__ folders ({len(pycaches)})", pycaches))
+    for name in CACHE_DIRS:
+        p = root / name
+        if os.path.lexists(p):
+            items.append(Item("caches", name, [p]))
+    for p in sorted(root.glob("*.egg-info")):
+        items.append(Item("caches", f"{p.name} (pip install -e leftovers)", [p]))
+    state = _located(paths.STATE_DIR_ENV, root / ".cbx_state")
+    if os.path.lexists(state):
+        items.append(Item("caches", "runtime state (.cbx_state)", [state]))
+
+    hub_real = Path(os.path.realpath(hub))
+    for item in items:
+        errors: list[str] = []
+        item.size = disk_usage(*item.paths, errors=errors)
+        if errors:
+            item.note = f"{len(errors)} part(s) unreadable, size is a lower bound"
+        for p in item.paths:
+            where = real_location(p)
+            if item.group == "hub":
+                ok = where.parent in (hub_real, hub_real / ".locks")
+            else:
+                ok = _within(where, real_root) and where != real_root
+            if not ok:
+                item.blocked = (f"outside the repository ({where}): not removed by "
+                                "cleanup.py")
+            elif os.path.islink(p) or (os.path.lexists(p) and _is_link(os.lstat(p))):
+                item.note = f"link to {os.path.realpath(p)}: only the link is removed"
+    return items
+
+
+def conda_env_note(root: Path) -> str | None:
+    """A conda env made by setup_env.py --conda lives outside the checkout: say how to
+    remove it instead of removing it."""
+    yml = root / "environment.yml"
+    conda = os.environ.get("CONDA_EXE") or shutil.which("conda")
+    if not conda or not yml.is_file():
+        return None
+    m = re.search(r"^name:\s*(\S+)", yml.read_text(encoding="utf-8"), re.M)
+    if not m:
+        return None
+    try:
+        out = subprocess.run([conda, "env", "list", "--json"], capture_output=True,
+                             text=True, timeout=60)
+        envs = json.loads(out.stdout).get("envs", [])
+    except (OSError, subprocess.SubprocessError, json.JSONDecodeError):
+        return None
+    if any(Path(e).name == m.group(1) for e in envs):
+        return (f"conda env '{m.group(1)}' exists outside the checkout; remove it with: "
+                f"conda env remove -n {m.group(1)}")
+    return None
+
+
+def select(items: list[Item], args: argparse.Namespace) -> None:
+    if args.only:
+        groups = set(args.only)
+    elif args.models_only:
+        groups = {"models", "hub"}
+    elif args.env_only:
+        groups = {"env"}
+    elif args.caches_only:
+        groups = {"caches"}
+    else:
+        groups = set(GROUPS)
+    for g, flag in (("env", args.keep_env), ("models", args.keep_models),
+                    ("hub", args.keep_models or args.keep_hub_cache),
+                    ("voices", args.keep_voices), ("outputs", args.keep_outputs),
+                    ("caches", args.keep_caches)):
+        if flag:
+            groups.discard(g)
+    for item in items:
+        item.selected = item.group in groups
+        if item.selected and args.variant and item.group in ("models", "hub"):
+            item.selected = bool(set(item.key.split(",")) & set(args.variant))
+        if item.blocked:
+            item.selected = False
+
+
+# ---------------------------------------------------------------------------------------
+# Processes that use what would be removed
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class Proc:
+    pid: int
+    command: str
+    uses: str
+
+
+def _norm(p: str) -> str:
+    return os.path.normcase(os.path.normpath(p))
+
+
+def _linux_processes(targets: list[str]) -> list[Proc] | None:
+    procs = []
+    own = {os.getpid(), os.getppid()}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in own:
+            continue
+        base = entry.path
+        try:
+            with open(f"{base}/cmdline", "rb") as fh:
+                args = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+            cwd = os.readlink(f"{base}/cwd")
+        except OSError:
+            continue     # gone, or not ours to inspect
+        candidates = [os.path.join(cwd, a) if not os.path.isabs(a) and os.sep in a else a
+                      for a in args]
+        for a in args:      # --option=/path forms
+            if "=" in a:
+                candidates.append(a.split("=", 1)[1])
+        try:
+            candidates.append(os.readlink(f"{base}/exe"))
+        except OSError:
+            pass
+        try:
+            with open(f"{base}/maps", encoding="utf-8", errors="replace") as fh:
+                candidates.extend(line.split(None, 5)[5].strip() for line in fh
+                                  if len(line.split(None, 5)) == 6)
+        except OSError:
+            pass
+        hit = _first_hit(candidates, targets)
+        if hit:
+            procs.append(Proc(int(entry.name), " ".join(args)[:200], hit))
+    return procs
+
+
+def _first_hit(candidates: list[str], targets: list[str]) -> str | None:
+    for c in candidates:
+        if not c or (os.sep not in c and "/" not in c):
+            continue
+        n = _norm(c)
+        for t in targets:
+            if n == t or n.startswith(t + os.sep):
+                return t
+    return None
+
+
+def _windows_processes(targets: list[str]) -> list[Proc] | None:
+    own = {os.getpid(), os.getppid()}
+    rows = None
+    try:
+        out = subprocess.run(
+            ["powershell", "-NoProfile", "-NonInteractive", "-Command",
+             "Get-CimInstance Win32_Process | Select-Object ProcessId,ExecutablePath,"
+             "CommandLine | ConvertTo-Json -Compress"],
+            capture_output=True, text=True, timeout=120)
+        if out.returncode == 0 and out.stdout.strip():
+            data = json.loads(out.stdout)
+            rows = [(r.get("ProcessId"), r.get("ExecutablePath") or "",
+                     r.get("CommandLine") or "") for r in
+                    (data if isinstance(data, list) else [data])]
+    except (OSError, subprocess.SubprocessError, json.JSONDecodeError):
+        rows = None
+    if rows is None:
+        return None
+    procs = []
+    for pid, exe, cmd in rows:
+        if pid in own:
+            continue
+        hay = _norm(exe) + " " + os.path.normcase(cmd).replace("/", "\\")
+        hit = next((t for t in targets if t in hay), None)
+        if hit:
+            procs.append(Proc(int(pid), (cmd or exe)[:200], hit))
+    return procs
+
+
+def _ps_processes(targets: list[str]) -> list[Proc] | None:
+    try:
+        out = subprocess.run(["ps", "-axww", "-o", "pid=,args="], capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    own = {os.getpid(), os.getppid()}
+    procs = []
+    for line in out.stdout.splitlines():
+        pid, _, cmd = line.strip().partition(" ")
+        if not pid.isdigit() or int(pid) in own:
+            continue
+        hit = next((t for t in targets if t in cmd), None)
+        if hit:
+            procs.append(Proc(int(pid), cmd[:200], hit))
+    return procs
+
+
+def processes_using(paths: list[Path]) -> list[Proc] | None:
+    """Processes whose program, arguments or (Linux) mapped files lie inside any of the
+    paths: a Voila server or Jupyter kernel running from the environment, a kernel with
+    weights memory-mapped. None when the process list cannot be read."""
+    targets = sorted({_norm(os.path.realpath(p)) for p in paths}
+                     | {_norm(os.path.abspath(p)) for p in paths})
+    if sys.platform.startswith("linux") and os.path.isdir("/proc"):
+        return _linux_processes(targets)
+    if os.name == "nt":
+        return _windows_processes(targets)
+    return _ps_processes(targets)
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python cleanup.py",
+                description="Show the disk used by Chatterbox Studio's environment, model "
+                            "weights, Hugging Face cache, voices, outputs and caches, then "
+                            "remove what you choose (everything by default, after asking).",
+                epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--models-only", action="store_true",
+                      help="remove only model weights (model_cache/ and Hub cache entries)")
+    only.add_argument("--env-only", action="store_true",
+                      help=f"remove only the Python environment ({VENV_DIR_NAME}/)")
+    only.add_argument("--caches-only", action="store_true",
+                      help="remove only caches (__pycache__, .pytest_cache, .fixture_cache, "
+                           ".pip_cache, build leftovers)")
+    only.add_argument("--only", type=lambda s: [g.strip() for g in s.split(",") if g.strip()],
+                      metavar="GROUPS", help=f"comma-separated groups: {', '.join(GROUPS)}")
+    p.add_argument("--keep-env", action="store_true", help="keep the environment")
+    p.add_argument("--keep-models", action="store_true",
+                   help="keep model weights (model_cache/ and the Hub cache)")
+    p.add_argument("--keep-hub-cache", action="store_true",
+                   help="keep the Hugging Face Hub cache entries")
+    p.add_argument("--keep-voices", action="store_true", help="keep the voice library")
+    p.add_argument("--keep-outputs", action="store_true", help="keep generated audio")
+    p.add_argument("--keep-caches", action="store_true", help="keep caches")
+    p.add_argument("--variant", action="append", metavar="NAME",
+                   help="with models/hub: only this variant (repeatable)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the table and what would be freed; remove nothing")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true",
+                   help="print the items and results as JSON (needs --dry-run or --yes)")
+    p.add_argument("--root", type=Path, default=SCRIPT_ROOT,
+                   help="the checkout to clean (default: the folder of this script)")
+    return p
+
+
+def print_table(items: list[Item], extra_notes: list[str]) -> None:
+    say("Chatterbox Studio: disk use (x = will be removed)")
+    if not items:
+        say("  nothing found")
+    width = max([len(i.label) for i in items] + [20])
+    for group in GROUPS:
+        for item in (i for i in items if i.group == group):
+            mark = "x" if item.selected else " "
+            say(f"  [{mark}] {item.label:<{width}}  {fmt_size(item.size):>10}   "
+                f"{item.paths[0] if len(item.paths) == 1 else str(len(item.paths)) + ' folders'}")
+            for note in (item.blocked, item.note):
+                if note:
+                    say(f"        {'':<{width}}  {'':>10}   ({note})")
+    chosen = sum(i.size for i in items if i.selected)
+    say(f"  {'total found':<{width + 4}}  {fmt_size(sum(i.size for i in items)):>10}")
+    say(f"  {'to remove':<{width + 4}}  {fmt_size(chosen):>10}")
+    for note in extra_notes:
+        say(f"  note: {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.only and set(args.only) - set(GROUPS):
+        print(f"error: unknown group(s) {', '.join(set(args.only) - set(GROUPS))}; choose "
+              f"from {', '.join(GROUPS)}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json and not (args.dry_run or args.yes):
+        print("error: --json needs --dry-run or --yes (there is no prompt in JSON mode)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    root = args.root.expanduser().absolute()
+    if not ((root / "pyproject.toml").is_file() and (root / "cbx").is_dir()):
+        print(f"error: {root} is not a Chatterbox Studio checkout (no pyproject.toml and "
+              "cbx/ there); refusing to clean it", file=sys.stderr)
+        return EXIT_USAGE
+
+    items = discover(root)
+    select(items, args)
+    notes = [n for n in [conda_env_note(root)] if n]
+    chosen = [i for i in items if i.selected]
+    out = say if not args.json else (lambda *_a, **_k: None)
+
+    def finish(code: int, **extra) -> int:
+        if args.json:
+            print(json.dumps({"root": str(root), "items": [i.to_dict() for i in items],
+                              "notes": notes, "exit_code": code, **extra}, indent=2))
+        return code
+
+    if not args.json:
+        print_table(items, notes)
+    if not chosen:
+        out("Nothing to remove.")
+        return finish(EXIT_OK)
+    total = sum(i.size for i in chosen)
+    if args.dry_run:
+        out(f"Dry run: nothing removed; this would free about {fmt_size(total)}.")
+        return finish(EXIT_OK)
+
+    env_items = [p for i in chosen if i.group == "env" for p in i.paths]
+    if os.name == "nt" and any(_within(Path(sys.prefix).resolve(), Path(p).resolve())
+                               for p in env_items):
+        print("error: this is the environment's own Python, which Windows cannot delete "
+              "while it runs. Run cleanup.py with the system Python (py cleanup.py).",
+              file=sys.stderr)
+        return finish(EXIT_BUSY)
+
+    busy = processes_using([p for i in chosen for p in i.paths])
+    if busy:
+        print("These running processes use what would be removed; nothing was removed:",
+              file=sys.stderr)
+        for proc in busy:
+            print(f"  pid {proc.pid}: {proc.command}\n      uses {proc.uses}", file=sys.stderr)
+        print("Stop them first (Ctrl+C in the window running the dashboard, shut down the "
+              "notebook kernel), then run cleanup.py again.", file=sys.stderr)
+        return finish(EXIT_BUSY, busy=[p.__dict__ for p in busy])
+    if busy is None:
+        out("warning: could not list running processes; make sure the dashboard and any "
+            "notebook kernels are stopped.")
+
+    if not args.yes:
+        if not sys.stdin or not sys.stdin.isatty():
+            print("Not removing anything: no terminal to ask for confirmation. Re-run with "
+                  "--yes to remove the items marked x, or --dry-run to only look.",
+                  file=sys.stderr)
+            return finish(EXIT_DECLINED)
+        try:
+            answer = input(f"Remove the {len(chosen)} item(s) marked x "
+                           f"({fmt_size(total)})? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            out("Nothing removed.")
+            return finish(EXIT_DECLINED)
+
+    failed = 0
+    for item in chosen:
+        for p in item.paths:
+            try:
+                remove_path(p)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                item.failures.append(f"{p}: {exc}")
+        left = disk_usage(*item.paths)
+        item.freed = max(item.size - left, 0)
+        if item.failures:
+            failed += 1
+            out(f"  FAILED  {item.label}: freed {fmt_size(item.freed)}, "
+                f"{fmt_size(left)} left")
+            for f in item.failures:
+                out(f"          {f}")
+        else:
+            out(f"  removed {item.label} ({fmt_size(item.freed)})")
+    freed = sum(i.freed for i in chosen)
+    out(f"Freed {fmt_size(freed)}.")
+    if any(i.group == "env" and not i.failures for i in chosen):
+        out("To set up again: python setup_env.py")
+    if failed:
+        out(f"{failed} item(s) could not be removed completely; close programs using them "
+            "and run cleanup.py again.")
+        return finish(EXIT_FAILED, freed=freed)
+    return finish(EXIT_OK, freed=freed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
