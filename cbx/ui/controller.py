@@ -140,6 +140,8 @@ class DashboardController:
         self._connect_manager()
         self.refresh_voices(emit=False)
         self.refresh_health(emit=False)
+        if self.problems():
+            self.status_line = "Setup needed: see 'Needs attention' above for what to do."
 
     # ------------------------------------------------------------------ observers
     def observe(self, callback: Callable[[str], None]) -> None:

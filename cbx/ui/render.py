@@ -47,8 +47,9 @@ CSS = """
   padding: 8px; border-radius: 6px; font-size: 11px; }
 .cbx-status { padding: 6px 10px; background: #f0f4f8; border-radius: 6px; font-size: 13px; }
 .cbx-health table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
+.cbx-health table { table-layout: fixed; }
 .cbx-health th { text-align: left; color: #486581; font-weight: 600; padding: 3px 6px 3px 0;
-  vertical-align: top; white-space: nowrap; }
+  vertical-align: top; width: 34%; }
 .cbx-health td { padding: 3px 0; vertical-align: top; }
 .cbx-health h4 { margin: 10px 0 4px; font-size: 13px; color: #243b53; }
 .cbx-pill { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;

@@ -74,7 +74,8 @@ class Dashboard:
     def _build(self) -> None:
         w = self.w
         c = self.c
-        full = w.Layout(width="100%")
+        def full():
+            return w.Layout(width="100%")   # one Layout per widget: hiding one hides all sharers
         desc = {"description_width": "110px"}
 
         self.header = w.HTML(render.CSS + render.header_html())
@@ -112,11 +113,11 @@ class Dashboard:
         text_card = self._card("2 &middot; Text", self.text, self.text_info)
 
         # Settings
-        self.variant = w.Dropdown(description="Model",
+        self.variant = w.Dropdown(description="Variant",
                                   options=[(v.label, k) for k, v in VARIANTS.items()],
-                                  value=c.variant, style=desc, layout=full)
+                                  value=c.variant, style=desc, layout=full())
         self.variant.observe(self._on_variant, names="value")
-        self.language = w.Dropdown(description="Language", style=desc, layout=full,
+        self.language = w.Dropdown(description="Language", style=desc, layout=full(),
                                    options=list(VARIANTS["multilingual"].languages),
                                    value="en")
         self.language.observe(self._on_language, names="value")
@@ -130,7 +131,7 @@ class Dashboard:
         for name in ALL_SETTINGS:
             label, lo, hi, step, _help = SLIDER_SPECS[name]
             slider = w.FloatSlider(description=label, min=lo, max=hi, step=step,
-                                   value=c.settings.get(name, lo), style=desc, layout=full,
+                                   value=c.settings.get(name, lo), style=desc, layout=full(),
                                    readout_format=".2f", continuous_update=False)
             slider.observe(lambda change, n=name: self._on_slider(n, change), names="value")
             self.sliders[name] = slider
@@ -139,10 +140,11 @@ class Dashboard:
                            tooltip="Same seed + same settings + same voice = same audio.")
         self.seed.observe(self._on_seed, names="value")
         self.chunk_chars = w.IntSlider(description="Chunk size", min=50, max=600, step=10,
-                                       value=c.max_chunk_chars, style=desc, layout=full,
+                                       value=c.max_chunk_chars, style=desc, layout=full(),
                                        continuous_update=False,
                                        tooltip="Longest chunk in characters; smaller chunks "
                                                "give the first audio sooner.")
+        self.chunk_chars.add_class("cbx-chunk-chars")
         self.chunk_chars.observe(self._on_chunk_chars, names="value")
         self.dtype = w.Dropdown(description="Precision", options=list(DTYPES), value=c.dtype,
                                 style=desc, layout=w.Layout(width="260px"),
@@ -155,7 +157,7 @@ class Dashboard:
         advanced = w.VBox([*(self.sliders[n] for n in ADVANCED_SETTINGS), self.chunk_chars,
                            self.dtype])
         self.advanced = w.Accordion(children=[advanced], titles=("Advanced settings",),
-                                    selected_index=None, layout=full)
+                                    selected_index=None, layout=full())
         settings_card = self._card(
             "3 &middot; Settings", self.variant, self.language, self.device,
             *(self.sliders[n] for n in BASIC_SETTINGS), w.HBox([self.seed, self.reset]),
@@ -345,6 +347,7 @@ class Dashboard:
         entry = self.c.current
         self.result_info.value = render.result_summary(entry)
         self.player.value = entry.wav_bytes if entry is not None else b""
+        self.player.layout.display = None if entry is not None else "none"
         self.downloads.value = render.download_links(entry)
 
     def _render_history(self) -> None:

@@ -1,0 +1,308 @@
+"""End to end: a real Voila server (started the way users start it, `python -m cbx.ui`)
+serving the dashboard to headless Chromium, with a random-weight checkpoint.
+
+Covers the page a user sees: upload a clip through the file chooser, type text,
+Generate, watch progress, play and download the WAV, Unload; the page without weights;
+a non-audio upload; Cancel. Screenshots of each state go to tests/artifacts/.
+
+Needs Debian's chromium (/usr/bin/chromium) and Playwright's Python package; without
+them the tests skip, unless CBX_REQUIRE_BROWSER=1 (CI), where they fail.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests import audio_clips
+
+pytestmark = [pytest.mark.model, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = os.environ.get("CBX_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+PAGE_TIMEOUT_MS = 120_000      # notebook execution imports torch on a slow CPU
+GENERATION_TIMEOUT_MS = 240_000
+
+
+def _require_browser():
+    """Skip (or fail in CI) with the exact reason when the browser stack is missing."""
+    reason = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "the playwright Python package is not installed (pip install playwright)"
+    if reason is None and not Path(CHROMIUM).is_file():
+        reason = (f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set "
+                  "CBX_CHROMIUM)")
+    if reason is not None:
+        if os.environ.get("CBX_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"CBX_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VoilaServer:
+    """`python -m cbx.ui` on a free port; stops the server and its kernels at close()."""
+
+    def __init__(self, model_dir: Path, work: Path, name: str):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        work.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(CBX_MODEL_DIR=str(model_dir), CBX_VOICE_DIR=str(work / "voices"),
+                   CBX_OUTPUT_DIR=str(work / "outputs"), CBX_STATE_DIR=str(work / "state"),
+                   PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+        self.log_path = ARTIFACTS / f"voila_{name}.log"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("w", encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cbx.ui", "--no-browser", f"--port={self.port}"],
+            cwd=str(REPO), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"voila exited with {self.proc.returncode}: "
+                                   f"{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "voila/static/", timeout=2):
+                    return
+            except OSError as exc:
+                if getattr(exc, "code", None):      # an HTTP error means it is serving
+                    return
+                time.sleep(0.3)
+        raise RuntimeError(f"voila did not start in {timeout} s: "
+                           f"{self.log_path.read_text()[-3000:]}")
+
+    def close(self) -> None:
+        import psutil
+
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            kids = []
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        for kid in kids:                 # kernels run in their own sessions
+            if kid.is_running():
+                kid.kill()
+        psutil.wait_procs(kids, timeout=10)
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def _open(browser, server: VoilaServer, tmp: Path):
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1400,
+                                                                   "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(server.url, timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_selector(".cbx-health-panel table", timeout=PAGE_TIMEOUT_MS)
+    return context, page
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"e2e_{name}.png"), full_page=True)
+
+
+def upload_file(page, path: Path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.click(".widget-upload")
+    chooser.value.set_files(str(path))
+
+
+def set_chunk_size(page, chars: int) -> None:
+    """Open 'Advanced settings' and type into the chunk-size slider's readout."""
+    page.get_by_text("Advanced settings").click()
+    readout = page.locator(".cbx-chunk-chars .widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(str(chars))
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('.cbx-chunk-chars .widget-readout').textContent.trim()"
+        f" === '{chars}'")
+
+
+def type_text(page, text: str) -> None:
+    area = page.locator(".cbx-text textarea")
+    area.fill(text)
+    area.press("End")           # make sure the widget syncs the last keystroke
+
+
+def wait_text(page, selector: str, needle: str, timeout: int = PAGE_TIMEOUT_MS) -> None:
+    page.wait_for_function(
+        "([sel, needle]) => { const el = document.querySelector(sel); "
+        "return el && el.textContent.includes(needle); }",
+        arg=[selector, needle], timeout=timeout)
+
+
+def audio_duration(page, selector: str) -> float:
+    return page.eval_on_selector(
+        selector,
+        "a => new Promise((resolve, reject) => {"
+        " if (a.readyState >= 1 && isFinite(a.duration)) { resolve(a.duration); return; }"
+        " a.addEventListener('loadedmetadata', () => resolve(a.duration));"
+        " a.addEventListener('error', () => reject(new Error('audio failed to load')));"
+        " a.load(); })")
+
+
+@pytest.fixture(scope="module")
+def model_server(checkpoint_root, tmp_path_factory):
+    _require_browser()
+    server = VoilaServer(checkpoint_root, tmp_path_factory.mktemp("voila_model"), "model")
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def empty_server(tmp_path_factory):
+    _require_browser()
+    work = tmp_path_factory.mktemp("voila_empty")
+    (work / "models").mkdir()
+    server = VoilaServer(work / "models", work, "empty")
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def model_page(browser, model_server, tmp_path_factory):
+    context, page = _open(browser, model_server, tmp_path_factory.mktemp("page"))
+    yield page
+    context.close()
+
+
+def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
+    page = model_page
+    wait_text(page, ".cbx-health-panel", "Not loaded")
+    assert page.locator(".cbx-problems .cbx-error").count() == 0
+    shot(page, "01_start")
+
+    clip = audio_clips.speech_clip(tmp_path / "Reference Speaker.wav", 8.0)
+    upload_file(page, clip)
+    wait_text(page, ".cbx-card", "Saved voice")
+    assert page.locator(".cbx-voice-player audio").count() == 1
+    shot(page, "02_voice_uploaded")
+
+    set_chunk_size(page, 50)
+    type_text(page, "The sun rose over the quiet hills. Birds sang in the tall old trees.")
+    wait_text(page, ".cbx-textinfo", "2 chunks")
+    generate = page.locator("button.cbx-generate")
+    cancel = page.locator("button.cbx-cancel")
+    assert generate.is_enabled() and cancel.is_disabled()
+    generate.click()
+    page.wait_for_function("() => document.querySelector('button.cbx-generate').disabled")
+    wait_text(page, ".cbx-status-line", "loads the model on first use")
+    assert cancel.is_enabled()
+    wait_text(page, ".cbx-progress-text", "Chunk 1 of 2", GENERATION_TIMEOUT_MS)
+    shot(page, "03_generating")
+    wait_text(page, ".cbx-progress-text", "Chunk 2 of 2", GENERATION_TIMEOUT_MS)
+    wait_text(page, ".cbx-result-info", "s of audio", GENERATION_TIMEOUT_MS)
+    assert generate.is_enabled() and cancel.is_disabled()
+    assert page.locator(".cbx-error-box .cbx-error").count() == 0
+    duration = audio_duration(page, ".cbx-player audio")
+    assert duration > 0.5
+    shot(page, "04_result")
+
+    with page.expect_download() as info:
+        page.click(".cbx-download a.cbx-download-wav")
+    wav_path = tmp_path / info.value.suggested_filename
+    info.value.save_as(str(wav_path))
+    assert wav_path.suffix == ".wav"
+    import soundfile as sf
+
+    audio, rate = sf.read(str(wav_path))
+    assert rate == 24_000
+    assert abs(len(audio) / rate - duration) < 0.05
+    with page.expect_download() as info:
+        page.click(".cbx-download a.cbx-download-json")
+    side = tmp_path / info.value.suggested_filename
+    info.value.save_as(str(side))
+    meta = json.loads(side.read_text(encoding="utf-8"))
+    assert meta["voice"].lower().startswith("reference")
+    assert len(meta["chunks"]) == 2
+
+    page.click("button.cbx-unload")
+    wait_text(page, ".cbx-model-note", "Unloaded", GENERATION_TIMEOUT_MS)
+    wait_text(page, ".cbx-health-panel", "Not loaded")
+    assert "MiB" in page.locator(".cbx-model-note").inner_text()
+    shot(page, "05_unloaded")
+
+
+def test_cancel_stops_a_long_generation(model_page):
+    page = model_page
+    history_before = page.locator(".cbx-history-row").count()
+    type_text(page, "One short line here. Two short lines now. Three lines are "
+                    "spoken. Four lines in all. Five makes it long.")
+    page.click("button.cbx-generate")
+    wait_text(page, ".cbx-progress-text", "Chunk 1 of", GENERATION_TIMEOUT_MS)
+    started = time.monotonic()
+    page.click("button.cbx-cancel")
+    wait_text(page, ".cbx-status-line", "Cancelled", GENERATION_TIMEOUT_MS)
+    took = time.monotonic() - started
+    shot(page, "06_cancelled")
+    assert took < 90, f"cancel took {took:.0f} s"
+    assert "of 5 chunks" in page.locator(".cbx-status-line").inner_text() or \
+        "chunks" in page.locator(".cbx-status-line").inner_text()
+    assert page.locator(".cbx-history-row").count() == history_before
+    assert page.locator("button.cbx-generate").is_enabled()
+    assert page.locator("button.cbx-cancel").is_disabled()
+
+
+def test_no_weights_page_explains_the_fix(browser, empty_server, tmp_path):
+    context, page = _open(browser, empty_server, tmp_path)
+    try:
+        problems = page.locator(".cbx-problems")
+        assert "model_files_missing" in problems.inner_text()
+        assert "python setup_env.py" in problems.inner_text()
+        assert "not downloaded" in page.locator(".cbx-health-panel").inner_text()
+        shot(page, "07_no_weights")
+
+        bad = tmp_path / "not_audio.wav"
+        bad.write_text("This is a text file pretending to be a WAV.\n" * 40)
+        upload_file(page, bad)
+        wait_text(page, ".cbx-error-box", "invalid_voice_file")
+        assert "How to fix" in page.locator(".cbx-error-box").inner_text()
+        shot(page, "08_invalid_upload")
+
+        type_text(page, "Hello there.")
+        page.click("button.cbx-generate")
+        wait_text(page, ".cbx-error-box", "model_files_missing", GENERATION_TIMEOUT_MS)
+        assert page.locator(".cbx-text textarea").input_value() == "Hello there."
+        assert "Traceback (most recent call last)" not in page.inner_text("body")
+    finally:
+        context.close()

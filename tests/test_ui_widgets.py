@@ -1,0 +1,187 @@
+"""The ipywidgets view, in-process (no browser): what each widget shows and whether it
+is enabled, for every state the controller goes through."""
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+from cbx.ui.controller import DashboardController  # noqa: E402
+from cbx.ui.view import Dashboard  # noqa: E402
+from tests.test_ui_controller import (FakeBackend, backend, clip_bytes, env,  # noqa: E402,F401
+                                      write_fake_weights)
+
+
+def make(backend, **kwargs) -> Dashboard:
+    return Dashboard(DashboardController(backend, idle_unload_minutes=15, **kwargs))
+
+
+def upload(view: Dashboard, data: bytes, name: str) -> None:
+    """What the browser's FileUpload sends: a tuple with one file dict."""
+    view.upload.value = ({"name": name, "type": "audio/wav", "size": len(data),
+                          "content": memoryview(data),
+                          "last_modified": datetime.now(timezone.utc)},)
+
+
+def test_page_sections_and_initial_buttons(backend):
+    view = make(backend)
+    text = " ".join(getattr(w, "value", "") for w in _walk(view.root)
+                    if isinstance(getattr(w, "value", None), str))
+    for section in ("Voice", "Text", "Settings", "Generate", "Output", "History", "Model",
+                    "Health"):
+        assert section in text
+    assert view.generate.description == "Generate" and not view.generate.disabled
+    assert view.cancel.description == "Cancel" and view.cancel.disabled
+    assert view.load.description == "Load" and not view.load.disabled
+    assert view.unload.description == "Unload" and view.unload.disabled
+    assert view.upload.accept == ".wav,.flac,.ogg,.mp3"
+    assert "WAV, FLAC, OGG or MP3" in view.voice_hint.value
+    assert view.problems.value == ""
+    assert "Not loaded" in view.health.value
+    assert "all installed" in view.health.value or "Missing" in view.health.value
+    assert "after 15 min idle" in view.health.value
+
+
+def _walk(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _walk(child)
+
+
+def test_no_weights_banner_shows_code_and_fix(env):
+    view = make(FakeBackend(env / "nothing", env / "outputs"))
+    assert "model_files_missing" in view.problems.value
+    assert "python setup_env.py" in view.problems.value
+    assert "not downloaded" in view.health.value
+
+
+def test_buttons_and_progress_while_generating(backend, env):
+    view = make(backend)
+    view.chunk_chars.value = 60
+    view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
+    assert "2</b> chunks" in view.text_info.value
+    backend.gate = threading.Event()
+    view.generate.click()
+    backend.chunk_started.wait(5)
+    deadline = time.monotonic() + 5
+    while "Chunk 1 of 2" not in view.progress_text.value and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "Chunk 1 of 2" in view.progress_text.value
+    assert view.generate.disabled and not view.cancel.disabled
+    assert view.load.disabled and view.unload.disabled
+    assert view.progress.layout.visibility == "visible"
+    backend.gate.set()
+    deadline = time.monotonic() + 5
+    while len(view.preview.children) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(view.preview.children) >= 2, "a finished chunk is playable at once"
+    assert view.progress.value >= 0.5
+    backend.gate.set()
+    view.c.wait(10)
+    assert not view.generate.disabled and view.cancel.disabled
+    assert view.progress.layout.visibility == "hidden"
+    assert view.player.value[:4] == b"RIFF"
+    match = re.search(r"download='([^']+\.wav)' href='data:audio/wav;base64,([^']+)'",
+                      view.downloads.value)
+    assert match, view.downloads.value
+    assert base64.b64decode(match.group(2)) == view.player.value
+    assert "data:application/json;base64," in view.downloads.value
+    assert len(view.history.children) == 1
+    assert "seed" in view.history.children[0].children[0].value
+    assert view.preview.children == ()
+
+
+def test_cancel_button(backend):
+    view = make(backend)
+    view.chunk_chars.value = 60
+    view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
+    backend.gate = threading.Event()
+    view.generate.click()
+    backend.chunk_started.wait(5)
+    view.cancel.click()
+    assert view.cancel.disabled
+    backend.gate.set()
+    view.c.wait(10)
+    assert "Cancelled" in view.status.value
+    assert not view.generate.disabled
+    assert view.history.children == ()
+
+
+def test_error_card_has_code_message_solution_and_traceback_toggle(backend):
+    view = make(backend)
+    backend.fail_with = ValueError("weird failure")
+    view.text.value = "Hello."
+    view.generate.click()
+    view.c.wait(10)
+    html = view.error.value
+    assert "generation_failed" in html and "weird failure" in html
+    assert "How to fix:" in html
+    assert "<details>" in html and "Traceback" in html
+    assert html.index("<details>") < html.index("ValueError: weird failure\n")
+    assert view.text.value == "Hello."
+
+
+def test_upload_widget_saves_and_plays_voice(backend, env):
+    view = make(backend)
+    upload(view, clip_bytes(env), "Alice sample.wav")
+    assert view.error.value == ""
+    assert view.voice_pick.value == view.c.voice_choice
+    assert view.voice_pick.value.lower().startswith("alice")
+    assert view.voice_player.value[:4] == b"RIFF"
+    assert "6.0 s" in view.voice_info.value
+    assert view.upload.value == (), "the upload resets so the same file can be re-sent"
+
+
+def test_non_audio_upload_shows_invalid_voice_file(backend):
+    view = make(backend)
+    upload(view, b"hello, I am a text file\n" * 50, "notes.txt")
+    assert "invalid_voice_file" in view.error.value
+    assert "How to fix:" in view.error.value
+
+
+def test_ignored_settings_disabled_with_tooltip(backend):
+    view = make(backend)
+    assert not view.sliders["cfg_weight"].disabled
+    assert view.language.layout.display == "none"
+    hidden = [w for w in (view.variant, view.advanced, *view.sliders.values())
+              if w.layout.display == "none"]
+    assert hidden == [], "hiding the language picker must hide nothing else"
+    view.variant.value = "turbo"
+    for name in ("exaggeration", "cfg_weight", "min_p"):
+        assert view.sliders[name].disabled
+        assert "ignores" in view.sliders[name].tooltip
+    assert not view.sliders["temperature"].disabled
+    assert view.sliders["top_p"].value == pytest.approx(0.95)
+    view.variant.value = "multilingual"
+    assert view.language.layout.display is None
+    assert not view.sliders["cfg_weight"].disabled
+
+
+def test_unload_shows_memory_and_health_not_loaded(backend):
+    view = make(backend)
+    view.load.click()
+    view.c.wait(10)
+    assert "Ready" in view.health.value and not view.unload.disabled
+    view.unload.click()
+    view.c.wait(10)
+    assert "Not loaded" in view.health.value
+    assert "3000 -&gt; 900 MiB" in view.model_note.value
+    assert view.unload.disabled
+
+
+def test_end_session_needs_confirmation(backend):
+    exited = threading.Event()
+    view = make(backend, exit_process=exited.set)
+    assert view.end_confirm.layout.display == "none"
+    view.end.click()
+    assert view.end_confirm.layout.display is None
+    view.end_confirm.click()
+    assert exited.wait(5)
+    assert view.generate.disabled and view.load.disabled
+    assert "Reload the page" in view.model_note.value
