@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parent
 VENV_DIR_NAME = ".venv_chatterbox"
 SUPPORTED_PYTHON = ((3, 10), (3, 12))     # torch 2.6.0 (chatterbox-tts' pin) has no 3.13 wheels
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
-DASHBOARD = "notebooks/dashboard.ipynb"
 
 EXIT_OK = 0
 EXIT_USAGE = 1
@@ -1061,9 +1060,9 @@ def summary(env: Env, models, failed, broken, paths, variants, started) -> None:
     start = "start_windows.bat" if os.name == "nt" else "./start_linux.sh"
     say("Next: start the dashboard with")
     say(f"    {start}")
-    say(f"or by hand:  {env.python} -m voila {DASHBOARD}")
+    say(f"or by hand (from this folder):  {env.python} -m cbx.ui")
     if env.kind == "conda":
-        say(f"(conda: `conda activate {env.name}` first if you run voila yourself)")
+        say(f"(conda: or `conda activate {env.name}` and then `python -m cbx.ui`)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,435 @@
+"""setup_env.py: the PyTorch build chosen per platform and GPU, the pins it installs,
+the --dry-run plan, idempotent re-runs and the offline download failure.
+
+The full environment creation (venv, torch, every pin) is exercised by CI running
+setup_env.py itself; here the slow parts run against a venv that borrows this
+interpreter's site-packages through a .pth file, so every check setup_env.py makes is
+real but nothing big is downloaded.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import setup_env as se  # noqa: E402
+from cbx import variants  # noqa: E402
+
+# ---------------------------------------------------------------------------------------
+# Pins
+# ---------------------------------------------------------------------------------------
+
+
+def test_pyproject_reader_matches_tomllib():
+    tomllib = pytest.importorskip("tomllib")   # Python 3.11+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    runtime, dev = se.read_pins()
+    assert runtime == data["project"]["dependencies"]
+    assert dev == data["project"]["optional-dependencies"]["dev"]
+
+
+def test_toml_reader_handles_comments_and_one_line_arrays():
+    text = ('[project]\nname = "x"\n# dependencies = ["no==1"]\n'
+            'dependencies = ["a==1", "b-c==2.0"]  # trailing\n'
+            '[other]\ndependencies = ["z==9"]\n')
+    assert se._toml_string_array(text, "project", "dependencies") == ["a==1", "b-c==2.0"]
+    assert se._toml_string_array(text, "other", "dependencies") == ["z==9"]
+
+
+def test_environment_yml_has_the_same_pins_as_pyproject():
+    runtime, _ = se.read_pins()
+    yml = se.read_environment_yml()
+    pip_pins = [p for p in yml["pip"] if not p.startswith("-")]
+    assert sorted(map(str.lower, pip_pins)) == sorted(map(str.lower, runtime))
+    assert "-e ." in yml["pip"], "environment.yml must install the project itself"
+    py = next(d for d in yml["conda"] if d.startswith("python="))
+    major, minor = (int(x) for x in py.split("=", 1)[1].split(".")[:2])
+    assert se.python_supported((major, minor))
+    assert yml["name"]
+
+
+def test_every_pin_is_exact():
+    runtime, dev = se.read_pins()
+    for req in runtime + dev:
+        name, version = se.split_requirement(req)
+        assert version, f"{req} is not pinned with =="
+
+
+@pytest.mark.parametrize("installed,wanted,ok", [
+    ("2.6.0", "2.6.0", True),
+    ("2.6.0+cu124", "2.6.0", True),          # PEP 440: a public pin ignores local labels
+    ("2.6.0+cpu", "2.6.0+cu124", False),
+    ("2.6.0", "2.6.0+cu124", False),
+    ("2.6.0+cu124", "2.6.0+cu124", True),
+    ("2.5.1", "2.6.0", False),
+])
+def test_version_matches(installed, wanted, ok):
+    assert se.version_matches(installed, wanted) is ok
+
+
+def test_unmet_pins_names_missing_and_wrong_versions():
+    installed = {"torch": "2.6.0+cu124", "huggingface-hub": "1.33.0", "numpy": "2.0.0"}
+    unmet = se.unmet_pins(["torch==2.6.0", "huggingface_hub==1.33.0", "numpy==1.26.4",
+                           "voila==0.5.13"], installed)
+    assert unmet == ["numpy==1.26.4 (found 2.0.0)", "voila==0.5.13 (not installed)"]
+
+
+# ---------------------------------------------------------------------------------------
+# GPU detection and the PyTorch build
+# ---------------------------------------------------------------------------------------
+
+SMI_QUERY = "NVIDIA GeForce RTX 3050, 6144, 552.22\n"
+SMI_PLAIN = """\
++-----------------------------------------------------------------------------------------+
+| NVIDIA-SMI 552.22                 Driver Version: 552.22         CUDA Version: {cuda}     |
+|-----------------------------------------+------------------------+----------------------+
+"""
+
+
+class FakeRun:
+    """Stands in for subprocess.run: answers like nvidia-smi would, records calls."""
+
+    def __init__(self, query_rc=0, query_out=SMI_QUERY, cuda="12.4", exc=None):
+        self.query_rc, self.query_out, self.cuda, self.exc = query_rc, query_out, cuda, exc
+        self.calls = []
+
+    def __call__(self, cmd, **kw):
+        self.calls.append(cmd)
+        if self.exc:
+            raise self.exc
+        if any(a.startswith("--query-gpu") for a in cmd):
+            return subprocess.CompletedProcess(cmd, self.query_rc, self.query_out,
+                                               "NVIDIA-SMI has failed because it couldn't "
+                                               "communicate with the NVIDIA driver."
+                                               if self.query_rc else "")
+        return subprocess.CompletedProcess(cmd, 0, SMI_PLAIN.format(cuda=self.cuda), "")
+
+
+def probe(system="Windows", **kw):
+    return se.probe_gpu(system, run=FakeRun(**kw), which=lambda s: "nvidia-smi")
+
+
+def test_probe_reads_gpu_memory_driver_and_cuda_version():
+    p = probe()
+    assert p.ok and p.gpus == [("NVIDIA GeForce RTX 3050", 6144)]
+    assert p.driver == "552.22" and p.cuda_version == (12, 4)
+    assert "RTX 3050" in p.describe() and "CUDA 12.4" in p.describe()
+
+
+def test_probe_missing_failing_and_hanging_nvidia_smi():
+    missing = se.probe_gpu("Linux", run=FakeRun(), which=lambda s: None)
+    assert not missing.found and "not found" in missing.describe()
+    failing = probe(query_rc=9)
+    assert failing.found and not failing.ok and "exit code 9" in failing.error
+    assert "couldn't communicate" in failing.error
+    hanging = probe(exc=subprocess.TimeoutExpired("nvidia-smi", 20))
+    assert hanging.found and not hanging.ok and "TimeoutExpired" in hanging.error
+    no_gpu = probe(query_out="")
+    assert no_gpu.ok and no_gpu.gpus == [] and "no NVIDIA GPU" in no_gpu.describe()
+
+
+def test_probe_on_windows_finds_legacy_nvsmi_folder(tmp_path, monkeypatch):
+    exe = tmp_path / "NVIDIA Corporation" / "NVSMI" / "nvidia-smi.exe"
+    exe.parent.mkdir(parents=True)
+    exe.write_bytes(b"")
+    monkeypatch.setenv("ProgramFiles", str(tmp_path))
+    monkeypatch.setattr(se.shutil, "which", lambda name: None)
+    assert se._find_nvidia_smi("Windows") == str(exe)
+    assert se._find_nvidia_smi("Linux") is None
+
+
+CU124 = "https://download.pytorch.org/whl/cu124"
+CU118 = "https://download.pytorch.org/whl/cu118"
+GPU = dict()                             # RTX 3050, driver CUDA 12.4
+GPU_CUDA_12_2 = dict(cuda="12.2")
+GPU_CUDA_11_8 = dict(cuda="11.8")
+GPU_CUDA_11_4 = dict(cuda="11.4")
+NO_GPU = dict(query_out="")
+FAILING = dict(query_rc=9)
+
+
+@pytest.mark.parametrize("system,smi,want,build,index,torch_spec", [
+    # Windows: PyPI's torch is CPU-only, so CUDA must come from PyTorch's index.
+    ("Windows", GPU, "auto", "cuda", CU124, "torch==2.6.0+cu124"),
+    ("Windows", GPU_CUDA_12_2, "auto", "cuda", CU124, "torch==2.6.0+cu124"),
+    ("Windows", GPU_CUDA_11_8, "auto", "cuda", CU118, "torch==2.6.0+cu118"),
+    ("Windows", GPU_CUDA_11_4, "auto", "cpu", None, "torch==2.6.0"),
+    ("Windows", NO_GPU, "auto", "cpu", None, "torch==2.6.0"),
+    ("Windows", FAILING, "auto", "cpu", None, "torch==2.6.0"),
+    ("Windows", None, "auto", "cpu", None, "torch==2.6.0"),
+    ("Windows", GPU, "cpu", "cpu", None, "torch==2.6.0"),
+    ("Windows", None, "cuda", "cuda", CU124, "torch==2.6.0+cu124"),
+    # Linux: PyPI's torch 2.6.0 already is the CUDA 12.4 build.
+    ("Linux", GPU, "auto", "cuda", None, "torch==2.6.0"),
+    ("Linux", GPU_CUDA_11_8, "auto", "cuda", CU118, "torch==2.6.0+cu118"),
+    ("Linux", NO_GPU, "auto", "cpu", None, "torch==2.6.0"),
+    ("Linux", FAILING, "auto", "cpu", None, "torch==2.6.0"),
+    ("Linux", None, "auto", "cpu", None, "torch==2.6.0"),
+    ("Linux", None, "cuda", "cuda", None, "torch==2.6.0"),
+    ("Linux", GPU, "cpu", "cpu", None, "torch==2.6.0"),
+    # macOS: no CUDA at all; PyPI's build (MPS on Apple silicon).
+    ("Darwin", None, "auto", "cpu", None, "torch==2.6.0"),
+    ("Darwin", GPU, "auto", "cpu", None, "torch==2.6.0"),
+])
+def test_torch_build_choice(system, smi, want, build, index, torch_spec):
+    p = se.GpuProbe(found=False) if smi is None else probe(system, **smi)
+    plan = se.choose_torch(system, p, want)
+    assert (plan.build, plan.index_url, plan.torch_spec) == (build, index, torch_spec)
+    assert plan.torchaudio_spec == torch_spec.replace("torch==", "torchaudio==")
+    assert plan.expect_cuda is (build == "cuda")
+    assert plan.reason
+
+
+def test_torch_index_override_and_cuda_on_macos():
+    cpu = se.choose_torch("Linux", probe("Linux"), "auto",
+                          torch_index="https://download.pytorch.org/whl/cpu")
+    assert (cpu.build, cpu.index_url, cpu.torch_spec) == (
+        "cpu", "https://download.pytorch.org/whl/cpu", "torch==2.6.0")
+    mirror = se.choose_torch("Windows", se.GpuProbe(False), "cuda",
+                             torch_index="https://mirror.example/whl/cu124/")
+    assert mirror.build == "cuda" and mirror.expect_cuda
+    with pytest.raises(se.SetupError) as err:
+        se.choose_torch("Darwin", se.GpuProbe(False), "cuda")
+    assert err.value.code == se.EXIT_USAGE
+
+
+def test_torch_versions_follow_the_pins():
+    plan = se.choose_torch("Windows", probe(), "auto", torch_version="2.7.1",
+                           torchaudio_version="2.7.1")
+    assert plan.torch_spec == "torch==2.7.1+cu124"
+    assert plan.torchaudio_spec == "torchaudio==2.7.1+cu124"
+
+
+# ---------------------------------------------------------------------------------------
+# Running the script in a copy of the checkout
+# ---------------------------------------------------------------------------------------
+
+COPY_ITEMS = ("setup_env.py", "cleanup.py", "pyproject.toml", "environment.yml",
+              "README.md", "cbx")
+
+
+def make_checkout(dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for name in COPY_ITEMS:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    (dest / "model_cache").mkdir()
+    (dest / "model_cache" / ".gitkeep").write_bytes(b"")
+    return dest
+
+
+def clean_env(tmp_path: Path, **extra) -> dict:
+    """The environment for running setup_env.py: no conda, no cbx path overrides, an
+    isolated Hugging Face home, and nothing from the repo's own venv activation."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CONDA", "CBX_", "HF_", "VIRTUAL_ENV", "PYTHONPATH"))}
+    env["HF_HOME"] = str(tmp_path / "hf_home")
+    env.update(extra)
+    return env
+
+
+def run_setup(checkout: Path, *args, env=None, timeout=600):
+    return subprocess.run([sys.executable, str(checkout / "setup_env.py"), *args],
+                          cwd=checkout, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def snapshot(folder: Path) -> dict:
+    """Every path under folder with its type, size and modification time."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(folder))] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path):
+    checkout = make_checkout(tmp_path / "repo")
+    before = snapshot(tmp_path)
+    env = clean_env(tmp_path)
+    r = run_setup(checkout, "--dry-run", "--cpu", "--models", "all", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "dry run" in out.lower()
+    assert f"[do]   1. create venv {checkout / '.venv_chatterbox'}" in out
+    assert "install torch==2.6.0 torchaudio==2.6.0 from PyPI" in out
+    assert "pip install -e ." in out
+    for v in variants.VARIANTS.values():
+        assert f"download {v.label} from {v.repo_id}" in out
+        assert f"about {v.approx_download_gb:g} GB" in out
+    assert "GB needed" in out
+    assert snapshot(tmp_path) == before, "--dry-run created or changed files"
+
+
+def test_dry_run_with_gpu_detection_explains_the_choice(tmp_path):
+    checkout = make_checkout(tmp_path / "repo")
+    r = run_setup(checkout, "--dry-run", "--no-models", env=clean_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "PyTorch:" in r.stdout and "why:" in r.stdout
+    assert "[skip] weights: --no-models" in r.stdout
+
+
+def test_unknown_variant_is_a_usage_error(tmp_path):
+    checkout = make_checkout(tmp_path / "repo")
+    r = run_setup(checkout, "--dry-run", "--models", "original,bogus", env=clean_env(tmp_path))
+    assert r.returncode == se.EXIT_USAGE
+    assert "bogus" in r.stderr and "original" in r.stderr
+
+
+@pytest.mark.skipif(os.name == "nt", reason="uses a shell script as a fake interpreter")
+def test_unsupported_python_says_what_to_install(tmp_path):
+    checkout = make_checkout(tmp_path / "repo")
+    fake = tmp_path / "python3.13"
+    fake.write_text("#!/bin/sh\necho 3 13 0\n")
+    fake.chmod(0o755)
+    r = run_setup(checkout, "--dry-run", "--python", str(fake), env=clean_env(tmp_path))
+    assert r.returncode == se.EXIT_PYTHON
+    assert "3.13.0" in r.stderr and "Python 3.11" in r.stderr
+    assert not (checkout / ".venv_chatterbox").exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="uses a shell script as a fake conda")
+def test_conda_mode_plans_the_environment_yml_env(tmp_path):
+    checkout = make_checkout(tmp_path / "repo")
+    calls = tmp_path / "conda_calls.txt"
+    conda = tmp_path / "conda"
+    conda.write_text("#!/bin/sh\n"
+                     f'echo "$@" >> "{calls}"\n'
+                     'case "$1 $2" in\n'
+                     '  "env list") echo \'{"envs": ["/opt/conda", "/opt/conda/envs/other"]}\' ;;\n'
+                     '  "info --base") echo /opt/conda ;;\n'
+                     '  *) exit 1 ;;\n'
+                     'esac\n')
+    conda.chmod(0o755)
+    env = clean_env(tmp_path, CONDA_EXE=str(conda), CONDA_PREFIX="/opt/conda",
+                    CONDA_DEFAULT_ENV="base")
+    r = run_setup(checkout, "--dry-run", "--cpu", "--no-models", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "conda env 'chatterbox' (/opt/conda/envs/chatterbox)" in r.stdout
+    assert "running inside conda" in r.stdout
+    assert f"{conda} create -y -n chatterbox -c conda-forge python=3.11 pip" in r.stdout
+    assert "create" not in calls.read_text()      # dry run: conda was only asked questions
+    forced = run_setup(checkout, "--dry-run", "--cpu", "--no-models", "--venv", env=env)
+    assert "create venv" in forced.stdout
+
+
+def fake_venv(checkout: Path) -> Path:
+    """A real venv (no pip of its own) that sees this interpreter's packages through a
+    .pth file: setup_env.py's checks run for real against it, and pip installs into it."""
+    venv = checkout / ".venv_chatterbox"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = subprocess.run([str(se.Env("venv", venv).python), "-c",
+                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "_borrow_test_interpreter.pth").write_text(
+        sysconfig.get_paths()["purelib"] + "\n")
+    return venv
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A checkout whose environment setup_env.py has just completed (cbx installed
+    editable into the fake venv by setup_env.py's own pip step)."""
+    tmp = tmp_path_factory.mktemp("setup")
+    checkout = make_checkout(tmp / "repo")
+    fake_venv(checkout)
+    env = clean_env(tmp)
+    first = run_setup(checkout, "--no-models", "--cpu", env=env)
+    return checkout, env, first
+
+
+def test_first_run_installs_what_is_missing(prepared):
+    checkout, env, first = prepared
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "[skip] 1. environment exists" in first.stdout
+    assert "[do]   3. pip install -e ." in first.stdout
+    assert "==> 3. installing the pinned packages" in first.stdout
+    start = "start_windows.bat" if os.name == "nt" else "./start_linux.sh"
+    assert "Summary" in first.stdout and start in first.stdout
+
+
+def test_second_run_skips_everything(prepared):
+    checkout, env, _ = prepared
+    before = snapshot(checkout)
+    t0 = time.monotonic()
+    second = run_setup(checkout, "--no-models", "--cpu", env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    out = second.stdout
+    assert "[skip] 1. environment exists" in out
+    assert "[skip] 2. torch 2.6.0" in out
+    assert "[skip] 3. all 14 pinned packages and cbx (editable, this checkout)" in out
+    assert "[do]" not in out and "==>" not in out and "$ " not in out
+    assert time.monotonic() - t0 < 120
+    after = snapshot(checkout)
+    assert {k for k in after if ".venv_chatterbox" in k} == \
+        {k for k in before if ".venv_chatterbox" in k}
+
+
+def test_where_prints_the_environment_python(prepared, tmp_path):
+    checkout, env, _ = prepared
+    r = run_setup(checkout, "--where", env=env)
+    assert r.returncode == 0
+    assert Path(r.stdout.strip()) == se.Env("venv", checkout / ".venv_chatterbox").python
+    empty = make_checkout(tmp_path / "empty")
+    r = run_setup(empty, "--where", env=clean_env(tmp_path))
+    assert r.returncode == 1 and r.stdout == ""
+
+
+def test_unreachable_hub_fails_fast_with_a_clear_message(prepared, tmp_path):
+    checkout, env, _ = prepared
+    model_dir = tmp_path / "models"
+    offline = dict(env, HF_ENDPOINT="http://127.0.0.1:9", CBX_MODEL_DIR=str(model_dir))
+    t0 = time.monotonic()
+    r = run_setup(checkout, "--cpu", "--models", "original", env=offline, timeout=180)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == se.EXIT_DOWNLOAD, r.stdout + r.stderr
+    assert elapsed < 90, f"took {elapsed:.0f} s to notice the Hub is unreachable"
+    assert "Could not download Chatterbox (English) (ResembleAI/chatterbox)" in r.stderr
+    assert "http://127.0.0.1:9" in r.stderr and "cannot be reached" in r.stderr
+    assert "environment itself is installed and usable" in r.stderr
+    assert "python setup_env.py --models original" in r.stderr
+    assert "NOT downloaded" in r.stdout
+    assert not any(p.is_file() and p.suffix == ".safetensors" for p in model_dir.rglob("*"))
+
+
+def test_offline_mode_is_named(prepared, tmp_path):
+    checkout, env, _ = prepared
+    offline = dict(env, HF_HUB_OFFLINE="1", CBX_MODEL_DIR=str(tmp_path / "models"))
+    r = run_setup(checkout, "--cpu", "--models", "turbo", env=offline, timeout=180)
+    assert r.returncode == se.EXIT_DOWNLOAD, r.stdout + r.stderr
+    assert "HF_HUB_OFFLINE" in r.stderr and "ResembleAI/chatterbox-turbo" in r.stderr
+
+
+def test_complete_weights_are_not_downloaded_again(prepared, tmp_path):
+    """Weights that pass cbx's file check are skipped, even with the Hub unreachable."""
+    checkout, env, _ = prepared
+    model_dir = tmp_path / "models"
+    folder = model_dir / "turbo"
+    folder.mkdir(parents=True)
+    v = variants.VARIANTS["turbo"]
+    for name in v.required_files:
+        if name.endswith(".safetensors"):
+            header = b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'
+            data = len(header).to_bytes(8, "little") + header + b"\0" * 8
+        elif name.endswith(".json"):
+            data = b"{}"
+        else:
+            data = b"#version: 0.2\n"
+        (folder / name).write_bytes(data)
+    offline = dict(env, HF_ENDPOINT="http://127.0.0.1:9", CBX_MODEL_DIR=str(model_dir))
+    r = run_setup(checkout, "--cpu", "--models", "turbo", env=offline, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"[skip] 4. {v.label} weights complete in {folder}" in r.stdout
+    assert "downloading" not in r.stdout
