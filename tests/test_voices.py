@@ -110,6 +110,22 @@ def test_upload_bytes_and_memoryview(lib):
     assert voice.path.read_bytes() == data
 
 
+def test_fallback_decoder_when_libsndfile_cannot_read(lib, src, monkeypatch):
+    """An older libsndfile (no MP3) fails; librosa's audioread path must take over."""
+    clip = write_clip(src / "old.wav", 3.0, channels=2)
+
+    class NoLibsndfile(sf.SoundFile):      # librosa checks isinstance(x, sf.SoundFile)
+        def __init__(self, *args, **kwargs):
+            raise sf.LibsndfileError(1, "simulated: ")
+
+    monkeypatch.setattr(sf, "SoundFile", NoLibsndfile)
+    voice = V.load_voice(clip)
+    assert voice.format == "audioread"
+    assert voice.duration == pytest.approx(3.0, abs=0.01)
+    assert (voice.sample_rate, voice.channels) == (SR, 2)
+    assert voice.path.name == "clip.wav" and voice.path.read_bytes() == clip.read_bytes()
+
+
 # --------------------------------------------------------------------------- bad files
 
 def test_missing_path(lib, src):
