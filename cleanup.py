@@ -24,7 +24,6 @@ sys.dont_write_bytecode = True   # do not re-create the __pycache__ folders it r
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import stat  # noqa: E402
