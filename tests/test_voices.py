@@ -498,15 +498,14 @@ def test_conditionals_are_cached_and_equal_fresh_ones(original_model, lib, src, 
     def must_not_run(*args, **kwargs):
         raise AssertionError("upstream prepare_conditionals ran despite the cache")
 
-    monkeypatch.setattr(model, "prepare_conditionals", must_not_run)
-    cached_05 = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
-    cached_08 = V.prepare_conditionals(model, voice, "original", exaggeration=0.8)
+    with monkeypatch.context() as patch:
+        patch.setattr(model, "prepare_conditionals", must_not_run)
+        cached_05 = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
+        cached_08 = V.prepare_conditionals(model, voice, "original", exaggeration=0.8)
     _assert_conds_equal(cached_05, first)
     _assert_conds_equal(cached_08, fresh_08)      # exaggeration applied like upstream
 
     # A damaged cache file is noticed, recomputed (upstream again) and rewritten.
-    monkeypatch.undo()
-    monkeypatch.setenv("CBX_VOICE_DIR", str(lib))
     cache.write_bytes(b"truncated")
     with pytest.warns(RuntimeWarning, match="unreadable"):
         again = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
@@ -530,8 +529,8 @@ def test_changed_clip_and_upstream_failure_are_reported(original_model, lib, src
     def upstream_assert(path, exaggeration=0.5):
         assert False, "Audio prompt must be longer than 5 seconds!"
 
-    monkeypatch.setattr(model, "prepare_conditionals", upstream_assert)
-    with pytest.raises(InvalidVoiceFile) as info:
+    with monkeypatch.context() as patch, pytest.raises(InvalidVoiceFile) as info:
+        patch.setattr(model, "prepare_conditionals", upstream_assert)
         V.prepare_conditionals(model, other, "original", exaggeration=0.5)
     assert "longer than 5 seconds" in info.value.message and info.value.details
     assert not V.conditionals_path(other, "original").exists()
