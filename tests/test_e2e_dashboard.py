@@ -215,7 +215,7 @@ def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
     clip = audio_clips.speech_clip(tmp_path / "Reference Speaker.wav", 8.0)
     upload_file(page, clip)
     wait_text(page, ".cbx-card", "Saved voice")
-    assert page.locator(".cbx-voice-player audio").count() == 1
+    assert page.locator("audio.cbx-voice-player").count() == 1
     shot(page, "02_voice_uploaded")
 
     set_chunk_size(page, 50)
@@ -232,9 +232,10 @@ def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
     shot(page, "03_generating")
     wait_text(page, ".cbx-progress-text", "Chunk 2 of 2", GENERATION_TIMEOUT_MS)
     wait_text(page, ".cbx-result-info", "s of audio", GENERATION_TIMEOUT_MS)
-    assert generate.is_enabled() and cancel.is_disabled()
+    page.wait_for_function("() => !document.querySelector('button.cbx-generate').disabled")
+    assert cancel.is_disabled()
     assert page.locator(".cbx-error-box .cbx-error").count() == 0
-    duration = audio_duration(page, ".cbx-player audio")
+    duration = audio_duration(page, "audio.cbx-player")
     assert duration > 0.5
     shot(page, "04_result")
 
