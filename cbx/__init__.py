@@ -17,7 +17,7 @@ from . import errors
 from .errors import CbxError
 
 __version__ = "0.1.0"
-__all__ = ["status", "load", "unload", "voice", "voices", "speak", "CancelToken",
+__all__ = ["status", "load", "unload", "voice", "saved_voices", "speak", "CancelToken",
            "Result", "errors", "CbxError"]
 
 
@@ -51,8 +51,8 @@ def voice(source, name: str | None = None, *, variant: str = "original"):
     return load_voice(source, name, variant=variant)
 
 
-def voices():
-    """The saved voices in the library."""
+def saved_voices():
+    """The saved voices in the library (named so it never shadows the cbx.voices module)."""
     from .voices import list_voices
 
     return list_voices()
