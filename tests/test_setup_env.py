@@ -333,8 +333,12 @@ def fake_venv(checkout: Path) -> Path:
     site = subprocess.run([str(se.Env("venv", venv).python), "-c",
                            "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    Path(site, "_borrow_test_interpreter.pth").write_text(
-        sysconfig.get_paths()["purelib"] + "\n")
+    # Every site-packages folder this interpreter sees (its own, plus any that a .pth
+    # file of its own added), its own first.
+    borrowed = [sysconfig.get_paths()["purelib"]]
+    borrowed += [p for p in sys.path if p.rstrip("/\\").endswith("site-packages")
+                 and p not in borrowed]
+    Path(site, "_borrow_test_interpreter.pth").write_text("\n".join(borrowed) + "\n")
     return venv
 
 
