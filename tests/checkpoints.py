@@ -44,6 +44,7 @@ CLI: ``python -m tests.checkpoints --variants original [multilingual turbo]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -395,6 +396,36 @@ def _build(variant: str, dest: Path, *, stop_after: int, seed: int) -> dict:
     del model, t3, s3gen, ve, tokenizer
     gc.collect()
     return info
+
+
+# --------------------------------------------------------------------------- offline
+
+@contextlib.contextmanager
+def offline_multilingual():
+    """Let ChatterboxMultilingualTTS.from_local run without internet.
+
+    MTLTokenizer builds a Chinese segmenter with ``spacy_pkuseg.pkuseg()``, which
+    downloads its model from GitHub and raises ConnectionError offline (upstream only
+    tolerates ImportError).  Hiding the module takes upstream's own "pkuseg not
+    available" path; Chinese text is then not segmented, which a random model cannot
+    tell anyway.  The Cangjie table download (hf_hub_download) fails softly but only
+    after ~25 s of retries, so huggingface_hub is put in offline mode meanwhile.
+    """
+    import huggingface_hub.constants as hf_constants
+
+    missing = object()
+    saved = sys.modules.get("spacy_pkuseg", missing)
+    saved_offline = hf_constants.HF_HUB_OFFLINE
+    sys.modules["spacy_pkuseg"] = None   # import now raises ImportError
+    hf_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_OFFLINE = saved_offline
+        if saved is missing:
+            sys.modules.pop("spacy_pkuseg", None)
+        else:
+            sys.modules["spacy_pkuseg"] = saved
 
 
 # --------------------------------------------------------------------------- cache
