@@ -335,6 +335,13 @@ def _build(variant: str, dest: Path, *, stop_after: int, seed: int) -> dict:
     """build_checkpoint's body; returns what it did (stop method, clip source)."""
     import torch
 
+    with torch.random.fork_rng(devices=[]):   # leave the caller's RNG as it was
+        return _build_seeded(variant, dest, stop_after=stop_after, seed=seed)
+
+
+def _build_seeded(variant: str, dest: Path, *, stop_after: int, seed: int) -> dict:
+    import torch
+
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
     dest = Path(dest)
@@ -475,10 +482,28 @@ def build_record(root: Path, variant: str) -> dict:
     return json.loads((Path(root) / f"{variant}.fixture.json").read_text(encoding="utf-8"))
 
 
+def _build_in_child(variant: str, root: Path, *, stop_after: int, seed: int) -> None:
+    """Run the build in a fresh interpreter: its ~6 GB peak goes back to the OS when it
+    exits instead of staying in the (long-lived) test process's heap."""
+    import subprocess
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "tests.checkpoints", "--variants", variant, "--dest", str(root),
+           "--stop-after", str(stop_after), "--seed", str(seed), "--force"]
+    proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
+        raise RuntimeError(f"building the {variant} fixture checkpoint failed "
+                           f"(exit {proc.returncode}):\n{tail}")
+
+
 def cached_checkpoint_root(variants=("original",), *, stop_after: int = DEFAULT_STOP_AFTER,
-                           seed: int = 0) -> Path:
+                           seed: int = 0, in_subprocess: bool = True) -> Path:
     """A model root (what CBX_MODEL_DIR points to) holding `<variant>/` for each variant,
-    built once per machine and reused; safe when several processes ask at once."""
+    built once per machine and reused; safe when several processes ask at once.
+
+    Builds run in a child interpreter unless `in_subprocess` is False."""
     from filelock import FileLock
 
     if isinstance(variants, str):
@@ -495,7 +520,12 @@ def cached_checkpoint_root(variants=("original",), *, stop_after: int = DEFAULT_
             if not _complete(final, variant):      # another process may have just built it
                 if final.exists():
                     shutil.rmtree(final)
-                _build_atomically(variant, final, stop_after=stop_after, seed=seed)
+                if in_subprocess:
+                    _build_in_child(variant, root, stop_after=stop_after, seed=seed)
+                else:
+                    _build_atomically(variant, final, stop_after=stop_after, seed=seed)
+                if not _complete(final, variant):
+                    raise RuntimeError(f"the {variant} fixture build left {final} incomplete")
     return root
 
 

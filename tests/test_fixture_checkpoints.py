@@ -155,17 +155,17 @@ def fake_builds(monkeypatch, tmp_path):
 
 
 def test_cache_builds_once_and_is_keyed(fake_builds, tmp_path):
-    root = checkpoints.cached_checkpoint_root(("original",))
+    root = checkpoints.cached_checkpoint_root(("original",), in_subprocess=False)
     assert root.parent == tmp_path / "cache"
     assert checkpoints.chatterbox_version() in root.name
     assert f"builder-{checkpoints.BUILDER_VERSION}" in root.name
     assert sorted(p.name for p in (root / "original").iterdir()) == \
         sorted(checkpoints.LAYOUT["original"])
     first = checkpoints.build_record(root, "original")
-    assert checkpoints.cached_checkpoint_root("original") == root
+    assert checkpoints.cached_checkpoint_root("original", in_subprocess=False) == root
     assert checkpoints.build_record(root, "original") == first
     assert fake_builds == [("original", 8, 0)]
-    other = checkpoints.cached_checkpoint_root(("original",), stop_after=12)
+    other = checkpoints.cached_checkpoint_root(("original",), stop_after=12, in_subprocess=False)
     assert other != root and fake_builds[-1] == ("original", 12, 0)
     # no temp build folders are left behind
     assert [p.name for p in root.iterdir() if p.name.startswith(".original-building")] == []
@@ -176,7 +176,8 @@ def test_concurrent_callers_build_once(fake_builds):
 
     def ask():
         try:
-            roots.append(checkpoints.cached_checkpoint_root(("original", "turbo")))
+            roots.append(checkpoints.cached_checkpoint_root(("original", "turbo"),
+                                                            in_subprocess=False))
         except Exception as exc:   # surfaced by the assert below
             errors.append(exc)
 
@@ -197,7 +198,7 @@ def test_failed_build_leaves_nothing_half_built(fake_builds, monkeypatch, tmp_pa
 
     monkeypatch.setattr(checkpoints, "_build", broken)
     with pytest.raises(MemoryError):
-        checkpoints.cached_checkpoint_root(("original",))
+        checkpoints.cached_checkpoint_root(("original",), in_subprocess=False)
     root = tmp_path / "cache" / checkpoints.cache_key()
     assert [p.name for p in root.iterdir() if not p.name.endswith(".lock")] == []
 
@@ -213,7 +214,7 @@ def test_cli_builds_into_dest_and_prints_the_root(fake_builds, tmp_path, capsys)
 
 def test_unknown_variant_is_refused(fake_builds):
     with pytest.raises(ValueError, match="unknown variant"):
-        checkpoints.cached_checkpoint_root(("large",))
+        checkpoints.cached_checkpoint_root(("large",), in_subprocess=False)
 
 
 # --------------------------------------------------------------------------- real builds
@@ -327,3 +328,9 @@ def test_turbo_checkpoint_loads_and_stops(turbo_root):
     record = json.loads((turbo_root / "turbo.fixture.json").read_text(encoding="utf-8"))
     assert seen[0][: checkpoints.DEFAULT_STOP_AFTER].tolist() == record["stop"]["chain"]
     _assert_audio(wav, "turbo")
+
+
+def test_child_build_failure_is_reported_with_its_output(tmp_path):
+    # The child interpreter must find `tests.checkpoints`; argparse then refuses the variant.
+    with pytest.raises(RuntimeError, match=r"(?s)exit 2.*invalid choice: 'large'"):
+        checkpoints._build_in_child("large", tmp_path, stop_after=8, seed=0)
