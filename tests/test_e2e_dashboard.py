@@ -125,8 +125,9 @@ def browser():
 
 
 def _open(browser, server: VoilaServer, tmp: Path):
-    context = browser.new_context(accept_downloads=True, viewport={"width": 1400,
-                                                                   "height": 1000})
+    # tall enough that a screenshot shows the whole page (Voila scrolls inside its body)
+    context = browser.new_context(accept_downloads=True,
+                                  viewport={"width": 1400, "height": 2100})
     page = context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto(server.url, timeout=PAGE_TIMEOUT_MS)

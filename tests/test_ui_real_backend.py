@@ -1,0 +1,98 @@
+"""The dashboard's controller and widgets on the real backend (cbx manager, voices,
+speak) with the random-weight checkpoint: the same code path the Voila page runs,
+without a browser."""
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+import soundfile as sf
+
+from cbx.manager import get_manager
+from cbx.ui.backend import CbxBackend
+from cbx.ui.controller import DashboardController
+from tests import checkpoints
+
+pytestmark = pytest.mark.model
+
+TWO_CHUNKS = "The sun rose over the quiet hills. Birds sang in the tall old trees."
+
+
+@pytest.fixture
+def controller(checkpoint_root):
+    manager = get_manager()
+    c = DashboardController(CbxBackend(), idle_unload_minutes=15)
+    c.device = "cpu"
+    yield c
+    c.wait(120)
+    manager.remove_listener(c._on_model_change)
+    manager.start_idle_unload(15)
+    manager.unload()
+
+
+def test_generate_with_uploaded_voice_then_unload(controller, speech_wav):
+    c = controller
+    progress = []
+    c.observe(lambda ev: ev == "progress" and c.progress and progress.append(dict(c.progress)))
+    assert c.upload_voice(speech_wav.read_bytes(), "speaker one.wav"), c.error
+    c.set_max_chunk_chars(50)
+    c.set_text(TWO_CHUNKS)
+    assert c.text_info["chunks"] == 2
+    c.seed_text = "5"
+    assert c.generate()
+    assert not c.can_generate and c.can_cancel
+    assert c.wait(300)
+    assert c.error is None, c.error.to_dict()
+    entry = c.current
+    audio, rate = sf.read(io.BytesIO(entry.wav_bytes))
+    pause = int(0.3 * rate)          # the joined chunks have one short pause between them
+    assert len(audio) == 2 * checkpoints.expected_samples("original") + pause
+    assert entry.seed == 5 and entry.voice == c.voice_choice
+    assert entry.saved_path.is_file() and entry.saved_path.with_suffix(".json").is_file()
+    stages = {p["stage"] for p in progress}
+    assert {"loading", "tokens", "chunk_done"} <= stages
+    assert max(p["chunk"] for p in progress) == 2 and progress[-1]["total"] == 2
+    assert c.model["state"] == "ready" and c.can_unload
+    assert c.health.model["state"] == "ready"
+
+    assert c.unload()
+    assert c.wait(120)
+    assert c.model["state"] == "not_loaded"
+    assert "all model memory released" in c.model_note
+    assert c.health.model["state"] == "not_loaded"
+
+
+def test_cancel_stops_within_a_chunk(controller):
+    c = controller
+    c.set_max_chunk_chars(50)
+    c.set_text(TWO_CHUNKS + " A third sentence. And a fourth one here.")
+    started = threading.Event()
+    c.observe(lambda ev: ev == "progress" and c.progress
+              and c.progress["stage"] == "tokens" and started.set())
+    assert c.generate()
+    assert started.wait(300), "generation never reached the token loop"
+    assert c.cancel()
+    t0 = time.monotonic()
+    assert c.wait(120)
+    assert time.monotonic() - t0 < 60
+    assert "Cancelled" in c.status_line and c.error is None
+    assert c.history == []
+    assert c.can_generate and not c.can_cancel
+
+
+def test_idle_auto_unload_reaches_the_page(controller):
+    c = controller
+    seen = []
+    c.observe(lambda ev: ev == "model" and seen.append(c.model.get("state")))
+    assert c.load()
+    assert c.wait(300)
+    assert c.model["state"] == "ready"
+    get_manager().start_idle_unload(0.02)        # ~1 s without use
+    deadline = time.monotonic() + 30
+    while c.model.get("state") != "not_loaded" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert c.model["state"] == "not_loaded"
+    assert "idle" in c.model_note
+    assert seen[-1] == "not_loaded"
