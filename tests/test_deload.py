@@ -34,13 +34,21 @@ SECOND_KERNEL = textwrap.dedent("""
 """)
 
 
+def _wait_for_line(proc, marker: str) -> bool:
+    """Read the child's stdout up to `marker` (upstream prints its own lines too)."""
+    for line in proc.stdout:
+        if line.strip() == marker:
+            return True
+    return False
+
+
 def test_deload_unloads_the_holder_and_frees_the_device(checkpoint_root, tmp_path):
     env = dict(os.environ, CBX_MODEL_DIR=str(checkpoint_root), CBX_STATE_DIR=str(tmp_path),
                CBX_EXCLUSIVE_DEVICES="cpu", CBX_VOICE_DIR=str(tmp_path / "voices"))
     holder = subprocess.Popen([sys.executable, "-c", KERNEL], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        assert holder.stdout.readline().strip() == "loaded"
+        assert _wait_for_line(holder, "loaded")
 
         second = subprocess.run([sys.executable, "-c", SECOND_KERNEL], env=env, text=True,
                                 capture_output=True, timeout=120)
@@ -55,7 +63,7 @@ def test_deload_unloads_the_holder_and_frees_the_device(checkpoint_root, tmp_pat
         assert outcome["pid"] == holder.pid and outcome["action"] == "unloaded"
         assert outcome["report"]["released"] is True
         assert outcome["report"]["freed"]["rss_mb"] > 500  # a full-size model's weights
-        assert holder.stdout.readline().strip() == "unloaded"
+        assert _wait_for_line(holder, "unloaded")
         assert holder.poll() is None  # unloaded, not killed: the kernel lives on
         assert not list((tmp_path / "holds").glob("*.json"))
 
