@@ -353,56 +353,69 @@ def _build_seeded(variant: str, dest: Path, *, stop_after: int, seed: int) -> di
     from chatterbox.models.t3 import T3
     from chatterbox.models.voice_encoder import VoiceEncoder
 
+    # Each module is saved and freed before the next is made (T3 alone is 2 GB, and
+    # safetensors serialises a second copy in memory while saving).
     if variant == "original":
         from chatterbox.models.tokenizers import EnTokenizer
         from chatterbox.tts import ChatterboxTTS as Model
         ve_file, t3_file, s3_file = "ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors"
         t3 = T3()
         info["stop"] = install_stop_llama(t3, stop_after, seed)
-        s3gen = S3Gen()
-        write_english_tokenizer(dest / "tokenizer.json")
-        tokenizer = EnTokenizer(str(dest / "tokenizer.json"))
     elif variant == "multilingual":
         from chatterbox.models.t3.modules.t3_config import T3Config
-        from chatterbox.models.tokenizers import EnTokenizer
         from chatterbox.mtl_tts import ChatterboxMultilingualTTS as Model
         ve_file, t3_file, s3_file = "ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt"
         t3 = T3(T3Config.multilingual())
         info["stop"] = install_stop_llama(t3, stop_after, seed)
-        s3gen = S3Gen()
-        tok_path = dest / "grapheme_mtl_merged_expanded_v1.json"
-        write_multilingual_tokenizer(tok_path)
-        # MTLTokenizer would try the Hub for Cangjie data; conds do not need a tokenizer.
-        tokenizer = EnTokenizer(str(tok_path))
     else:
         from chatterbox.tts_turbo import ChatterboxTurboTTS as Model
-        from transformers import AutoTokenizer
         ve_file, t3_file, s3_file = ("ve.safetensors", "t3_turbo_v1.safetensors",
                                      "s3gen_meanflow.safetensors")
         t3 = T3(_turbo_hp())
         info["stop"] = install_stop_gpt2(t3, stop_after, seed)
-        s3gen = S3Gen(meanflow=True)
+    _save(t3.eval(), dest / t3_file)
+    t3_stand_in = _HparamsOnly(t3.hp)
+    del t3
+    gc.collect()
+
+    s3gen = S3Gen(meanflow=(variant == "turbo")).eval()
+    _save(s3gen, dest / s3_file)
+
+    if variant == "original":
+        write_english_tokenizer(dest / "tokenizer.json")
+        tokenizer = EnTokenizer(str(dest / "tokenizer.json"))
+    elif variant == "multilingual":
+        write_multilingual_tokenizer(dest / "grapheme_mtl_merged_expanded_v1.json")
+        tokenizer = None   # conds need no tokenizer; MTLTokenizer would try the Hub
+    else:
+        from transformers import AutoTokenizer
         write_turbo_tokenizer(dest, seed)
         tokenizer = AutoTokenizer.from_pretrained(str(dest))
 
-    ve = VoiceEncoder()
-    for module, name in ((ve, ve_file), (t3, t3_file), (s3gen, s3_file)):
-        module.eval()
-        _save(module, dest / name)
+    ve = VoiceEncoder().eval()
+    _save(ve, dest / ve_file)
 
     # The built-in voice: real Conditionals computed by the model's own code from a clip.
     from tests.audio_clips import speech, write
     wav, info["conds_clip"] = speech(CONDS_CLIP_SECONDS, seed=seed)
     with tempfile.TemporaryDirectory(prefix="cbx_conds_") as tmp:
         clip = write(Path(tmp) / "builtin_voice.wav", wav)
-        model = Model(t3, s3gen, ve, tokenizer, "cpu")
+        model = Model(t3_stand_in, s3gen, ve, tokenizer, "cpu")
         with torch.inference_mode():
             model.prepare_conditionals(str(clip), exaggeration=0.5)
         model.conds.save(dest / "conds.pt")
 
-    del model, t3, s3gen, ve, tokenizer
+    del model, s3gen, ve, tokenizer
     gc.collect()
     return info
+
+
+class _HparamsOnly:
+    """Stands in for the saved-and-freed T3 while conds are made: prepare_conditionals
+    reads only ``t3.hp`` (speech_cond_prompt_len)."""
+
+    def __init__(self, hp):
+        self.hp = hp
 
 
 # --------------------------------------------------------------------------- offline

@@ -217,6 +217,12 @@ def test_unknown_variant_is_refused(fake_builds):
         checkpoints.cached_checkpoint_root(("large",), in_subprocess=False)
 
 
+def test_child_build_failure_is_reported_with_its_output(tmp_path):
+    # The child interpreter must find `tests.checkpoints`; argparse then refuses the variant.
+    with pytest.raises(RuntimeError, match=r"(?s)exit 2.*invalid choice: 'large'"):
+        checkpoints._build_in_child("large", tmp_path, stop_after=8, seed=0)
+
+
 # --------------------------------------------------------------------------- real builds
 
 def _record_tokens(model):
@@ -252,41 +258,42 @@ def _assert_audio(wav, variant):
     assert float(wav.abs().max()) > 1e-3     # noise, but not silence
 
 
-@pytest.fixture(scope="module")
-def original_model(checkpoint_root):
-    from chatterbox.tts import ChatterboxTTS
-
-    return ChatterboxTTS.from_local(checkpoint_root / "original", "cpu")
-
-
 @pytest.mark.model
-def test_original_checkpoint_loads_with_upstream_from_local(checkpoint_root, original_model):
-    folder = checkpoint_root / "original"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(checkpoints.LAYOUT["original"])
-    _assert_keys_match(folder / "ve.safetensors", original_model.ve)
-    _assert_keys_match(folder / "t3_cfg.safetensors", original_model.t3)
-    _assert_keys_match(folder / "s3gen.safetensors", original_model.s3gen)  # upstream: strict=False
-    assert original_model.conds is not None                                  # the built-in voice
-    assert tuple(original_model.conds.t3.cond_prompt_speech_tokens.shape) == (1, 150)
-    record = checkpoints.build_record(checkpoint_root, "original")
-    assert record["stop_after"] == checkpoints.DEFAULT_STOP_AFTER
+class TestOriginal:
+    """One loaded model for these tests, freed before the other variants load."""
 
+    @pytest.fixture(scope="class")
+    def original_model(self, checkpoint_root):
+        from chatterbox.tts import ChatterboxTTS
 
-@pytest.mark.model
-@pytest.mark.parametrize("text, settings", [
-    ("Hello world, this is a test.", {}),
-    ("A much longer sentence, with several clauses and far more characters, checks that "
-     "the stop does not depend on the text.",
-     dict(exaggeration=1.2, temperature=1.2, repetition_penalty=2.0, min_p=0.0)),
-])
-def test_original_generate_stops_after_the_fixed_token_count(original_model, text, settings):
-    seen = _record_tokens(original_model)
-    wav = original_model.generate(text, **settings)
-    assert len(seen) == 1
-    tokens = seen[0]
-    assert tokens.numel() == checkpoints.expected_tokens("original")
-    assert int(tokens.max()) < 6561
-    _assert_audio(wav, "original")
+        return ChatterboxTTS.from_local(checkpoint_root / "original", "cpu")
+
+    def test_loads_with_upstream_from_local(self, checkpoint_root, original_model):
+        folder = checkpoint_root / "original"
+        assert sorted(p.name for p in folder.iterdir()) == sorted(checkpoints.LAYOUT["original"])
+        _assert_keys_match(folder / "ve.safetensors", original_model.ve)
+        _assert_keys_match(folder / "t3_cfg.safetensors", original_model.t3)
+        # upstream loads s3gen with strict=False, so check the keys here
+        _assert_keys_match(folder / "s3gen.safetensors", original_model.s3gen)
+        assert original_model.conds is not None          # the built-in voice
+        assert tuple(original_model.conds.t3.cond_prompt_speech_tokens.shape) == (1, 150)
+        record = checkpoints.build_record(checkpoint_root, "original")
+        assert record["stop_after"] == checkpoints.DEFAULT_STOP_AFTER
+
+    @pytest.mark.parametrize("text, settings", [
+        ("Hello world, this is a test.", {}),
+        ("A much longer sentence, with several clauses and far more characters, checks that "
+         "the stop does not depend on the text.",
+         dict(exaggeration=1.2, temperature=1.2, repetition_penalty=2.0, min_p=0.0)),
+    ])
+    def test_generate_stops_after_the_fixed_token_count(self, original_model, text, settings):
+        seen = _record_tokens(original_model)
+        wav = original_model.generate(text, **settings)
+        assert len(seen) == 1
+        tokens = seen[0]
+        assert tokens.numel() == checkpoints.expected_tokens("original")
+        assert int(tokens.max()) < 6561
+        _assert_audio(wav, "original")
 
 
 @pytest.mark.model
@@ -328,9 +335,3 @@ def test_turbo_checkpoint_loads_and_stops(turbo_root):
     record = json.loads((turbo_root / "turbo.fixture.json").read_text(encoding="utf-8"))
     assert seen[0][: checkpoints.DEFAULT_STOP_AFTER].tolist() == record["stop"]["chain"]
     _assert_audio(wav, "turbo")
-
-
-def test_child_build_failure_is_reported_with_its_output(tmp_path):
-    # The child interpreter must find `tests.checkpoints`; argparse then refuses the variant.
-    with pytest.raises(RuntimeError, match=r"(?s)exit 2.*invalid choice: 'large'"):
-        checkpoints._build_in_child("large", tmp_path, stop_after=8, seed=0)
