@@ -246,15 +246,18 @@ def data_url(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def download_links(entry) -> str:
+def download_links(entry, compact: bool = False) -> str:
     """A WAV download and its settings sidecar, as plain anchors (they work in Voila)."""
     if entry is None:
         return ""
     wav = (f"<a class='cbx-download-wav' download='{e(entry.filename)}' "
-           f"href='{data_url(entry.wav_bytes, 'audio/wav')}'>Download WAV</a>")
+           f"title='Download {e(entry.filename)}' "
+           f"href='{data_url(entry.wav_bytes, 'audio/wav')}'>"
+           f"{'WAV' if compact else 'Download WAV'}</a>")
     side = (f"<a class='cbx-secondary cbx-download-json' download='{e(entry.sidecar_filename)}' "
+            f"title='The text, voice, seed and settings of this result' "
             f"href='{data_url(entry.sidecar_json.encode('utf-8'), 'application/json')}'>"
-            "Settings (JSON)</a>")
+            f"{'JSON' if compact else 'Settings (JSON)'}</a>")
     return f"<span class='cbx-downloads'>{wav}{side}</span>"
 
 

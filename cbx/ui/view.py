@@ -346,8 +346,9 @@ class Dashboard:
     def _render_result(self) -> None:
         entry = self.c.current
         self.result_info.value = render.result_summary(entry)
-        self.player.value = entry.wav_bytes if entry is not None else b""
+        # visible before the value arrives, so the browser reads the audio's length at once
         self.player.layout.display = None if entry is not None else "none"
+        self.player.value = entry.wav_bytes if entry is not None else b""
         self.downloads.value = render.download_links(entry)
 
     def _render_history(self) -> None:
@@ -360,7 +361,7 @@ class Dashboard:
                 play.on_click(lambda _b, n=entry.number: self.c.play(n))
                 row = w.HBox([w.HTML(render.history_row_html(entry),
                                      layout=w.Layout(width="62%")),
-                              play, w.HTML(render.download_links(entry))],
+                              play, w.HTML(render.download_links(entry, compact=True))],
                              layout=w.Layout(width="100%", align_items="center"))
                 row.add_class("cbx-history-row")
                 self._history_rows[entry.number] = row
