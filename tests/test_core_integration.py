@@ -216,3 +216,24 @@ def test_missing_weights_name_the_files_and_the_fix(tmp_path, monkeypatch, model
     assert "t3_cfg.safetensors" in info.value.message
     assert "python setup_env.py" in info.value.solution
     assert get_manager().state == "not_loaded"
+
+
+def test_cuda_out_of_memory_names_the_fixes_and_the_model_stays_usable(loaded, monkeypatch):
+    import torch
+
+    tts = loaded.loaded.tts
+    real_generate = tts.generate
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(tts, "generate", out_of_memory)
+    with pytest.raises(errors.GenerationFailed) as info:
+        cbx.speak("This will not fit.", seed=1)
+    err = info.value
+    assert err.code == "generation_failed"
+    assert "float16" in err.solution and "cpu" in err.solution and "chunk" in err.solution
+    assert "OutOfMemoryError" in err.traceback
+    assert get_manager().state == "ready"
+    monkeypatch.setattr(tts, "generate", real_generate)
+    assert cbx.speak("Now it fits.", seed=1).duration > 0
