@@ -198,7 +198,9 @@ class DashboardController:
         """Called by the manager from any thread; it may hold its lock, so only copy."""
         if isinstance(info, dict):
             self.model = dict(info)
-            if info.get("state") == "not_loaded" and info.get("last_unload"):
+            if info.get("state") == "loading":
+                self.model_note = ""        # the previous unload's figures no longer apply
+            elif info.get("state") == "not_loaded" and info.get("last_unload"):
                 self.model_note = str(info["last_unload"])
         self._emit("model")
 
