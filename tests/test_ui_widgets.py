@@ -14,8 +14,8 @@ pytest.importorskip("ipywidgets")
 
 from cbx.ui.controller import DashboardController  # noqa: E402
 from cbx.ui.view import Dashboard  # noqa: E402
-from tests.test_ui_controller import (FakeBackend, backend, clip_bytes, env,  # noqa: E402,F401
-                                      write_fake_weights)
+from tests.test_ui_controller import (FakeBackend, backend, clip_bytes,  # noqa: E402,F401
+                                      env)
 
 
 def make(backend, **kwargs) -> Dashboard:
