@@ -258,16 +258,16 @@ def _assert_audio(wav, variant):
     assert float(wav.abs().max()) > 1e-3     # noise, but not silence
 
 
+@pytest.fixture(scope="class")
+def original_model(checkpoint_root):
+    """One load for TestOriginal, freed when the class is done (before other variants load)."""
+    from chatterbox.tts import ChatterboxTTS
+
+    return ChatterboxTTS.from_local(checkpoint_root / "original", "cpu")
+
+
 @pytest.mark.model
 class TestOriginal:
-    """One loaded model for these tests, freed before the other variants load."""
-
-    @pytest.fixture(scope="class")
-    def original_model(self, checkpoint_root):
-        from chatterbox.tts import ChatterboxTTS
-
-        return ChatterboxTTS.from_local(checkpoint_root / "original", "cpu")
-
     def test_loads_with_upstream_from_local(self, checkpoint_root, original_model):
         folder = checkpoint_root / "original"
         assert sorted(p.name for p in folder.iterdir()) == sorted(checkpoints.LAYOUT["original"])
