@@ -226,7 +226,7 @@ class ModelManager:
         self._last_used = time.monotonic()
         self._watcher: threading.Thread | None = None
         self._watch_stop = threading.Event()
-        self.idle_minutes = float(os.environ.get(IDLE_MINUTES_ENV, DEFAULT_IDLE_MINUTES))
+        self.idle_minutes = DEFAULT_IDLE_MINUTES   # the dashboard sets it from idle_unload_minutes()
         self.last_unload: UnloadReport | None = None
 
     # ----------------------------------------------------------------- state
@@ -429,6 +429,21 @@ class ModelManager:
         self._watch_stop.set()
 
 
+def idle_unload_minutes() -> float:
+    """Minutes without use after which a kernel unloads its model (0 = never), from
+    CBX_IDLE_UNLOAD_MINUTES; a value that is not a number is an `invalid_setting`."""
+    raw = os.environ.get(IDLE_MINUTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_IDLE_MINUTES
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        raise InvalidSetting(
+            f"{IDLE_MINUTES_ENV}={raw!r} is not a number of minutes.",
+            f"Set {IDLE_MINUTES_ENV} to a number such as 15, or 0 to never unload on idle.",
+        ) from None
+
+
 def _exclusive_devices() -> set[str]:
     """Device kinds only one kernel may hold a model on (tests add 'cpu' to simulate)."""
     raw = os.environ.get(EXCLUSIVE_DEVICES_ENV, "cuda,mps")
@@ -442,10 +457,12 @@ def _process_create_time() -> float:
 
 
 def _load_upstream(spec, folder: Path, device: str, dtype: str):
-    """Build the model with chatterbox's own `from_local`: the same path real weights take."""
-    module = importlib.import_module(spec.module)
-    cls = getattr(module, spec.class_name)
-    tts = cls.from_local(folder, device)
+    """Build the upstream model object as chatterbox's `from_local` does, without its
+    random initialisation and second copy of the weights (cbx.fastload; it falls back to
+    `from_local` itself where it cannot vouch for an identical result)."""
+    from . import fastload
+
+    tts = fastload.load_tts(spec, folder, device)
     if dtype != "float32":
         _cast_t3(tts, dtype)
     return tts

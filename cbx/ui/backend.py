@@ -11,26 +11,6 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-DEFAULT_IDLE_UNLOAD_MINUTES = 15.0
-IDLE_UNLOAD_ENV = "CBX_IDLE_UNLOAD_MINUTES"
-
-
-def idle_unload_minutes() -> float:
-    """Minutes without use after which the dashboard's kernel unloads the model (0 = never)."""
-    raw = os.environ.get(IDLE_UNLOAD_ENV, "").strip()
-    if not raw:
-        return DEFAULT_IDLE_UNLOAD_MINUTES
-    try:
-        value = float(raw)
-    except ValueError:
-        from ..errors import InvalidSetting
-
-        raise InvalidSetting(
-            f"{IDLE_UNLOAD_ENV}={raw!r} is not a number of minutes.",
-            f"Set {IDLE_UNLOAD_ENV} to a number such as 15, or 0 to never unload on idle.",
-        ) from None
-    return max(value, 0.0)
-
 
 class CbxBackend:
     """The real backend: status, model manager, voice library, text helpers and speak()."""

@@ -492,13 +492,14 @@ def _exit_kernel() -> None:
 def dashboard(model_dir=None, backend=None) -> Dashboard:
     """Build the Chatterbox Studio page; the notebook's single cell displays it."""
     from ..errors import CbxError
-    from .backend import DEFAULT_IDLE_UNLOAD_MINUTES, CbxBackend, idle_unload_minutes
+    from ..manager import DEFAULT_IDLE_MINUTES, idle_unload_minutes
+    from .backend import CbxBackend
 
     config_error = None
     try:
         minutes = idle_unload_minutes()
     except CbxError as exc:          # a bad setting is shown on the page, not a crash
-        minutes, config_error = DEFAULT_IDLE_UNLOAD_MINUTES, exc
+        minutes, config_error = DEFAULT_IDLE_MINUTES, exc
     controller = DashboardController(backend or CbxBackend(model_dir),
                                      idle_unload_minutes=minutes, exit_process=_exit_kernel)
     if config_error is not None:
