@@ -71,7 +71,7 @@ VARIANTS: dict[str, Variant] = {
             ignored_settings=("exaggeration", "cfg_weight", "min_p"),
             min_voice_seconds=5.0,
             voice_seconds_used=15.0,
-            approx_download_gb=2.0,
+            approx_download_gb=3.0,
         ),
         Variant(
             name="multilingual",
