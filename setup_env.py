@@ -571,6 +571,7 @@ def cbx_installed_here(state: EnvState, root: Path = ROOT) -> bool:
 _DOWNLOAD_SCRIPT = r"""
 import errno, json, sys
 out, repo, local_dir, patterns = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+hub_cache_files, warm_pkuseg = json.loads(sys.argv[5]), sys.argv[6] == "1"
 
 def kind(exc):
     names = {c.__name__ for c in type(exc).__mro__}
@@ -592,8 +593,16 @@ def kind(exc):
     return "other"
 
 try:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import hf_hub_download, snapshot_download
     snapshot_download(repo_id=repo, local_dir=local_dir, allow_patterns=patterns)
+    for name in hub_cache_files:
+        # upstream reads these through the Hub cache at load time, not from the folder
+        hf_hub_download(repo_id=repo, filename=name)
+    if warm_pkuseg:
+        # MTLTokenizer builds spacy_pkuseg's Chinese segmenter on every load, which
+        # fetches its model on first use: fetch it now, while we are online.
+        import spacy_pkuseg
+        spacy_pkuseg.pkuseg()
     result = {"ok": True}
 except KeyboardInterrupt:
     result = {"ok": False, "kind": "interrupted", "error": "interrupted"}
@@ -612,7 +621,9 @@ def download_variant(env_python: Path, variant, dest: Path) -> dict:
     os.close(fd)
     try:
         proc = subprocess.run([str(env_python), "-c", _DOWNLOAD_SCRIPT, result_file,
-                               variant.repo_id, str(dest), json.dumps(patterns)])
+                               variant.repo_id, str(dest), json.dumps(patterns),
+                               json.dumps(list(variant.hub_cache_files)),
+                               "1" if variant.warm_pkuseg else "0"])
         text = Path(result_file).read_text(encoding="utf-8")
         if not text:
             return {"ok": False, "kind": "other",

@@ -22,6 +22,8 @@ class Variant:
     required_files: tuple[str, ...]
     optional_files: tuple[str, ...] = ()
     download_patterns: tuple[str, ...] = ()   # extra globs setup_env.py fetches (tokenizer files)
+    hub_cache_files: tuple[str, ...] = ()     # files upstream itself reads via the Hub cache
+    warm_pkuseg: bool = False                 # upstream builds spacy_pkuseg (downloads once)
     defaults: dict = field(default_factory=dict)   # upstream generate() defaults
     ignored_settings: tuple[str, ...] = ()
     min_voice_seconds: float = 2.0
@@ -82,6 +84,8 @@ VARIANTS: dict[str, Variant] = {
             required_files=("ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt",
                             "grapheme_mtl_merged_expanded_v1.json"),
             optional_files=("conds.pt", "Cangjie5_TC.json"),
+            hub_cache_files=("Cangjie5_TC.json",),
+            warm_pkuseg=True,
             defaults=dict(exaggeration=0.5, cfg_weight=0.5, temperature=0.8, min_p=0.05,
                           top_p=1.0, repetition_penalty=2.0),
             min_voice_seconds=2.0,
