@@ -24,6 +24,7 @@ from .manager import _free_cuda_cache, _is_cuda_oom, get_manager
 from .variants import ALL_SETTINGS, get_variant
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+MIN_ENGLISH_CFG_WEIGHT = 1e-3
 PAUSE_SECONDS = 0.3          # silence between chunks: a short breath between sentences
 PROGRESS_INTERVAL = 0.25     # seconds between token-level progress callbacks
 SETTING_RANGES = {
@@ -154,6 +155,12 @@ def _check_settings(variant: str, settings: dict) -> tuple[dict, list[str]]:
                 notes.append(f"{spec.label} ignores {name}; it was not used.")
             continue
         merged[name] = float(value)
+    if variant == "original" and merged["cfg_weight"] == 0.0:
+        # chatterbox 0.1.7's English generate() crashes at exactly 0 (it doubles the
+        # start token for CFG but not the text); a negligible weight is the same sound.
+        merged["cfg_weight"] = MIN_ENGLISH_CFG_WEIGHT
+        notes.append(f"cfg_weight 0 was run as {MIN_ENGLISH_CFG_WEIGHT} (chatterbox "
+                     "0.1.7 cannot run exactly 0 for the English model).")
     return merged, notes
 
 

@@ -118,9 +118,11 @@ def test_equals_upstream_generate_for_a_short_text(loaded, speech_wav):
     assert np.array_equal(ours.wav, theirs)
 
 
-def test_builtin_voice_is_used_without_a_voice(loaded):
-    result = cbx.speak("Built in voice.", seed=1)
+def test_builtin_voice_is_used_without_a_voice_and_cfg_zero_runs(loaded):
+    result = cbx.speak("Built in voice.", seed=1, cfg_weight=0.0)
     assert result.voice == "built-in" and result.duration > 0
+    assert result.settings["cfg_weight"] == pytest.approx(1e-3)
+    assert any("cfg_weight 0" in note for note in result.notes)
 
 
 def test_empty_and_whitespace_text_are_refused_before_loading(loaded):
