@@ -462,7 +462,8 @@ def _load_upstream(spec, folder: Path, device: str, dtype: str):
     `from_local` itself where it cannot vouch for an identical result)."""
     from . import fastload
 
-    tts = fastload.load_tts(spec, folder, device)
+    tts = fastload.load_tts(spec, folder, device,
+                            t3_dtype=None if dtype == "float32" else dtype)
     if dtype != "float32":
         _cast_t3(tts, dtype)
     return tts
@@ -470,10 +471,36 @@ def _load_upstream(spec, folder: Path, device: str, dtype: str):
 
 def _cast_t3(tts, dtype: str) -> None:
     """Run the token model (T3, most of the weights and the decode time) in half
-    precision; S3Gen and the voice encoder stay float32 for audio quality."""
+    precision; S3Gen and the voice encoder stay float32 for audio quality.
+
+    The rotary-position frequencies (non-persistent buffers) stay float32, as a
+    half-precision load by transformers keeps them, so positions are not rounded.
+    Upstream builds the voice conditionals in float32 (and rebuilds them in float32
+    when exaggeration changes), so a hook casts them to T3's dtype on entry to the
+    conditioning encoder, on a copy: cached and saved conditionals stay float32.
+    """
+    import dataclasses
+
     import torch
 
-    tts.t3.to(dtype=getattr(torch, dtype))
+    target = getattr(torch, dtype)
+    t3 = tts.t3
+    persistent = set(t3.state_dict().keys())
+    keep = {name: buf for name, buf in t3.named_buffers()
+            if name not in persistent and buf.is_floating_point()}
+    t3.to(dtype=target)
+    for name, buf in keep.items():
+        owner_name, _, attr = name.rpartition(".")
+        owner = t3.get_submodule(owner_name) if owner_name else t3
+        owner._buffers[attr] = buf
+    if getattr(t3, "_cbx_cond_dtype_hook", None) is not None:
+        t3._cbx_cond_dtype_hook.remove()
+
+    def cast_conditionals(_module, args):
+        cond = dataclasses.replace(args[0]).to(dtype=target)   # T3Cond.to casts floats only
+        return (cond, *args[1:])
+
+    t3._cbx_cond_dtype_hook = t3.cond_enc.register_forward_pre_hook(cast_conditionals)
 
 
 def _module_refs(tts) -> dict:
