@@ -1,0 +1,119 @@
+"""`python -m cbx.bench`: the summary arithmetic, the generated clip, and one real run
+on the random-weight fixture (it reports; only the structure and sanity of its JSON
+are asserted, never timings)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cbx import bench, paths
+
+
+def _run(side: str, **figures) -> dict:
+    return {"side": side, **figures}
+
+
+def test_summary_takes_medians_and_ratios_against_upstream():
+    runs = {
+        "cbx": [_run("cbx", load_s=2.0, load_peak_rss_mb=4000, conds_first_s=1.5,
+                     conds_reuse_s=0.01, t3_tokens_per_s=4.0, e2e_first_audio_s=3.0,
+                     e2e_total_s=9.0, unload_released=True),
+                _run("cbx", load_s=4.0, load_peak_rss_mb=4200, conds_first_s=1.4,
+                     conds_reuse_s=0.03, t3_tokens_per_s=4.4, e2e_first_audio_s=5.0,
+                     e2e_total_s=11.0, unload_released=True),
+                _run("cbx", load_s=3.0, load_peak_rss_mb=4100, conds_first_s=1.6,
+                     conds_reuse_s=0.02, t3_tokens_per_s=4.2, e2e_first_audio_s=4.0,
+                     e2e_total_s=10.0, unload_released=True)],
+        "upstream": [_run("upstream", load_s=10.0, load_peak_rss_mb=7000, conds_first_s=1.0,
+                          t3_tokens_per_s=4.0, e2e_first_audio_s=8.0, e2e_total_s=8.0)] * 3,
+    }
+    summary = bench.summarise(runs, {"repeats": 3, "fixture": True, "variant": "original",
+                                     "device": "cpu", "dtype": "float32",
+                                     "machine": "test", "model_root": "x"})
+    assert summary["cbx"]["load_s"] == 3.0 and summary["cbx"]["conds_reuse_s"] == 0.02
+    assert summary["ratios"]["load_s"] == pytest.approx(0.3)
+    assert summary["ratios"]["load_peak_rss_mb"] == pytest.approx(4100 / 7000)
+    # reuse is compared with upstream computing the conditionals; first audio with
+    # upstream's whole one-call generation
+    assert summary["ratios"]["conds_reuse_s"] == pytest.approx(0.02 / 1.0)
+    assert summary["ratios"]["e2e_first_audio_s"] == pytest.approx(4.0 / 8.0)
+    assert summary["ratios"]["t3_tokens_per_s"] == pytest.approx(4.2 / 4.0)
+    assert summary["targets_met"] == {"load_s": True, "load_peak_rss_mb": True,
+                                      "conds_reuse_s": True, "t3_tokens_per_s": True,
+                                      "e2e_first_audio_s": False}
+    assert summary["cbx_unload_released"] is True
+    assert any("fixture" in note for note in summary["notes"])
+    table = bench.format_table(summary)
+    assert "Load: wall time" in table and "0.30x" in table and "MISSED" in table
+
+
+def _check_clip(path):
+    import numpy as np
+    import soundfile as sf
+
+    data, rate = sf.read(str(path))
+    assert rate == bench.SAMPLE_RATE and len(data) == int(bench.CLIP_SECONDS * rate)
+    assert np.isfinite(data).all() and 0.5 < np.abs(data).max() <= 0.81
+    assert np.sqrt(np.mean(data ** 2)) > 0.05    # not silence
+
+
+def test_generated_clip_speaks_with_espeak(tmp_path):
+    if shutil.which("espeak-ng") is None and shutil.which("espeak") is None:
+        pytest.skip("espeak-ng is not installed")
+    path, source = bench.make_clip(tmp_path / "clip.wav")
+    assert source == "espeak-ng"
+    _check_clip(path)
+
+
+def test_generated_clip_without_espeak_is_synthetic(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    path, source = bench.make_clip(tmp_path / "clip.wav")
+    assert source == "synthetic"
+    _check_clip(path)
+
+
+def test_machine_description_names_cores_and_gpu():
+    text = bench.describe_machine("cpu")
+    assert "-core" in text and "CPU" in text and ("GPU" in text or "GiB" in text)
+
+
+@pytest.mark.model
+def test_benchmark_runs_on_the_fixture(checkpoint_root):
+    """One repetition, one sentence: every figure present and sane, ratios computed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cbx.bench", "--model-dir", str(checkpoint_root),
+         "--repeats", "1", "--sentences", "1", "--json-only"],
+        capture_output=True, text=True, cwd=str(paths.REPO_ROOT), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout[-2000:]     # --json-only: just the JSON line
+    summary = json.loads(lines[0])
+    assert summary["fixture"] is False and summary["repeats"] == 1
+    assert summary["device"] == "cpu" and "core" in summary["machine"]
+    positive = ("load_s", "load_peak_rss_mb", "import_s", "conds_first_s", "prefill_s",
+                "t3_tokens_per_s", "t3_weight_mb_per_token", "t3_weight_gb_per_s",
+                "s3gen_rtf", "e2e_first_audio_s", "e2e_total_s", "e2e_audio_s",
+                "peak_rss_mb", "loaded_rss_mb")
+    for side in ("cbx", "upstream"):
+        for key in positive:
+            assert summary[side][key] > 0, (side, key)
+        assert summary[side]["t3_decode_steps"] == 8        # the fixture's fixed length
+        assert summary[side]["e2e_chunks"] == 1
+        assert summary[side]["load_peak_rss_mb"] >= summary[side]["loaded_rss_mb"] * 0.99
+        assert "unload_rss_retained_mb" in summary[side]
+    assert summary["cbx"]["conds_reuse_s"] > 0
+    assert summary["cbx"]["e2e_first_audio_s"] <= summary["cbx"]["e2e_total_s"]
+    assert summary["cbx_unload_released"] is True
+    for key, ratio in summary["ratios"].items():
+        assert ratio > 0, key
+    assert summary["ratios"]["load_s"] == pytest.approx(
+        summary["cbx"]["load_s"] / summary["upstream"]["load_s"])
+    assert summary["ratios"]["conds_reuse_s"] == pytest.approx(
+        summary["cbx"]["conds_reuse_s"] / summary["upstream"]["conds_first_s"])
+    assert set(summary["targets_met"]) == {"load_s", "load_peak_rss_mb", "conds_reuse_s",
+                                           "t3_tokens_per_s", "e2e_first_audio_s"}
+    assert len(summary["runs"]["cbx"]) == len(summary["runs"]["upstream"]) == 1
