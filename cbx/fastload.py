@@ -31,6 +31,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .variants import get_variant
+
 log = logging.getLogger(__name__)
 
 FAST_LOAD_ENV = "CBX_FAST_LOAD"
@@ -113,20 +115,15 @@ def fast_from_local(variant: str, folder, device: str, t3_dtype: str | None = No
             del module.tfmr.wte          # from_local: turbo feeds embeddings, not ids
         modules[part.attr] = module.to(device).eval()
 
-    module = importlib.import_module(_MODULES[variant])
+    spec = get_variant(variant)
+    module = importlib.import_module(spec.module)
     tokenizer = _tokenizer(variant, folder)
     conds = None
     builtin_voice = folder / "conds.pt"
     if builtin_voice.exists():
         conds = module.Conditionals.load(builtin_voice, map_location=map_location).to(device)
-    cls = getattr(module, _CLASSES[variant])
+    cls = getattr(module, spec.class_name)
     return cls(modules["t3"], modules["s3gen"], modules["ve"], tokenizer, device, conds=conds)
-
-
-_MODULES = {"original": "chatterbox.tts", "multilingual": "chatterbox.mtl_tts",
-            "turbo": "chatterbox.tts_turbo"}
-_CLASSES = {"original": "ChatterboxTTS", "multilingual": "ChatterboxMultilingualTTS",
-            "turbo": "ChatterboxTurboTTS"}
 
 
 def _chatterbox_version() -> str:
