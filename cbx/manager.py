@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import json
 import os
 import sys
@@ -347,6 +346,7 @@ class ModelManager:
                 del model
                 alive = _collect_until_dead(refs)
                 _free_cuda_cache()
+                _return_freed_heap_to_os()
                 self.holds.release(os.getpid())
                 report = UnloadReport(before, memory_snapshot(), variant, not alive, alive,
                                       reason)
@@ -525,6 +525,19 @@ def _collect_until_dead(refs: dict, attempts: int = 40) -> list[str]:
             return alive
         time.sleep(0.05)
     return alive
+
+
+def _return_freed_heap_to_os() -> None:
+    """glibc keeps freed heap pages mapped (≈1 GB after a model); hand them back so the
+    RAM figure after unload is what other programs can really use. Linux/glibc only."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return  # not glibc (e.g. musl): nothing to trim
 
 
 def _free_cuda_cache() -> None:

@@ -222,12 +222,13 @@ def _resolve_conditionals(loaded, voice, variant: str, exaggeration: float):
     return conds, voice.name, voice.sha256
 
 
-def speak(text: str, voice=None, *, variant: str | None = None, device: str = "auto",
-          dtype: str = "float32", seed: int | None = None, language: str | None = None,
+def speak(text: str, voice=None, *, variant: str | None = None, device: str | None = None,
+          dtype: str | None = None, seed: int | None = None, language: str | None = None,
           max_chunk_chars: int = 300, progress=None, cancel: CancelToken | None = None,
           on_chunk=None, model_dir=None, **settings) -> Result:
     """Speak `text` in `voice` (a Voice, a saved voice's name, a clip path or None for
-    the built-in voice), loading the model on first use.
+    the built-in voice), loading the model on first use. `variant`, `device` and
+    `dtype` default to the loaded model's (else original, auto, float32).
 
     The text is never truncated: it is split into sentence chunks and the audio joined
     with short pauses. Chunk i is generated with seed `seed + i`, so the same inputs
@@ -254,7 +255,11 @@ def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_cha
     text = textmod.validate_text(text)
     manager = get_manager()
     current = manager.loaded
+    # Unspecified variant, device and dtype mean "what is loaded", so speak() after
+    # load(dtype="bfloat16") or load(device="cpu") never silently reloads.
     variant = variant or (current.variant if current else "original")
+    device = device or (current.device if current else "auto")
+    dtype = dtype or (current.dtype if current else "float32")
     language = _resolve_language(variant, language)
     merged, notes = _check_settings(variant, settings)
     chunks = textmod.split_text(text, max_chars=max_chunk_chars)

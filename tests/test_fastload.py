@@ -279,8 +279,9 @@ def test_bfloat16_speaks_through_cbx(checkpoint_root, monkeypatch, speech_wav):
         assert np.isfinite(result.wav).all() and np.abs(result.wav).max() > 0
         cached = next(iter(manager.loaded.conds_cache.values()))
         assert cached.t3.speaker_emb.dtype == torch.float32   # the cache stays float32
-        builtin = cbx.speak("And the built in voice.", seed=6, device="cpu",
-                            dtype="bfloat16")
+        # no device/dtype given: speak() keeps the loaded bf16 model instead of reloading
+        builtin = cbx.speak("And the built in voice.", seed=6)
+        assert manager.loaded.tts.t3 is t3 and builtin.dtype == "bfloat16"
         assert len(builtin.wav) == checkpoints.expected_samples("original")
     finally:
         manager.unload()
