@@ -151,18 +151,26 @@ def _builders(variant: str) -> dict:
         s3gen = S3Gen
     else:
         def t3():
-            hp = T3Config(text_tokens_dict_size=50276)
-            hp.llama_config_name = "GPT2_medium"
-            hp.speech_tokens_dict_size = 6563
-            hp.input_pos_emb = None
-            hp.speech_cond_prompt_len = 375
-            hp.use_perceiver_resampler = False
-            hp.emotion_adv = False
-            return T3(hp)
+            return T3(turbo_t3_config())
 
         def s3gen():
             return S3Gen(meanflow=True)
     return {"ve": VoiceEncoder, "t3": t3, "s3gen": s3gen}
+
+
+def turbo_t3_config():
+    """T3 hyper-parameters of Turbo, set exactly as ChatterboxTurboTTS.from_local sets them
+    (upstream has no named config for them)."""
+    from chatterbox.models.t3.modules.t3_config import T3Config
+
+    hp = T3Config(text_tokens_dict_size=50276)
+    hp.llama_config_name = "GPT2_medium"
+    hp.speech_tokens_dict_size = 6563
+    hp.input_pos_emb = None
+    hp.speech_cond_prompt_len = 375
+    hp.use_perceiver_resampler = False
+    hp.emotion_adv = False
+    return hp
 
 
 def _tokenizer(variant: str, folder: Path):

@@ -306,16 +306,9 @@ def install_stop_gpt2(t3, stop_after: int, seed: int) -> dict:
 
 def _turbo_hp():
     """T3 hyper-parameters of Turbo, as ChatterboxTurboTTS.from_local sets them."""
-    from chatterbox.models.t3.modules.t3_config import T3Config
+    from cbx.fastload import turbo_t3_config
 
-    hp = T3Config(text_tokens_dict_size=50276)
-    hp.llama_config_name = "GPT2_medium"
-    hp.speech_tokens_dict_size = 6563
-    hp.input_pos_emb = None
-    hp.speech_cond_prompt_len = 375
-    hp.use_perceiver_resampler = False
-    hp.emotion_adv = False
-    return hp
+    return turbo_t3_config()
 
 
 # --------------------------------------------------------------------------- build
