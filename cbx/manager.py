@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import json
 import os
 import sys
@@ -25,6 +26,8 @@ from . import envcheck, paths
 from .errors import (CUDA_OOM_SOLUTION, GenerationFailed, GpuInUse, InvalidSetting,
                      ModelBusy)
 from .variants import DEFAULT_VARIANT, get_variant
+
+log = logging.getLogger(__name__)
 
 IDLE_MINUTES_ENV = "CBX_IDLE_UNLOAD_MINUTES"
 EXCLUSIVE_DEVICES_ENV = "CBX_EXCLUSIVE_DEVICES"
@@ -224,7 +227,6 @@ class ModelManager:
         self._holds = holds
         self._last_used = time.monotonic()
         self._watcher: threading.Thread | None = None
-        self._watch_stop = threading.Event()
         self.idle_minutes = DEFAULT_IDLE_MINUTES   # the dashboard sets it from idle_unload_minutes()
         self.last_unload: UnloadReport | None = None
 
@@ -399,7 +401,6 @@ class ModelManager:
         with self._lock:
             if self._watcher is not None and self._watcher.is_alive():
                 return
-            self._watch_stop.clear()
             self._watcher = threading.Thread(target=self._watch, name="cbx-model-watcher",
                                              daemon=True)
             self._watcher.start()
@@ -410,23 +411,28 @@ class ModelManager:
         self.ensure_watcher()
 
     def _watch(self, interval: float = 0.5) -> None:
-        while not self._watch_stop.wait(interval):
-            if self._model is None:
-                continue
-            request = self.holds.request_file(os.getpid())
-            if request.exists():
-                request.unlink(missing_ok=True)
-                report = self.unload(reason="deload command")
-                result = self.holds.result_file(os.getpid())
-                result.write_text(json.dumps(report.to_dict()), encoding="utf-8")
-                continue
-            idle_seconds = time.monotonic() - self._last_used
-            if self.idle_minutes > 0 and self._state == "ready" and \
-                    idle_seconds >= self.idle_minutes * 60:
-                self.unload(reason=f"idle for {self.idle_minutes:g} min")
+        while True:   # a daemon thread: it ends with the kernel
+            time.sleep(interval)
+            try:
+                self._watch_once()
+            except Exception:   # keep watching: a failed round must not end idle unload
+                log.exception("cbx model watcher: unload attempt failed")
 
-    def stop_watcher(self) -> None:
-        self._watch_stop.set()
+    def _watch_once(self) -> None:
+        """One round: answer a deload request, or unload a model idle for too long."""
+        if self._model is None:
+            return
+        request = self.holds.request_file(os.getpid())
+        if request.exists():
+            request.unlink(missing_ok=True)
+            report = self.unload(reason="deload command")
+            result = self.holds.result_file(os.getpid())
+            result.write_text(json.dumps(report.to_dict()), encoding="utf-8")
+            return
+        idle_seconds = time.monotonic() - self._last_used
+        if self.idle_minutes > 0 and self._state == "ready" and \
+                idle_seconds >= self.idle_minutes * 60:
+            self.unload(reason=f"idle for {self.idle_minutes:g} min")
 
 
 def idle_unload_minutes() -> float:
