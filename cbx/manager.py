@@ -306,8 +306,8 @@ class ModelManager:
             except BaseException as exc:
                 self.holds.release(os.getpid())
                 self._set_state("not_loaded")
-                _free_cuda_cache()
-                if _is_cuda_oom(exc):
+                free_cuda_cache()
+                if is_cuda_oom(exc):
                     raise GenerationFailed(f"Out of GPU memory while loading {variant}.",
                                            CUDA_OOM_SOLUTION) from exc
                 raise GenerationFailed.from_exception(
@@ -347,7 +347,7 @@ class ModelManager:
                 model.conds_cache.clear()
                 del model
                 alive = _collect_until_dead(refs)
-                _free_cuda_cache()
+                free_cuda_cache()
                 _return_freed_heap_to_os()
                 self.holds.release(os.getpid())
                 report = UnloadReport(before, memory_snapshot(), variant, not alive, alive,
@@ -546,13 +546,15 @@ def _return_freed_heap_to_os() -> None:
         return  # not glibc (e.g. musl): nothing to trim
 
 
-def _free_cuda_cache() -> None:
+def free_cuda_cache() -> None:
+    """Give cached CUDA blocks back to the driver (no-op without torch or CUDA)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
-def _is_cuda_oom(exc: BaseException) -> bool:
+def is_cuda_oom(exc: BaseException) -> bool:
+    """True for CUDA out-of-memory, whichever way torch reported it."""
     torch = sys.modules.get("torch")
     oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
     return (oom_type is not None and isinstance(exc, oom_type)) or \

@@ -20,7 +20,7 @@ from . import text as textmod
 from . import voices as voicemod
 from .errors import (CbxError, CUDA_OOM_SOLUTION, GenerationCancelled, GenerationFailed,
                      InvalidSetting, InvalidText, NoVoiceLoaded)
-from .manager import _free_cuda_cache, _is_cuda_oom, get_manager
+from .manager import free_cuda_cache, is_cuda_oom, get_manager
 from .variants import ALL_SETTINGS, get_variant
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
@@ -341,11 +341,11 @@ def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_cha
 
 
 def _as_generation_failed(exc: BaseException) -> GenerationFailed:
-    if _is_cuda_oom(exc):
+    if is_cuda_oom(exc):
         import gc
 
         gc.collect()
-        _free_cuda_cache()
+        free_cuda_cache()
         return GenerationFailed.from_exception(exc, CUDA_OOM_SOLUTION)
     return GenerationFailed.from_exception(exc)
 
