@@ -6,6 +6,10 @@ packs whole sentences into chunks of at most `max_chars` characters. A sentence 
 is itself too long is split at clause punctuation, then between words, and (only for
 a single "word" longer than a chunk, e.g. a URL or unspaced CJK text) at a character.
 
+The first chunk is kept short (`first_chunk_chars`, whole sentences only): chunks are
+generated one after another, so a short first chunk is what lets the first audio play
+while the rest of a long text is still being made.
+
 Layer 4, but pure standard library: the dashboard uses it before any model exists.
 """
 from __future__ import annotations
@@ -16,6 +20,10 @@ import unicodedata
 from .errors import InvalidSetting, InvalidText
 
 DEFAULT_MAX_CHARS = 300
+# The first chunk packs whole sentences only up to this many characters (but always
+# holds one whole sentence): about one sentence, i.e. ~5-7 s of speech, so the time to
+# first audio is a fraction of the whole text's even for a few sentences.
+DEFAULT_FIRST_CHUNK_CHARS = 100
 
 # Rough speaking rate used for the dashboard's "about N s of audio" hint: English
 # speech runs at ~150 words/min, i.e. ~2.5 words or ~15 characters (spaces included)
@@ -84,20 +92,26 @@ def estimate_seconds(text: str) -> float:
     return len(normalize_text(text)) / CHARS_PER_SECOND
 
 
-def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
+def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS, *,
+               first_chunk_chars: int | None = DEFAULT_FIRST_CHUNK_CHARS) -> list[str]:
     """Split `text` into chunks of at most `max_chars` characters, losing nothing.
 
     Sentences are kept whole and packed together while they fit; a paragraph break
-    always ends a chunk. Whitespace is normalised (see `normalize_text`), so
+    always ends a chunk. The first chunk packs whole sentences only up to
+    `first_chunk_chars` characters, yet always holds at least the first sentence (or,
+    for a first sentence longer than `max_chars`, its first piece); None, or a value
+    of at least `max_chars`, packs the first chunk like the others. Whitespace is
+    normalised (see `normalize_text`), so
     `" ".join(chunks).split() == text.split()` holds whenever no single word is longer
     than `max_chars`; such a word is cut into pieces, and then the characters (minus
     whitespace) still match exactly. Empty or whitespace-only text gives [].
     """
-    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
-        raise InvalidSetting(
-            f"max_chars must be a positive whole number, got {max_chars!r}.",
-            f"Use a chunk size such as {DEFAULT_MAX_CHARS} characters.",
-        )
+    max_chars = _check_size("max_chars", max_chars)
+    first_limit = None
+    if first_chunk_chars is not None:
+        first_limit = _check_size("first_chunk_chars", first_chunk_chars)
+        if first_limit >= max_chars:
+            first_limit = None
     chunks: list[str] = []
     for paragraph in normalize_text(text).split("\n\n"):
         if not paragraph:
@@ -110,8 +124,39 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
                 sub = _split_long(sentence, max_chars)
                 pieces.append((sep, sub[0][1]))
                 pieces.extend(sub[1:])
+        if not chunks and first_limit is not None:
+            first, used = _take_first(pieces, first_limit)
+            chunks.append(first)
+            pieces = pieces[used:]
         chunks.extend(_pack(pieces, max_chars))
     return chunks
+
+
+def _check_size(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        solution = (f"Use a chunk size such as {DEFAULT_MAX_CHARS} characters."
+                    if name == "max_chars" else
+                    f"Use a first-chunk size such as {DEFAULT_FIRST_CHUNK_CHARS} characters, "
+                    "or None to pack the first chunk like the others.")
+        raise InvalidSetting(f"{name} must be a positive whole number, got {value!r}.",
+                             solution)
+    return value
+
+
+def _take_first(pieces: list[tuple[str, str]], limit: int) -> tuple[str, int]:
+    """The first chunk: the first piece, plus following pieces while within `limit`.
+
+    Returns the chunk and how many pieces it used.
+    """
+    first = pieces[0][1]
+    used = 1
+    while used < len(pieces):
+        sep, piece = pieces[used]
+        if len(first) + len(sep) + len(piece) > limit:
+            break
+        first += sep + piece
+        used += 1
+    return first, used
 
 
 def _split_sentences(paragraph: str) -> list[tuple[str, str]]:

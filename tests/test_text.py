@@ -7,8 +7,8 @@ import re
 import pytest
 
 from cbx.errors import InvalidSetting, InvalidText
-from cbx.text import (CHARS_PER_SECOND, estimate_seconds, normalize_text, split_text,
-                      validate_text)
+from cbx.text import (CHARS_PER_SECOND, DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS,
+                      estimate_seconds, normalize_text, split_text, validate_text)
 
 
 def _chars(text: str) -> str:
@@ -39,19 +39,108 @@ def test_20000_character_text_is_split_without_loss():
         sentences.append(_random_sentence(rng))
     text = " ".join(sentences)
     assert len(text) >= 20_000
-    chunks = split_text(text, 300)
-    assert_lossless(text, chunks, 300)
-    assert " ".join(chunks).split() == text.split()          # word for word, in order
-    assert len(chunks) >= 20_000 // 300
-    # Sentences are short enough here to stay whole, so every chunk ends a sentence
-    # and starts one.
-    for chunk in chunks:
-        assert chunk[-1] in ".!?…", chunk[-40:]
-        assert chunk[0].isupper(), chunk[:40]
-    # Packing is greedy: the next chunk's first sentence would not have fitted.
-    for a, b in zip(chunks, chunks[1:]):
-        first = re.match(r".*?[.!?…](?=\s|$)", b).group()
-        assert len(a) + 1 + len(first) > 300
+    for first_chunk_chars in (DEFAULT_FIRST_CHUNK_CHARS, None):
+        chunks = split_text(text, 300, first_chunk_chars=first_chunk_chars)
+        assert_lossless(text, chunks, 300)
+        assert " ".join(chunks).split() == text.split()          # word for word, in order
+        assert len(chunks) >= 20_000 // 300
+        # Sentences are short enough here to stay whole, so every chunk ends a sentence
+        # and starts one.
+        for chunk in chunks:
+            assert chunk[-1] in ".!?…", chunk[-40:]
+            assert chunk[0].isupper(), chunk[:40]
+        # Packing is greedy: the next chunk's first sentence would not have fitted
+        # (in the first chunk's own limit, when it has one).
+        for i, (a, b) in enumerate(zip(chunks, chunks[1:])):
+            first = _first_sentence(b)
+            limit = first_chunk_chars if i == 0 and first_chunk_chars else 300
+            assert len(a) + 1 + len(first) > limit
+    short = split_text(text, 300)
+    # The short first chunk only moves sentences: the rest packs as if it began the text.
+    assert short[1:] == split_text(text[len(short[0]) + 1:], 300, first_chunk_chars=None)
+    assert len(short[0]) <= DEFAULT_FIRST_CHUNK_CHARS or \
+        short[0] == _first_sentence(text), "over the limit only with a single sentence"
+
+
+def _first_sentence(text: str) -> str:
+    return re.match(r".*?[.!?…](?=\s|$)", text).group()
+
+
+FIVE_SENTENCES = (
+    "The morning train was late again, so Maria walked along the river instead. "
+    "She noticed the fog lifting slowly over the old stone bridge. "
+    "A fisherman waved at her and pointed to the herons standing near the bank. "
+    "By the time she reached the office, the sun was shining brightly on the square. "
+    "It turned out to be the best part of her whole day.")
+
+
+def test_short_first_chunk_by_default_for_a_five_sentence_text():
+    # Today's packing would make this one or two chunks, the first holding most of the
+    # text; the short first chunk is one sentence, so first audio comes after ~1/5.
+    assert len(split_text(FIVE_SENTENCES, first_chunk_chars=None)[0]) > 300 // 2
+    chunks = split_text(FIVE_SENTENCES)
+    assert chunks[0] == "The morning train was late again, so Maria walked along the river instead."
+    assert len(chunks[0]) <= DEFAULT_FIRST_CHUNK_CHARS < DEFAULT_MAX_CHARS
+    assert " ".join(chunks) == FIVE_SENTENCES
+    assert all(len(c) <= DEFAULT_MAX_CHARS for c in chunks)
+    assert chunks[1:] == split_text(FIVE_SENTENCES[len(chunks[0]) + 1:], first_chunk_chars=None)
+
+
+def test_first_chunk_packs_whole_sentences_up_to_its_limit():
+    text = "Hi there. Yes. No way, not today. Fine then. Bye."
+    assert split_text(text, 300, first_chunk_chars=20) == ["Hi there. Yes.",
+                                                           "No way, not today. Fine then. Bye."]
+    assert split_text(text, 300, first_chunk_chars=14) == ["Hi there. Yes.",
+                                                           "No way, not today. Fine then. Bye."]
+    assert split_text(text, 300, first_chunk_chars=13) == ["Hi there.",
+                                                           "Yes. No way, not today. Fine then. Bye."]
+    # A first sentence longer than the limit (but within max_chars) stays whole, alone.
+    assert split_text(text, 300, first_chunk_chars=3) == ["Hi there.",
+                                                          "Yes. No way, not today. Fine then. Bye."]
+    # The rest still respects max_chars.
+    assert split_text(text, 20, first_chunk_chars=5) == ["Hi there.", "Yes.",
+                                                         "No way, not today.",
+                                                         "Fine then. Bye."]
+
+
+def test_first_chunk_limit_of_none_or_at_least_max_is_todays_packing():
+    text = "Hi there. Yes. No way, not today. Fine then. Bye."
+    today = ["Hi there. Yes. No way, not today.", "Fine then. Bye."]
+    assert split_text(text, 35, first_chunk_chars=None) == today
+    assert split_text(text, 35, first_chunk_chars=35) == today
+    assert split_text(text, 35, first_chunk_chars=1000) == today
+    assert split_text(text, 35, first_chunk_chars=32) == ["Hi there. Yes.",
+                                                          "No way, not today. Fine then. Bye."]
+
+
+def test_first_sentence_longer_than_max_is_split_as_before():
+    long_first = ("This opening sentence runs on, and on, and then on some more, well past "
+                  "any sensible chunk size. Then a short one. And the end.")
+    for max_chars in (30, 50, 70):
+        chunks = split_text(long_first, max_chars, first_chunk_chars=10)
+        assert chunks == split_text(long_first, max_chars, first_chunk_chars=None)
+        assert_lossless(long_first, chunks, max_chars)
+        # the first chunk is the first piece of the long sentence, cut at a clause
+        assert chunks[0].startswith("This opening sentence runs on,")
+        assert chunks[0].endswith(",") and len(chunks[0]) <= max_chars
+
+
+def test_first_chunk_only_affects_the_first_paragraph():
+    text = ("Short start.\n\nOne two three. Four five six. Seven eight nine.\n\n"
+            "Ten eleven twelve. Thirteen fourteen.")
+    assert split_text(text, 300, first_chunk_chars=5) == [
+        "Short start.", "One two three. Four five six. Seven eight nine.",
+        "Ten eleven twelve. Thirteen fourteen."]
+    text = "One two three. Four five six. Seven eight nine.\n\nTen eleven. Twelve."
+    assert split_text(text, 300, first_chunk_chars=20) == [
+        "One two three.", "Four five six. Seven eight nine.", "Ten eleven. Twelve."]
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "100", True])
+def test_bad_first_chunk_chars(bad):
+    with pytest.raises(InvalidSetting) as info:
+        split_text("Hello.", 300, first_chunk_chars=bad)
+    assert "first_chunk_chars" in info.value.message and info.value.solution
 
 
 def test_sentences_are_packed_and_never_broken_when_they_fit():
@@ -180,8 +269,14 @@ def test_random_texts_fuzz():
     for _ in range(300):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400)))
         max_chars = rng.randint(1, 80)
-        chunks = split_text(text, max_chars)
+        first_chunk_chars = rng.choice([None, rng.randint(1, 100)])
+        chunks = split_text(text, max_chars, first_chunk_chars=first_chunk_chars)
         if not normalize_text(text):
             assert chunks == []
             continue
         assert_lossless(text, chunks, max_chars)
+        # The short first chunk is a prefix of today's first chunk: it only moves
+        # whole pieces to later chunks, it never cuts, drops or reorders anything.
+        today = split_text(text, max_chars, first_chunk_chars=None)
+        assert today[0].startswith(chunks[0])
+        assert len(chunks) >= len(today)
