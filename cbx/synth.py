@@ -224,21 +224,29 @@ def _resolve_conditionals(loaded, voice, variant: str, exaggeration: float):
 
 def speak(text: str, voice=None, *, variant: str | None = None, device: str | None = None,
           dtype: str | None = None, seed: int | None = None, language: str | None = None,
-          max_chunk_chars: int = 300, progress=None, cancel: CancelToken | None = None,
-          on_chunk=None, model_dir=None, **settings) -> Result:
+          max_chunk_chars: int = textmod.DEFAULT_MAX_CHARS,
+          first_chunk_chars: int | None = textmod.DEFAULT_FIRST_CHUNK_CHARS,
+          progress=None, cancel: CancelToken | None = None, on_chunk=None, model_dir=None,
+          **settings) -> Result:
     """Speak `text` in `voice` (a Voice, a saved voice's name, a clip path or None for
     the built-in voice), loading the model on first use. `variant`, `device` and
     `dtype` default to the loaded model's (else original, auto, float32).
 
-    The text is never truncated: it is split into sentence chunks and the audio joined
-    with short pauses. Chunk i is generated with seed `seed + i`, so the same inputs
-    give the same audio and chunk 0 equals upstream `generate()` after
-    `torch.manual_seed(seed)`. Cancel (token or manager) stops within the current chunk
-    and raises `generation_cancelled` carrying the finished chunks as `.partial`.
+    The text is never truncated: it is split into sentence chunks of at most
+    `max_chunk_chars` characters and the audio joined with short pauses. The first
+    chunk holds whole sentences only up to `first_chunk_chars` (at least one sentence;
+    None packs it like the others), and `on_chunk(index, total, wav, sample_rate)` is
+    called as each chunk finishes, before the next one starts, so a caller can play the
+    first audio while the rest is made. Chunk i is generated with seed `seed + i`, so
+    the same inputs give the same audio and each chunk equals upstream `generate()` of
+    that chunk after `torch.manual_seed(seed + i)`. Cancel (token or manager) stops
+    within the current chunk and raises `generation_cancelled` carrying the finished
+    chunks as `.partial`.
     """
     try:
         return _speak(text, voice, variant=variant, device=device, dtype=dtype, seed=seed,
-                      language=language, max_chunk_chars=max_chunk_chars, progress=progress,
+                      language=language, max_chunk_chars=max_chunk_chars,
+                      first_chunk_chars=first_chunk_chars, progress=progress,
                       cancel=cancel, on_chunk=on_chunk, model_dir=model_dir, **settings)
     except CbxError as exc:
         error = exc
@@ -249,7 +257,7 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
 
 
 def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
-           progress, cancel, on_chunk, model_dir, **settings) -> Result:
+           first_chunk_chars, progress, cancel, on_chunk, model_dir, **settings) -> Result:
     import numpy as np
 
     text = textmod.validate_text(text)
@@ -262,7 +270,9 @@ def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_cha
     dtype = dtype or (current.dtype if current else "float32")
     language = _resolve_language(variant, language)
     merged, notes = _check_settings(variant, settings)
-    chunks = textmod.split_text(text, max_chars=max_chunk_chars)
+    # split_text checks both sizes (InvalidSetting) before anything is loaded
+    chunks = textmod.split_text(text, max_chars=max_chunk_chars,
+                                first_chunk_chars=first_chunk_chars)
     seed = int(seed) if seed is not None else secrets.randbelow(2**31)
     cancel = cancel or CancelToken()
     started = time.perf_counter()

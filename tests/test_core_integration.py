@@ -239,3 +239,49 @@ def test_cuda_out_of_memory_names_the_fixes_and_the_model_stays_usable(loaded, m
     assert get_manager().state == "ready"
     monkeypatch.setattr(tts, "generate", real_generate)
     assert cbx.speak("Now it fits.", seed=1).duration > 0
+
+
+FIVE_SENTENCES = ("The morning train was late again, so Maria walked along the river. "
+                  "She noticed the fog lifting slowly over the old stone bridge. "
+                  "A fisherman waved and pointed to the herons near the bank. "
+                  "By the time she reached the office, the sun was out. "
+                  "It was the best part of her day.")
+
+
+def test_first_chunk_is_short_and_reaches_on_chunk_before_the_next_starts(loaded, speech_wav):
+    """Time to first audio: by default the first chunk is one short sentence, and its
+    audio is handed to on_chunk before chunk 2's token loop has begun."""
+    voice = cbx.voice(speech_wav)
+    log = []
+    result = cbx.speak(FIVE_SENTENCES, voice=voice, seed=21,
+                       progress=lambda p: log.append((p.stage, p.chunk)),
+                       on_chunk=lambda i, n, wav, sr: log.append(("on_chunk", i + 1)))
+    assert result.chunks == split_text(FIVE_SENTENCES)
+    assert result.chunks[0] == "The morning train was late again, so Maria walked along the river."
+    assert len(result.chunks) == 2 and " ".join(result.chunks) == FIVE_SENTENCES
+    first_audio = log.index(("on_chunk", 1))
+    assert ("tokens", 1) in log[:first_audio]
+    assert log.index(("tokens", 2)) > first_audio, log
+    assert [e for e in log if e[0] == "on_chunk"] == [("on_chunk", 1), ("on_chunk", 2)]
+    assert result.timings["first_audio"] < result.timings["total"]
+    # The old packing is still available and gives one chunk for this text.
+    whole = cbx.speak(FIVE_SENTENCES, voice=voice, seed=21, first_chunk_chars=None)
+    assert whole.chunks == [FIVE_SENTENCES]
+    with pytest.raises(errors.InvalidSetting):
+        cbx.speak(FIVE_SENTENCES, voice=voice, first_chunk_chars=0)
+
+
+def test_every_chunk_equals_upstream_generate_with_seed_plus_index(loaded, speech_wav):
+    import torch
+
+    voice = cbx.voice(speech_wav)
+    pieces = []
+    ours = cbx.speak(FIVE_SENTENCES, voice=voice, seed=42,
+                     on_chunk=lambda i, n, wav, sr: pieces.append(wav.copy()))
+    assert len(ours.chunks) == 2
+    tts = loaded.loaded.tts
+    tts.prepare_conditionals(str(voice.path), exaggeration=0.5)
+    for i, chunk in enumerate(ours.chunks):
+        torch.manual_seed(42 + i)
+        theirs = tts.generate(chunk).squeeze(0).numpy()
+        assert np.array_equal(pieces[i], theirs), f"chunk {i} differs from upstream"
