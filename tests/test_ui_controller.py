@@ -18,6 +18,8 @@ import pytest
 
 from cbx.errors import GenerationFailed, InvalidVoiceFile
 from cbx.synth import CancelToken, Progress, Result
+from cbx.text import DEFAULT_FIRST_CHUNK_CHARS, split_text
+from cbx.ui import playback
 from cbx.ui.controller import BUILTIN, GENERATING, DashboardController, parse_seed
 from cbx.variants import VARIANTS
 from tests import audio_clips
@@ -72,7 +74,9 @@ class FakeBackend:
         self.chunk_started = threading.Event()
         self.fail_with: Exception | None = None
         self.speak_calls: list[dict] = []
+        self.split_calls: list = []
         self.token = None
+        self.fail_after: int | None = None     # raise after this many chunks
 
     def _set(self, **info):
         self.state = {"idle_unload_minutes": self.state.get("idle_unload_minutes"), **info}
@@ -121,10 +125,10 @@ class FakeBackend:
     def builtin_voice(self, variant):
         return None
 
-    def split_text(self, text, max_chars):
-        from cbx.text import split_text
-
-        return split_text(text, max_chars=max_chars)
+    def split_text(self, text, max_chars, *, first_chunk_chars):
+        # no default: the controller must say which first chunk it counts with
+        self.split_calls.append(first_chunk_chars)
+        return split_text(text, max_chars=max_chars, first_chunk_chars=first_chunk_chars)
 
     def estimate_seconds(self, text):
         from cbx.text import estimate_seconds
@@ -141,20 +145,20 @@ class FakeBackend:
         return self._output_dir
 
     def speak(self, text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
-              progress, cancel, on_chunk, **settings):
+              first_chunk_chars, progress, cancel, on_chunk, **settings):
         from cbx.errors import GenerationCancelled
-        from cbx.text import split_text
 
         self.speak_calls.append(dict(text=text, voice=voice, variant=variant, seed=seed,
                                      language=language, settings=settings,
-                                     max_chunk_chars=max_chunk_chars))
+                                     max_chunk_chars=max_chunk_chars,
+                                     first_chunk_chars=first_chunk_chars))
         self.token = cancel
         if self.fail_with is not None:
             raise self.fail_with
         if self.state["state"] != "ready":
             progress(Progress(0, 0, 0, 0.0, None, "loading"))
             self.load(variant, device, dtype)
-        chunks = split_text(text, max_chars=max_chunk_chars)
+        chunks = split_text(text, max_chars=max_chunk_chars, first_chunk_chars=first_chunk_chars)
         started = time.perf_counter()
         pieces = []
         for i, chunk in enumerate(chunks):
@@ -170,6 +174,8 @@ class FakeBackend:
                 raise GenerationCancelled(
                     f"Generation cancelled after {i} of {len(chunks)} chunks.",
                     "Press Generate to start again.")
+            if self.fail_after == i:
+                raise GenerationFailed(f"Chunk {i + 1} failed.", "Try again.")
             t = np.arange(int(0.5 * SR)) / SR
             wav = (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32)
             pieces.append(wav)
@@ -198,8 +204,53 @@ def backend(env):
     return FakeBackend(write_fake_weights(env / "models"), env / "outputs")
 
 
+class FakeClock:
+    """A schedule for the live player that runs nothing until the test says so."""
+
+    class Handle:
+        def __init__(self, delay, callback):
+            self.delay, self.callback, self.cancelled = delay, callback, False
+
+        def cancel(self):
+            self.cancelled = True
+
+    def __init__(self):
+        self.handles: list[FakeClock.Handle] = []
+
+    def __call__(self, delay, callback):
+        handle = FakeClock.Handle(delay, callback)
+        self.handles.append(handle)
+        return handle
+
+    @property
+    def pending(self) -> list[Handle]:
+        return [h for h in self.handles if not h.cancelled and h.callback is not None]
+
+    def fire(self) -> float:
+        """Let the oldest pending timer elapse; returns its delay."""
+        handle = self.pending[0]
+        callback, handle.callback = handle.callback, None
+        callback()
+        return handle.delay
+
+
+@pytest.fixture(autouse=True)
+def no_stray_live_threads():
+    """Every test must leave no live-playback timer thread behind."""
+    yield
+    deadline = time.monotonic() + 2
+    while _live_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _live_threads(), "a live-playback timer outlived its test"
+
+
+def _live_threads():
+    return [t for t in threading.enumerate() if t.name == "cbx-live-playback" and t.is_alive()]
+
+
 def make_controller(backend, **kwargs) -> tuple[DashboardController, list[str]]:
     events: list[str] = []
+    kwargs.setdefault("schedule", FakeClock())
     controller = DashboardController(backend, idle_unload_minutes=15, **kwargs)
     controller.observe(events.append)
     return controller, events
@@ -445,3 +496,156 @@ def test_history_play_puts_entry_back(backend):
     assert [e.number for e in c.history] == [2, 1]
     c.play(1)
     assert c.current.text == "One."
+
+
+# ------------------------------------------------------- short first chunk, live play
+
+FIVE_SENTENCES = ("The morning train was late again, so Maria walked along the river. "
+                  "She noticed the fog lifting slowly over the old stone bridge. "
+                  "A fisherman waved and pointed to the herons near the bank. "
+                  "By the time she reached the office, the sun was out. "
+                  "It was the best part of her day.")
+
+
+def test_chunk_hint_and_generation_use_the_short_first_chunk(backend):
+    c, _ = make_controller(backend)
+    c.set_text(FIVE_SENTENCES)
+    assert backend.split_calls[-1] == DEFAULT_FIRST_CHUNK_CHARS
+    assert c.text_info["chunks"] == len(split_text(FIVE_SENTENCES)) == 2
+    assert len(split_text(FIVE_SENTENCES, first_chunk_chars=None)) == 1
+    totals = []
+    c.observe(lambda ev: ev == "progress" and c.progress and totals.append(c.progress["total"]))
+    assert c.generate() and c.wait(10)
+    call = backend.speak_calls[-1]
+    assert call["first_chunk_chars"] == DEFAULT_FIRST_CHUNK_CHARS
+    assert call["max_chunk_chars"] == c.max_chunk_chars
+    assert set(totals) - {0} == {2}, "the progress total matches the hint"
+    assert c.current.text == FIVE_SENTENCES
+
+
+def test_live_playback_plays_chunks_in_order_while_the_rest_is_made(backend):
+    clock = FakeClock()
+    c, events = make_controller(backend, schedule=clock)
+    c.set_max_chunk_chars(50)
+    c.set_text("First sentence is here. Second sentence is here. Third one ends it all. "
+               "And a fourth sentence, at last.")
+    total = c.text_info["chunks"]
+    assert total == 3
+    assert c.live.state == playback.IDLE
+    backend.gate = threading.Event()
+    assert c.generate()
+    wait_for(lambda: c.live.state == playback.WAITING)
+
+    backend.gate.set()                                   # chunk 1 finishes
+    wait_for(lambda: c.live.snapshot().played == (0,))
+    live = c.live.snapshot()
+    assert live.state == playback.PLAYING and live.chunk.index == 0
+    assert live.chunk.data == c.chunks_done[0][2], "the live player gets chunk 1 at once"
+    assert live.chunk.seconds == pytest.approx(0.5)
+    assert c.busy == GENERATING, "first audio plays while the rest is generated"
+    assert [h.delay for h in clock.pending] == [pytest.approx(0.5 + playback.LIVE_GAP_SECONDS)]
+    assert "live" in events
+
+    backend.gate.set()                                   # chunk 2 finishes during chunk 1
+    wait_for(lambda: c.live.snapshot().queued == 1)
+    assert c.live.snapshot().chunk.index == 0, "chunk 2 waits for chunk 1 to end"
+    clock.fire()                                         # chunk 1 has played
+    live = c.live.snapshot()
+    assert live.chunk.index == 1 and live.queued == 0 and live.state == playback.PLAYING
+    clock.fire()                                         # chunk 2 has played, 3 not made
+    assert c.live.state == playback.WAITING, "playback caught up with generation"
+    assert clock.pending == []
+
+    backend.gate.set()                                   # chunk 3 plays as soon as it is made
+    assert c.wait(10)
+    live = c.live.snapshot()
+    assert live.played == (0, 1, 2) and live.state == playback.PLAYING and live.finished
+    assert c.current is not None, "the combined result is ready meanwhile"
+    clock.fire()
+    assert c.live.state == playback.DONE and clock.pending == []
+
+
+def test_cancel_and_unload_silence_live_playback(backend):
+    clock = FakeClock()
+    c, _ = make_controller(backend, schedule=clock)
+    c.set_max_chunk_chars(60)
+    c.set_text("First sentence is here. Second sentence is here. Third one ends it all.")
+    backend.gate = threading.Event()
+    c.generate()
+    backend.gate.set()
+    wait_for(lambda: c.live.state == playback.PLAYING)
+    timer = clock.pending[0]
+    assert c.cancel()
+    assert c.live.state == playback.STOPPED and timer.cancelled
+    assert c.live.snapshot().chunk is None
+    backend.gate.set()
+    assert c.wait(10)
+    assert c.live.state == playback.STOPPED, "nothing plays after Cancel"
+    assert clock.pending == []
+
+    # A new generation starts a fresh live queue; Unload silences it too.
+    backend.gate = None
+    c.set_text("Hello there. This is short.")
+    assert c.generate() and c.wait(10)
+    live = c.live.snapshot()
+    assert live.played == (0,) and live.state == playback.PLAYING
+    assert c.unload() and c.wait(10)
+    assert c.live.state == playback.STOPPED and clock.pending == []
+
+
+def test_chunks_made_before_a_failure_still_play(backend):
+    clock = FakeClock()
+    c, _ = make_controller(backend, schedule=clock)
+    c.set_max_chunk_chars(60)
+    c.set_text("First sentence is here. Second sentence is here. Third one ends it all.")
+    backend.fail_after = 1
+    assert c.generate() and c.wait(10)
+    assert c.error is not None and c.error.code == "generation_failed"
+    live = c.live.snapshot()
+    assert live.played == (0,) and live.finished and live.state == playback.PLAYING
+    clock.fire()
+    assert c.live.state == playback.DONE
+
+
+def test_new_generation_replaces_the_live_queue(backend):
+    clock = FakeClock()
+    c, _ = make_controller(backend, schedule=clock)
+    c.set_max_chunk_chars(60)
+    c.set_text("First sentence is here. Second sentence is here. Third one ends it all.")
+    assert c.generate() and c.wait(10)
+    first = c.live.snapshot()
+    assert first.played == (0,) and first.queued == 1
+    old_timer = clock.pending[0]
+    assert c.generate() and c.wait(10)
+    assert old_timer.cancelled, "the old generation's timer must not advance the new one"
+    second = c.live.snapshot()
+    assert second.played == (0,) and second.queued == 1 and second.serial > first.serial
+    assert second.chunk.data != b"" and second.chunk.data[:4] == b"RIFF"
+
+
+def test_live_playback_with_real_timer_threads_finishes_and_stops_cleanly():
+    changes = []
+    live = playback.LivePlayback(lambda: changes.append(1), gap=0.01)
+    live.begin(3)
+    for i in range(3):
+        live.add(i, 3, b"RIFF%d" % i, 0.01)
+    live.finish()
+    wait_for(lambda: live.state == playback.DONE)
+    assert live.snapshot().played == (0, 1, 2)
+    # A long chunk's timer thread ends at once on stop(): nothing outlives the page.
+    live.begin(1)
+    live.add(0, 1, b"RIFFlong", 30.0)
+    assert _live_threads()
+    live.stop()
+    assert _live_threads() == []
+    assert live.state == playback.STOPPED and live.snapshot().chunk is None
+    assert changes
+
+
+def test_close_stops_live_playback(backend):
+    c, _ = make_controller(backend, schedule=None)      # the real timer thread
+    c.set_text("Hello there.")
+    assert c.generate() and c.wait(10)
+    assert c.live.state == playback.PLAYING and _live_threads()
+    c.close()
+    assert c.live.state == playback.STOPPED and _live_threads() == []

@@ -4,6 +4,7 @@ without a browser."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 
@@ -11,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from cbx.manager import get_manager
+from cbx.ui import playback
 from cbx.ui.backend import CbxBackend
 from cbx.ui.controller import DashboardController
 from tests import checkpoints
@@ -27,6 +29,7 @@ def controller(checkpoint_root):
     c.device = "cpu"
     yield c
     c.wait(120)
+    c.close()
     manager.remove_listener(c._on_model_change)
     manager.start_idle_unload(15)
     manager.unload()
@@ -54,6 +57,11 @@ def test_generate_with_uploaded_voice_then_unload(controller, speech_wav):
     stages = {p["stage"] for p in progress}
     assert {"loading", "tokens", "chunk_done"} <= stages
     assert max(p["chunk"] for p in progress) == 2 and progress[-1]["total"] == 2
+    # the live player (real timer threads) plays both chunks, in order
+    deadline = time.monotonic() + 30
+    while c.live.state != playback.DONE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.live.state == playback.DONE and c.live.snapshot().played == (0, 1)
     assert c.model["state"] == "ready" and c.can_unload
     assert c.health.model["state"] == "ready"
 
@@ -62,6 +70,18 @@ def test_generate_with_uploaded_voice_then_unload(controller, speech_wav):
     assert c.model["state"] == "not_loaded"
     assert "all model memory released" in c.model_note
     assert c.health.model["state"] == "not_loaded"
+
+
+def test_default_chunking_splits_off_a_short_first_chunk(controller):
+    c = controller
+    text = TWO_CHUNKS + " A cold wind came down from the north that night."
+    c.set_text(text)
+    assert c.max_chunk_chars == 300 and c.text_info["chunks"] == 2
+    assert c.generate() and c.wait(300)
+    assert c.error is None, c.error.to_dict()
+    assert len(c.current.text) > 100
+    assert json.loads(c.current.sidecar_json)["chunks"] == [
+        TWO_CHUNKS, "A cold wind came down from the north that night."]
 
 
 def test_cancel_stops_within_a_chunk(controller):

@@ -12,13 +12,15 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
+from cbx.ui import playback  # noqa: E402
 from cbx.ui.controller import DashboardController  # noqa: E402
 from cbx.ui.view import Dashboard  # noqa: E402
-from tests.test_ui_controller import (FakeBackend, backend, clip_bytes,  # noqa: E402,F401
-                                      env)
+from tests.test_ui_controller import (FakeBackend, FakeClock, backend,  # noqa: E402,F401
+                                      clip_bytes, env, no_stray_live_threads, wait_for)
 
 
 def make(backend, **kwargs) -> Dashboard:
+    kwargs.setdefault("schedule", FakeClock())     # the live player advances when told
     return Dashboard(DashboardController(backend, idle_unload_minutes=15, **kwargs))
 
 
@@ -185,3 +187,85 @@ def test_end_session_needs_confirmation(backend):
     assert exited.wait(5)
     assert view.generate.disabled and view.load.disabled
     assert "Reload the page" in view.model_note.value
+
+
+def test_live_player_plays_each_chunk_as_it_arrives_then_the_next(backend):
+    clock = FakeClock()
+    view = make(backend, schedule=clock)
+    assert view.live_player.autoplay and view.live_box.layout.display == "none"
+    assert "cbx-live-player" in view.live_player._dom_classes
+    view.chunk_chars.value = 60
+    view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
+    backend.gate = threading.Event()
+    view.generate.click()
+    wait_for(lambda: view.live_box.layout.display is None)
+    assert "as soon as it is ready" in view.live_info.value
+    assert view.live_player.value == playback.SILENCE
+    backend.gate.set()
+    wait_for(lambda: view.c.live.snapshot().played == (0,))
+    wait_for(lambda: len(view.preview.children) == 2)
+    chunk1 = view.c.chunks_done[0][2]
+    assert view.live_player.value == chunk1, "chunk 1 starts playing by itself"
+    assert "Playing chunk 1 of 2" in view.live_info.value
+    # the per-chunk player for replay is still there, not autoplaying
+    replay = view.preview.children[1].children[1]
+    assert replay.value == chunk1 and not replay.autoplay
+    backend.gate.set()
+    assert view.c.wait(10)
+    chunk2 = view.c.current.wav_bytes   # the joined result; chunk 2 is still queued
+    assert view.live_player.value == chunk1, "chunk 2 waits until chunk 1 has played"
+    clock.fire()
+    assert view.live_player.value not in (chunk1, playback.SILENCE, chunk2)
+    assert view.live_player.value[:4] == b"RIFF"
+    assert "Playing chunk 2 of 2" in view.live_info.value
+    clock.fire()
+    assert "Played all 2 chunks" in view.live_info.value
+    assert view.player.value == chunk2, "the combined result player is unchanged"
+
+
+def test_live_player_is_silenced_on_cancel_and_replays_identical_audio(backend):
+    clock = FakeClock()
+    view = make(backend, schedule=clock)
+    view.chunk_chars.value = 60
+    view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
+    backend.gate = threading.Event()
+    view.generate.click()
+    backend.gate.set()
+    wait_for(lambda: view.c.live.state == playback.PLAYING)
+    assert view.live_player.value[:4] == b"RIFF" and view.live_player.value != playback.SILENCE
+    view.cancel.click()
+    assert view.live_player.value == playback.SILENCE
+    assert "stopped" in view.live_info.value
+    backend.gate.set()
+    assert view.c.wait(10)
+    # The same text and seed make the same first chunk: it must still reach the
+    # browser again (an unchanged value would not be re-sent, so not replayed); a new
+    # generation silences the player first.
+    sent = []
+    view.live_player.observe(lambda change: sent.append(change["new"]), names="value")
+    backend.gate = None
+    view.text.value = "Hello there."
+    view.seed.value = "3"
+    view.generate.click()
+    assert view.c.wait(10)
+    first = view.live_player.value
+    view.generate.click()
+    assert view.c.wait(10)
+    assert sent[-1] == first and sent.count(first) == 2
+    assert sent[-2] == playback.SILENCE
+
+
+def test_live_view_resends_identical_audio_when_renders_coalesce(backend):
+    """Two renders can see one snapshot only (begin and the first chunk in quick
+    succession): identical bytes still go out again, after a moment of silence."""
+    view = make(backend)
+    live = view.c.live
+    live.begin(1)
+    live.add(0, 1, b"RIFF-same", 1.0)
+    sent = []
+    view.live_player.observe(lambda change: sent.append(change["new"]), names="value")
+    view._live_serial = None          # as if the view had not drawn the last change yet
+    view._render_live()
+    assert sent == [playback.SILENCE, b"RIFF-same"]
+    view.close()
+    assert live.state == playback.STOPPED

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from ..text import DEFAULT_FIRST_CHUNK_CHARS   # standard library only
+
 
 class CbxBackend:
     """The real backend: status, model manager, voice library, text helpers and speak()."""
@@ -68,10 +70,12 @@ class CbxBackend:
 
         return Voice.builtin_voice()
 
-    def split_text(self, text: str, max_chars: int) -> list[str]:
+    def split_text(self, text: str, max_chars: int, *,
+                   first_chunk_chars: int | None = DEFAULT_FIRST_CHUNK_CHARS) -> list[str]:
+        """The chunks speak() will make (pass the same first_chunk_chars as to speak)."""
         from ..text import split_text
 
-        return split_text(text, max_chars=max_chars)
+        return split_text(text, max_chars=max_chars, first_chunk_chars=first_chunk_chars)
 
     def estimate_seconds(self, text: str) -> float:
         from ..text import estimate_seconds

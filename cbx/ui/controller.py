@@ -6,7 +6,8 @@ panel refreshes after every action) lives here, so tests can drive it without a
 browser and without ipywidgets. The view only observes events and re-renders.
 
 Long work (load, unload, generate) runs on a worker thread so the kernel's main thread
-stays free to receive the Cancel click.
+stays free to receive the Cancel click. Finished chunks also feed the live player
+(`playback.LivePlayback`), which plays them in order while the rest is generated.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CbxError, GenerationCancelled, GenerationFailed, InvalidSetting
+from ..text import DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS
 from ..variants import DEFAULT_VARIANT, VARIANTS
+from .playback import LivePlayback, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +37,11 @@ UNLOADING = "unloading"
 BUILTIN = "__builtin__"        # voice choice meaning "the variant's bundled voice"
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("float32", "float16", "bfloat16")
-DEFAULT_MAX_CHUNK_CHARS = 300
+DEFAULT_MAX_CHUNK_CHARS = DEFAULT_MAX_CHARS
 
 # Events the view listens to (each names the part of the page to redraw).
-EVENTS = ("busy", "progress", "status", "error", "result", "chunk", "history", "health",
-          "model", "voices", "text", "settings", "session")
+EVENTS = ("busy", "progress", "status", "error", "result", "chunk", "live", "history",
+          "health", "model", "voices", "text", "settings", "session")
 
 
 @dataclass
@@ -97,7 +100,10 @@ class DashboardController:
     """Holds everything the page shows and performs every action the page offers."""
 
     def __init__(self, backend, *, idle_unload_minutes: float | None = None,
-                 threaded: bool = True, exit_process: Callable[[], None] | None = None):
+                 threaded: bool = True, exit_process: Callable[[], None] | None = None,
+                 schedule: Schedule | None = None):
+        """`schedule(delay, callback)` times the live player (default: a daemon timer
+        thread); tests pass a fake clock to step it."""
         self.backend = backend
         self.threaded = threaded
         self._exit_process = exit_process
@@ -112,6 +118,7 @@ class DashboardController:
         self.error: CbxError | None = None
         self.progress: dict | None = None
         self.chunks_done: list[tuple[int, int, bytes]] = []   # live preview while generating
+        self.live = LivePlayback(lambda: self._emit("live"), schedule=schedule)
         self.current: HistoryEntry | None = None
         self.history: list[HistoryEntry] = []
         self.health = None             # the StatusReport of the last refresh
@@ -134,6 +141,8 @@ class DashboardController:
         self.dtype = "float32"
         self.seed_text = ""
         self.max_chunk_chars = DEFAULT_MAX_CHUNK_CHARS
+        # the same short first chunk speak() uses, so the hint counts what will be made
+        self.first_chunk_chars: int | None = DEFAULT_FIRST_CHUNK_CHARS
         self.settings: dict = dict(VARIANTS[self.variant].defaults)
 
         self.idle_unload_minutes = idle_unload_minutes
@@ -318,7 +327,9 @@ class DashboardController:
             self.text_info = {"chars": len(self.text), "chunks": 0, "seconds": 0.0}
         else:
             try:
-                chunks = len(self.backend.split_text(self.text, self.max_chunk_chars))
+                chunks = len(self.backend.split_text(
+                    self.text, self.max_chunk_chars,
+                    first_chunk_chars=self.first_chunk_chars))
                 seconds = float(self.backend.estimate_seconds(self.text))
             except CbxError:
                 chunks, seconds = 0, 0.0
@@ -417,6 +428,7 @@ class DashboardController:
 
     def unload(self) -> bool:
         def work() -> None:
+            self.live.stop()      # Unload means quiet: no finished chunk keeps playing
             self.status_line = "Unloading the model..."
             self._emit("status")
             try:
@@ -448,7 +460,7 @@ class DashboardController:
         language = self.language if VARIANTS[variant].languages else None
         ignored = set(VARIANTS[variant].ignored_settings)
         settings = {k: v for k, v in self.settings.items() if k not in ignored}
-        max_chars = self.max_chunk_chars
+        max_chars, first_chars = self.max_chunk_chars, self.first_chunk_chars
         token = self.backend.make_cancel_token()
 
         def on_progress(p) -> None:
@@ -470,8 +482,10 @@ class DashboardController:
             self._emit("progress", "status")
 
         def on_chunk(index, total, wav, sample_rate) -> None:
-            self.chunks_done.append((index, total, _wav_bytes(wav, sample_rate)))
+            data = _wav_bytes(wav, sample_rate)
+            self.chunks_done.append((index, total, data))
             self._emit("chunk")
+            self.live.add(index, total, data, _seconds(wav, sample_rate))
 
         def work() -> None:
             self._cancel_token = token
@@ -480,21 +494,26 @@ class DashboardController:
                              "tokens": 0, "elapsed": 0.0, "eta": None, "stage": "starting"}
             self.status_line = "Starting..."
             self._emit("progress", "status", "chunk")
+            self.live.begin(self.progress["total"])
             try:
                 result = self.backend.speak(
                     text, voice, variant=variant, device=device, dtype=dtype, seed=seed,
-                    language=language, max_chunk_chars=max_chars, progress=on_progress,
-                    cancel=token, on_chunk=on_chunk, **settings)
+                    language=language, max_chunk_chars=max_chars,
+                    first_chunk_chars=first_chars, progress=on_progress, cancel=token,
+                    on_chunk=on_chunk, **settings)
             except GenerationCancelled as exc:
+                self.live.stop()
                 self.status_line = f"Cancelled. {exc.message}"
                 self.progress = None
                 self._emit("progress", "status")
                 return
             except BaseException as exc:
+                self.live.finish()     # the chunks made before the failure still play
                 self.progress = None
                 self._fail(exc)
                 self._emit("progress")
                 return
+            self.live.finish()
             self._finish(result)
 
         return self._start(GENERATING, work)
@@ -546,6 +565,7 @@ class DashboardController:
             return False
         token.cancel()
         self.backend.cancel_running()
+        self.live.stop()
         self.busy = CANCELLING
         self.status_line = "Cancelling: stopping within the current chunk..."
         self._emit("busy", "status")
@@ -562,6 +582,10 @@ class DashboardController:
         self.error = None
         self._emit("error")
 
+    def close(self) -> None:
+        """Stop live playback and its timer (the page is going away)."""
+        self.live.stop()
+
     # ----------------------------------------------------------------- end session
     def end_session(self) -> bool:
         """Unload, then stop this kernel process: the complete deload. The page must be
@@ -569,6 +593,7 @@ class DashboardController:
         if self.busy is not IDLE or self._exit_process is None:
             return False
         self.session_ended = True
+        self.live.stop()
         try:
             report = self.backend.unload()
             self.model_note = report.summary()
@@ -581,6 +606,12 @@ class DashboardController:
         timer.daemon = True
         timer.start()
         return True
+
+
+def _seconds(wav, sample_rate: int) -> float:
+    import numpy as np
+
+    return np.asarray(wav).size / float(sample_rate)
 
 
 def _wav_bytes(wav, sample_rate: int) -> bytes:

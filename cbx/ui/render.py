@@ -242,6 +242,29 @@ def progress_fraction(progress: dict | None) -> float:
     return max(0.0, min(done / total, 1.0))
 
 
+def live_status_html(live) -> str:
+    """One line over the live player: what it plays now and what comes next."""
+    state, total = live.state, live.total
+    played = len(live.played)
+    of = f" of {total}" if total else ""
+    if state == "playing" and live.chunk is not None:
+        text = f"Playing chunk {live.chunk.index + 1}{of} while the rest is made."
+        if live.finished:
+            text = f"Playing chunk {live.chunk.index + 1}{of}."
+    elif state == "waiting":
+        text = ("The first chunk plays here as soon as it is ready." if not played else
+                f"Chunk {played + 1}{of} plays as soon as it is ready.")
+    elif state == "done":
+        text = (f"Played all {played} chunk{'s' if played != 1 else ''}." if played == total
+                else f"Played the {played} finished chunk{'s' if played != 1 else ''}.")
+    elif state == "stopped":
+        text = "Live playback stopped."
+    else:
+        return ""
+    return (f"<span class='cbx-hint' data-state='{e(state)}' data-played='{played}'>"
+            f"<b>Live:</b> {e(text)}</span>")
+
+
 def data_url(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 

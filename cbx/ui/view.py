@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from ..variants import ALL_SETTINGS, VARIANTS
-from . import render
+from . import playback, render
 from .controller import (BUILTIN, CANCELLING, DEVICES, DTYPES, GENERATING,
                          DashboardController)
 
@@ -43,10 +43,12 @@ class Dashboard:
         self.c = controller
         self._local = threading.local()      # "syncing" flag: ignore our own updates
         self._history_rows: dict[int, object] = {}
+        self._live_lock = threading.Lock()   # timer and worker threads both redraw it
+        self._live_serial = None
         self._build()
         controller.observe(self._on_event)
         for event in ("health", "voices", "text", "settings", "busy", "status", "error",
-                      "result", "history", "progress", "chunk"):
+                      "result", "history", "progress", "chunk", "live"):
             self._on_event(event)
 
     # ----------------------------------------------------------------- helpers
@@ -177,11 +179,19 @@ class Dashboard:
         self.progress.add_class("cbx-progress")
         self.progress_text = w.HTML()
         self.progress_text.add_class("cbx-progress-text")
+        # Live: autoplay, fed the next finished chunk by the controller's playback timer
+        self.live_info = w.HTML()
+        self.live_info.add_class("cbx-live-info")
+        self.live_player = w.Audio(value=playback.SILENCE, format="wav", autoplay=True,
+                                   controls=True, layout=w.Layout(width="100%", height="40px"))
+        self.live_player.add_class("cbx-live-player")
+        self.live_box = w.VBox([self.live_info, self.live_player], layout=full())
+        self.live_box.add_class("cbx-live")
         self.preview = w.VBox()
         self.preview.add_class("cbx-preview")
         run_card = self._card("4 &middot; Generate",
                               w.HBox([self.generate, self.cancel]),
-                              self.progress, self.progress_text, self.preview)
+                              self.progress, self.progress_text, self.live_box, self.preview)
 
         # Output
         self.result_info = w.HTML()
@@ -342,6 +352,29 @@ class Dashboard:
                 w.Audio(value=data, format="wav", autoplay=False,
                         layout=w.Layout(width="80%", height="36px"))]))
         self.preview.children = tuple(children)
+
+    def _render_live(self) -> None:
+        """Show the live state; put new audio in the player only when the chunk changes
+        (each new value starts playing by itself: the player has autoplay)."""
+        with self._live_lock:
+            live = self.c.live.snapshot()
+            self.live_box.layout.display = "none" if live.state == playback.IDLE else None
+            self.live_info.value = render.live_status_html(live)
+            if live.serial == self._live_serial:
+                return
+            self._live_serial = live.serial
+            data = live.chunk.data if live.chunk is not None else playback.SILENCE
+            if self.live_player.value == data:
+                if live.chunk is None:
+                    return                       # already silent
+                # the same bytes again would not reach the browser, so not replay
+                self.live_player.value = playback.SILENCE
+            self.live_player.value = data
+
+    def close(self) -> None:
+        """Stop live playback and close the widgets (the page is going away)."""
+        self.c.close()
+        self.root.close()
 
     def _render_result(self) -> None:
         entry = self.c.current
