@@ -171,6 +171,17 @@ def wait_text(page, selector: str, needle: str, timeout: int = PAGE_TIMEOUT_MS) 
         arg=[selector, needle], timeout=timeout)
 
 
+def record_live_playback(page) -> None:
+    """Note each audio source the live player really plays (its time moves past 0)."""
+    page.evaluate(
+        "() => { window.__cbxLivePlayed = [];"
+        " document.addEventListener('timeupdate', ev => {"
+        "  const a = ev.target;"
+        "  if (a.classList && a.classList.contains('cbx-live-player') && a.currentTime > 0"
+        "      && !a.paused && !window.__cbxLivePlayed.includes(a.src))"
+        "   window.__cbxLivePlayed.push(a.src); }, true); }")
+
+
 def audio_duration(page, selector: str) -> float:
     return page.eval_on_selector(
         selector,
@@ -218,9 +229,13 @@ def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
     assert page.locator("audio.cbx-voice-player").count() == 1
     shot(page, "02_voice_uploaded")
 
-    set_chunk_size(page, 50)
-    type_text(page, "The sun rose over the quiet hills. Birds sang in the tall old trees.")
+    # 107 characters: one chunk of 120 at most, but the short first chunk (whole
+    # sentences up to 100 characters) splits off the last sentence, as speak() will.
+    set_chunk_size(page, 120)
+    type_text(page, "The sun rose over the quiet hills. Birds sang in the tall old trees. "
+                    "A cold wind came down from the north.")
     wait_text(page, ".cbx-textinfo", "2 chunks")
+    record_live_playback(page)
     generate = page.locator("button.cbx-generate")
     cancel = page.locator("button.cbx-cancel")
     assert generate.is_enabled() and cancel.is_disabled()
@@ -237,6 +252,12 @@ def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
     assert page.locator(".cbx-error-box .cbx-error").count() == 0
     duration = audio_duration(page, "audio.cbx-player")
     assert duration > 0.5
+    # The live player played each chunk by itself (autoplay), one after the other.
+    wait_text(page, ".cbx-live-info", "Played all 2 chunks", GENERATION_TIMEOUT_MS)
+    page.wait_for_function("() => window.__cbxLivePlayed.length === 2",
+                           timeout=GENERATION_TIMEOUT_MS)
+    played = page.evaluate("() => window.__cbxLivePlayed")
+    assert all(src.startswith("blob:") for src in played) and played[0] != played[1]
     shot(page, "04_result")
 
     with page.expect_download() as info:
@@ -255,7 +276,8 @@ def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
     info.value.save_as(str(side))
     meta = json.loads(side.read_text(encoding="utf-8"))
     assert meta["voice"].lower().startswith("reference")
-    assert len(meta["chunks"]) == 2
+    assert meta["chunks"] == ["The sun rose over the quiet hills. Birds sang in the tall old "
+                              "trees.", "A cold wind came down from the north."]
 
     page.click("button.cbx-unload")
     wait_text(page, ".cbx-model-note", "Unloaded", GENERATION_TIMEOUT_MS)

@@ -565,11 +565,18 @@ def test_live_playback_plays_chunks_in_order_while_the_rest_is_made(backend):
     assert c.live.state == playback.DONE and clock.pending == []
 
 
-def test_cancel_and_unload_silence_live_playback(backend):
+def live_controller(backend) -> tuple[DashboardController, FakeClock]:
+    """A controller on a fake clock with a two-chunk text typed in."""
     clock = FakeClock()
     c, _ = make_controller(backend, schedule=clock)
     c.set_max_chunk_chars(60)
     c.set_text("First sentence is here. Second sentence is here. Third one ends it all.")
+    assert c.text_info["chunks"] == 2
+    return c, clock
+
+
+def test_cancel_and_unload_silence_live_playback(backend):
+    c, clock = live_controller(backend)
     backend.gate = threading.Event()
     c.generate()
     backend.gate.set()
@@ -594,10 +601,7 @@ def test_cancel_and_unload_silence_live_playback(backend):
 
 
 def test_chunks_made_before_a_failure_still_play(backend):
-    clock = FakeClock()
-    c, _ = make_controller(backend, schedule=clock)
-    c.set_max_chunk_chars(60)
-    c.set_text("First sentence is here. Second sentence is here. Third one ends it all.")
+    c, clock = live_controller(backend)
     backend.fail_after = 1
     assert c.generate() and c.wait(10)
     assert c.error is not None and c.error.code == "generation_failed"
@@ -608,10 +612,7 @@ def test_chunks_made_before_a_failure_still_play(backend):
 
 
 def test_new_generation_replaces_the_live_queue(backend):
-    clock = FakeClock()
-    c, _ = make_controller(backend, schedule=clock)
-    c.set_max_chunk_chars(60)
-    c.set_text("First sentence is here. Second sentence is here. Third one ends it all.")
+    c, clock = live_controller(backend)
     assert c.generate() and c.wait(10)
     first = c.live.snapshot()
     assert first.played == (0,) and first.queued == 1

@@ -5,6 +5,7 @@ part of the page it names. No model logic lives here.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from pathlib import Path
@@ -537,4 +538,6 @@ def dashboard(model_dir=None, backend=None) -> Dashboard:
                                      idle_unload_minutes=minutes, exit_process=_exit_kernel)
     if config_error is not None:
         controller.error = config_error
+    # kernel shutdown: stop the live player's timer before the interpreter goes away
+    atexit.register(controller.close)
     return Dashboard(controller)
