@@ -75,7 +75,7 @@ def load_tts(spec, folder, device: str, t3_dtype: str | None = None):
     Uses the fast path when it applies, else (logged) the upstream ``from_local``.
     `t3_dtype` ("float16"/"bfloat16") lets the fast path convert T3's weights as they
     are read, so a GPU never holds them in float32; the caller still casts the model
-    (cbx.manager._cast_t3), which covers the from_local path too.  Errors a damaged
+    (cbx.manager._cast_half), which covers the from_local path too.  Errors a damaged
     checkpoint causes are raised as upstream would raise them.
     """
     cls = getattr(importlib.import_module(spec.module), spec.class_name)

@@ -471,13 +471,18 @@ def _load_upstream(spec, folder: Path, device: str, dtype: str):
     tts = fastload.load_tts(spec, folder, device,
                             t3_dtype=None if dtype == "float32" else dtype)
     if dtype != "float32":
-        _cast_t3(tts, dtype)
+        _cast_half(tts, dtype)
     return tts
 
 
-def _cast_t3(tts, dtype: str) -> None:
-    """Run the token model (T3, most of the weights and the decode time) in half
-    precision; S3Gen and the voice encoder stay float32 for audio quality.
+def _cast_half(tts, dtype: str) -> None:
+    """Run the token model (T3: two thirds of the weights and the decode time) and
+    S3Gen's flow-matching estimator in half precision.
+
+    The estimator is the one part of S3Gen that upstream itself runs in its own dtype
+    (its ODE solver casts the inputs to ``estimator.dtype`` and the mel back), so that
+    cast follows upstream's fp16 mode; the rest of S3Gen (speech tokenizer, speaker
+    encoder, flow encoder, vocoder) and the voice encoder stay float32 for audio quality.
 
     The rotary-position frequencies (non-persistent buffers) stay float32, as a
     half-precision load by transformers keeps them, so positions are not rounded.
@@ -507,6 +512,7 @@ def _cast_t3(tts, dtype: str) -> None:
         return (cond, *args[1:])
 
     t3._cbx_cond_dtype_hook = t3.cond_enc.register_forward_pre_hook(cast_conditionals)
+    tts.s3gen.flow.decoder.estimator.to(dtype=target)
 
 
 def _module_refs(tts) -> dict:
@@ -551,6 +557,25 @@ def free_cuda_cache() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def attention_kernels(device: str):
+    """A context for generating on `device`: on CUDA, scaled-dot-product attention may use
+    FlashAttention, memory-efficient or math kernels, but not cuDNN's.
+
+    Why: recent PyTorch prefers cuDNN attention for half precision on Hopper GPUs, and
+    cuDNN builds a new execution graph for every new sequence length.  T3 decodes one
+    token at a time with a growing KV cache, so every step is a new length: on an H200
+    (torch 2.11) float16 decoding ran at 12-14 tokens/s instead of 35-50.  Float32 never
+    uses cuDNN attention, so this changes nothing there."""
+    import contextlib
+
+    if not str(device).startswith("cuda"):
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.MATH])
 
 
 def is_cuda_oom(exc: BaseException) -> bool:

@@ -20,7 +20,7 @@ from . import text as textmod
 from . import voices as voicemod
 from .errors import (CbxError, CUDA_OOM_SOLUTION, GenerationCancelled, GenerationFailed,
                      InvalidSetting, InvalidText, NoVoiceLoaded)
-from .manager import free_cuda_cache, is_cuda_oom, get_manager
+from .manager import attention_kernels, free_cuda_cache, is_cuda_oom, get_manager
 from .variants import ALL_SETTINGS, get_variant
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
@@ -398,7 +398,8 @@ def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: Can
     try:
         tts.conds = conds
         torch.manual_seed(seed)
-        wav = tts.generate(chunk, **kwargs)
+        with attention_kernels(tts.device):
+            wav = tts.generate(chunk, **kwargs)
     finally:
         handle.remove()
     return wav.squeeze(0).detach().cpu().numpy().astype("float32")

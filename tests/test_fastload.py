@@ -263,7 +263,20 @@ def test_bfloat16_speaks_through_cbx(checkpoint_root, monkeypatch, speech_wav):
         t3 = manager.loaded.tts.t3
         assert {p.dtype for p in t3.parameters()} == {torch.bfloat16}
         assert t3.tfmr.rotary_emb.inv_freq.dtype == torch.float32   # positions not rounded
-        assert {p.dtype for p in manager.loaded.tts.s3gen.parameters()} == {torch.float32}
+        s3gen = manager.loaded.tts.s3gen
+        estimator = s3gen.flow.decoder.estimator
+        assert {p.dtype for p in estimator.parameters()} == {torch.bfloat16}
+        estimator_ids = {id(p) for p in estimator.parameters()}
+        assert {p.dtype for p in s3gen.parameters() if id(p) not in estimator_ids} \
+            == {torch.float32}                     # tokenizer, encoder, vocoder stay fp32
+        estimator_inputs = []
+        estimator_forward = estimator.forward      # upstream calls .forward (no hooks)
+
+        def recording_forward(*args, **kwargs):
+            estimator_inputs.append(kwargs["x"].dtype)
+            return estimator_forward(*args, **kwargs)
+
+        monkeypatch.setattr(estimator, "forward", recording_forward)
 
         seen = []
         t3.tfmr.register_forward_hook(lambda _m, _i, out: seen.append(
@@ -274,6 +287,7 @@ def test_bfloat16_speaks_through_cbx(checkpoint_root, monkeypatch, speech_wav):
                            device="cpu", dtype="bfloat16")
         assert manager.loaded.tts.t3 is t3          # the same model, not a float32 reload
         assert seen and set(seen) == {torch.bfloat16}
+        assert estimator_inputs and set(estimator_inputs) == {torch.bfloat16}
         assert result.dtype == "bfloat16" and result.wav.dtype == np.float32
         assert len(result.wav) == checkpoints.expected_samples("original")
         assert np.isfinite(result.wav).all() and np.abs(result.wav).max() > 0
@@ -285,3 +299,45 @@ def test_bfloat16_speaks_through_cbx(checkpoint_root, monkeypatch, speech_wav):
         assert len(builtin.wav) == checkpoints.expected_samples("original")
     finally:
         manager.unload()
+
+
+def test_cuda_attention_context_leaves_out_cudnn_only_on_cuda():
+    from cbx.manager import attention_kernels
+
+    flags = torch.backends.cuda
+    assert flags.cudnn_sdp_enabled()
+    with attention_kernels("cuda:0"):
+        assert not flags.cudnn_sdp_enabled()
+        assert flags.flash_sdp_enabled() and flags.mem_efficient_sdp_enabled() \
+            and flags.math_sdp_enabled()
+    assert flags.cudnn_sdp_enabled()                 # restored on exit
+    with attention_kernels("cpu"):
+        assert flags.cudnn_sdp_enabled()
+
+
+@pytest.mark.model
+def test_generation_runs_inside_the_attention_context(checkpoint_root, monkeypatch):
+    """speak() wraps upstream generate() in attention_kernels(the model's device); the
+    CUDA context is forced here (its flags are global, CPU compute ignores them) to see
+    that the token model runs with cuDNN attention switched off."""
+    import cbx
+    from cbx import manager as managermod, synth
+
+    asked, seen = [], []
+
+    def spy(device):
+        asked.append(device)
+        return managermod.attention_kernels("cuda")
+
+    monkeypatch.setattr(synth, "attention_kernels", spy)
+    manager = managermod.get_manager()
+    try:
+        cbx.load("original", device="cpu")
+        manager.loaded.tts.t3.tfmr.register_forward_pre_hook(
+            lambda _m, _a: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+        cbx.speak("One sentence. And a second one.", seed=1, first_chunk_chars=20)
+    finally:
+        manager.unload()
+    assert asked == ["cpu", "cpu"]                   # one context per chunk
+    assert seen and not any(seen)
+    assert torch.backends.cuda.cudnn_sdp_enabled()
