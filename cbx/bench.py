@@ -16,7 +16,11 @@ one JSON object with every figure, the ratios and the notes.
 Without ``--model-dir`` the random-weight test fixture (tests/checkpoints.py) is built
 or reused: every ``generate()`` of it yields the same 8 tokens whatever the text, so
 runs are comparable, but time-to-first-audio ratios understate what real weights give
-(see the note printed with the results).
+(see the note printed with the results).  ``--fixture-length R`` fixes that: it uses a
+fixture that never stops by itself and caps every ``generate()`` of both sides at R
+speech tokens per text token, so, as with real weights, the work grows with the text
+(a real English voice makes about 1.7 tokens per character: 25 tokens per second of
+speech at about 15 characters per second).
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ RESULT_MARKER = "CBX_BENCH_RESULT "
 SAMPLE_RATE = 24_000
 CLIP_SECONDS = 10.0
 SEED = 1234
+# --fixture-length: a fixture built to stop only after this many tokens, i.e. never
+# within upstream's own 1000-token cap per generate()
+NEVER_STOPS = 2000
 SHORT_TEXT = "This is a short sentence for measuring the decoder."
 E2E_SENTENCES = (
     "The morning train was late again, so Maria walked along the river instead.",
@@ -106,10 +113,14 @@ def rss_mb() -> float:
 
 class _Probe:
     """Times T3's token loop (prefill vs decode, counting forward calls of t3.tfmr) and
-    S3Gen's inference on a model, around whatever calls generate()."""
+    S3Gen's inference on a model, around whatever calls generate().
 
-    def __init__(self, tts):
+    With `tokens_per_text_token`, each T3 call is capped at that many speech tokens per
+    text token (the length model of --fixture-length), the same rule for both sides."""
+
+    def __init__(self, tts, tokens_per_text_token: float | None = None):
         self.tts = tts
+        self.tokens_per_text_token = tokens_per_text_token
         self.runs: list[dict] = []
         self._handles = []
 
@@ -126,10 +137,15 @@ class _Probe:
                 state["prefill_end"] = _time.perf_counter()
 
         def t3_inference(*args, **kwargs):
+            if self.tokens_per_text_token:
+                text_tokens = kwargs["text_tokens"].shape[-1]
+                kwargs["max_new_tokens"] = max(2, round(self.tokens_per_text_token
+                                                        * text_tokens))
             state.update(calls=0, start=_time.perf_counter())
             out = inner_t3(*args, **kwargs)
             end = _time.perf_counter()
             self.runs.append({"t3_calls": state["calls"],
+                              "max_new_tokens": kwargs.get("max_new_tokens"),
                               "prefill_s": state["prefill_end"] - state["start"],
                               "decode_s": end - state["prefill_end"]})
             return out
@@ -225,7 +241,8 @@ def run_worker(task: dict) -> dict:
         out["conds_reuse_s"] = time.perf_counter() - t0
 
     # ---- T3 decode speed and S3Gen real-time factor on a short sentence
-    with _Probe(tts) as probe:
+    length_model = task.get("tokens_per_text_token")
+    with _Probe(tts, length_model) as probe:
         if side == "upstream":
             torch.manual_seed(SEED)
             tts.generate(SHORT_TEXT, **kwargs)
@@ -245,7 +262,7 @@ def run_worker(task: dict) -> dict:
     text = " ".join(task["e2e_sentences"])
     first = {}
     t0 = time.perf_counter()
-    with _Probe(tts) as probe:
+    with _Probe(tts, length_model) as probe:
         if side == "upstream":
             torch.manual_seed(SEED)
             wav = tts.generate(text, **kwargs)
@@ -308,8 +325,9 @@ def _offline_context(task: dict):
 
 # --------------------------------------------------------------------------- parent
 
-def _fixture_root(variant: str) -> Path:
-    """Build (or reuse) the random-weight fixture of `variant`; needs the repo's tests/."""
+def _fixture_root(variant: str, stop_after: int | None = None) -> Path:
+    """Build (or reuse) the random-weight fixture of `variant` (stopping after
+    `stop_after` tokens, default the test suite's); needs the repo's tests/."""
     if str(paths.REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(paths.REPO_ROOT))
     try:
@@ -320,13 +338,15 @@ def _fixture_root(variant: str) -> Path:
                          f"'{variant}/' (e.g. model_cache).") from None
     print(f"Using the random-weight fixture for {variant} (built once, then cached)...",
           file=sys.stderr)
-    return cached_checkpoint_root((variant,))
+    return cached_checkpoint_root((variant,), **({"stop_after": stop_after}
+                                                 if stop_after else {}))
 
 
-def _resolve_model_root(model_dir: str | None, variant: str) -> tuple[Path, bool]:
+def _resolve_model_root(model_dir: str | None, variant: str,
+                        fixture_stop_after: int | None = None) -> tuple[Path, bool]:
     """(model root holding <variant>/, whether it is the random fixture)."""
     if model_dir is None:
-        return _fixture_root(variant), True
+        return _fixture_root(variant, fixture_stop_after), True
     root = Path(model_dir).expanduser().resolve()
     spec = get_variant(variant)
     if not (root / variant).is_dir() and all((root / f).is_file()
@@ -427,7 +447,13 @@ def summarise(runs: dict, meta: dict) -> dict:
         if target is not None:
             met[key] = ratios[key] <= target if better == "lower" else ratios[key] >= target
     notes = list(meta.pop("notes", []))
-    if meta.get("fixture"):
+    if meta.get("tokens_per_text_token"):
+        notes.append(
+            f"Length model: a random-weight fixture that never stops by itself, every "
+            f"generate() of both sides capped at {meta['tokens_per_text_token']:g} speech "
+            f"tokens per text token, so the work grows with the text as with real weights "
+            f"(the fixture's English tokenizer has one token per character).")
+    elif meta.get("fixture"):
         notes.append(
             "Random-weight fixture: every generate() yields the same 8 speech tokens whatever "
             "the text, so upstream's one call for the 5 sentences costs about one cbx chunk. "
@@ -463,7 +489,8 @@ def format_table(summary: dict) -> str:
             continue
         ratio = summary["ratios"].get(key)
         ratio_text = "-" if ratio is None else \
-            (f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x ({1 / ratio:,.0f}x faster)")
+            (f"{ratio:.2f}x" if ratio >= 0.1 else
+             f"{ratio:.2g}x ({1 / ratio:,.0f}x {'faster' if unit == 's' else 'less'})")
         if key in CROSS_RATIOS and ratio is not None:
             ratio_text += f" (vs upstream {FIGURES[CROSS_RATIOS[key]][0].split(': ')[-1]})"
         target_text = "-" if target is None else (f"<= {target}x" if better == "lower"
@@ -523,6 +550,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="sentences in the end-to-end text (default 5)")
     parser.add_argument("--max-chunk-chars", type=int, default=None,
                         help="cbx chunk size for the end-to-end text (default: cbx's)")
+    parser.add_argument("--fixture-length", type=float, default=None, metavar="R",
+                        help="with the fixture (original variant): use one that never "
+                             "stops by itself and cap every generate() of both sides at R "
+                             "speech tokens per text token (about 1.7 for real English "
+                             "speech), so first-audio and total times grow with the text")
     parser.add_argument("--timeout", type=float, default=1800,
                         help="seconds one worker may take")
     parser.add_argument("--json-only", action="store_true",
@@ -533,6 +565,12 @@ def main(argv: list[str] | None = None) -> int:
         return _worker_main(args.worker)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.fixture_length is not None:
+        if args.model_dir is not None or args.variant != "original":
+            parser.error("--fixture-length applies to the random-weight fixture of the "
+                         "original variant only (no --model-dir, --variant original)")
+        if not args.fixture_length > 0:
+            parser.error("--fixture-length must be a positive number of tokens")
 
     from .text import DEFAULT_MAX_CHARS
 
@@ -540,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json_only:
             print(message, file=sys.stderr, flush=True)
 
-    root, fixture = _resolve_model_root(args.model_dir, args.variant)
+    root, fixture = _resolve_model_root(args.model_dir, args.variant,
+                                        NEVER_STOPS if args.fixture_length else None)
     folder = root / args.variant
     with tempfile.TemporaryDirectory(prefix="cbx_bench_") as tmp:
         scratch = Path(tmp)
@@ -552,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
         task = {"variant": args.variant, "device": args.device, "dtype": args.dtype,
                 "folder": str(folder), "model_root": str(root), "clip": str(clip),
                 "fixture": fixture, "e2e_sentences": list(E2E_SENTENCES[:args.sentences]),
-                "max_chunk_chars": args.max_chunk_chars or DEFAULT_MAX_CHARS}
+                "max_chunk_chars": args.max_chunk_chars or DEFAULT_MAX_CHARS,
+                "tokens_per_text_token": args.fixture_length}
         runs = {"cbx": [], "upstream": []}
         index = 0
         for rep in range(args.repeats):
@@ -569,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": args.device, "dtype": args.dtype, "repeats": args.repeats,
             "fixture": fixture, "model_root": str(root), "clip_source": clip_source,
             "e2e_sentences": args.sentences, "max_chunk_chars": task["max_chunk_chars"],
+            "tokens_per_text_token": args.fixture_length,
             "python": platform.python_version(), "notes": []}
     summary = summarise(runs, meta)
     summary["runs"] = runs

@@ -117,3 +117,44 @@ def test_benchmark_runs_on_the_fixture(checkpoint_root):
     assert set(summary["targets_met"]) == {"load_s", "load_peak_rss_mb", "conds_reuse_s",
                                            "t3_tokens_per_s", "e2e_first_audio_s"}
     assert len(summary["runs"]["cbx"]) == len(summary["runs"]["upstream"]) == 1
+
+
+@pytest.mark.model
+def test_length_model_caps_each_generate_by_the_text_length(checkpoint_root):
+    """--fixture-length's rule on the real upstream generate(): the token budget follows
+    the text's token count, and S3Gen receives exactly that many tokens (the fixture
+    would otherwise make 8)."""
+    import torch
+
+    import cbx
+    from cbx.manager import get_manager
+    from tests import checkpoints
+
+    cbx.load("original", device="cpu", model_dir=checkpoint_root)
+    try:
+        tts = get_manager().loaded.tts
+        rate = 0.05
+        lengths = {}
+        for text in ("Short one here.", "A noticeably longer sentence, with more words in it."):
+            text_tokens = tts.tokenizer.text_to_tokens(text).shape[-1] + 2   # [START] [STOP]
+            with bench._Probe(tts, rate) as probe:
+                torch.manual_seed(0)
+                wav = tts.generate(text)
+            run, = probe.runs
+            assert run["max_new_tokens"] == max(2, round(rate * text_tokens))
+            assert run["max_new_tokens"] < checkpoints.DEFAULT_STOP_AFTER
+            assert wav.shape[-1] == run["max_new_tokens"] * checkpoints.SAMPLES_PER_TOKEN
+            lengths[text] = wav.shape[-1]
+        assert len(set(lengths.values())) == 2        # longer text, more audio
+    finally:
+        cbx.unload()
+
+
+def test_length_model_is_refused_where_it_cannot_apply(capsys):
+    for argv in (["--fixture-length", "1.7", "--variant", "turbo"],
+                 ["--fixture-length", "1.7", "--model-dir", "model_cache"],
+                 ["--fixture-length", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(argv)
+        assert exc.value.code == 2
+        assert "--fixture-length" in capsys.readouterr().err
