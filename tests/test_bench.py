@@ -101,8 +101,10 @@ def test_benchmark_runs_on_the_fixture(checkpoint_root):
     for side in ("cbx", "upstream"):
         for key in positive:
             assert summary[side][key] > 0, (side, key)
-        assert summary[side]["t3_decode_steps"] == 8        # the fixture's fixed length
         assert summary[side]["e2e_chunks"] == 1
+        # decode speed is taken over every T3 call: the short sentence and the text,
+        # 8 tokens each (the fixture's fixed length)
+        assert summary[side]["t3_decode_steps"] == 8 * 2
         assert summary[side]["load_peak_rss_mb"] >= summary[side]["loaded_rss_mb"] * 0.99
         assert "unload_rss_retained_mb" in summary[side]
     assert summary["cbx"]["conds_reuse_s"] > 0
