@@ -11,8 +11,9 @@ and drifts (thermal, page cache, other load) hit both sides alike.  Each worker 
 prepares the voice (first use, then reuse of the saved voice for cbx), generates a
 short sentence with the token model and the vocoder instrumented, speaks a 5-sentence
 text end to end, and unloads.  Decode speed counts every T3 call of the worker (the
-short sentence and the text), so it rests on more than a handful of tokens.  The table shows medians; the last line of output is
-one JSON object with every figure, the ratios and the notes.
+short sentence and the text), so it rests on more than a handful of tokens.  The table
+shows medians; the last line of output is one JSON object with every figure, the
+ratios and the notes.
 
 Without ``--model-dir`` the random-weight test fixture (tests/checkpoints.py) is built
 or reused: every ``generate()`` of it yields the same 8 tokens whatever the text, so
@@ -335,15 +336,14 @@ def _fixture_root(variant: str, stop_after: int | None = None) -> Path:
     if str(paths.REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(paths.REPO_ROOT))
     try:
-        from tests.checkpoints import cached_checkpoint_root
+        from tests.checkpoints import DEFAULT_STOP_AFTER, cached_checkpoint_root
     except ImportError as exc:
         raise SystemExit(f"No --model-dir given and the test fixture builder is not "
                          f"available ({exc}). Pass --model-dir with a folder that holds "
                          f"'{variant}/' (e.g. model_cache).") from None
     print(f"Using the random-weight fixture for {variant} (built once, then cached)...",
           file=sys.stderr)
-    return cached_checkpoint_root((variant,), **({"stop_after": stop_after}
-                                                 if stop_after else {}))
+    return cached_checkpoint_root((variant,), stop_after=stop_after or DEFAULT_STOP_AFTER)
 
 
 def _resolve_model_root(model_dir: str | None, variant: str,

@@ -10,6 +10,7 @@ import html
 from typing import Iterable
 
 from ..variants import VARIANTS
+from . import playback
 
 e = html.escape
 
@@ -247,17 +248,16 @@ def live_status_html(live) -> str:
     state, total = live.state, live.total
     played = len(live.played)
     of = f" of {total}" if total else ""
-    if state == "playing" and live.chunk is not None:
-        text = f"Playing chunk {live.chunk.index + 1}{of} while the rest is made."
-        if live.finished:
-            text = f"Playing chunk {live.chunk.index + 1}{of}."
-    elif state == "waiting":
+    if state == playback.PLAYING and live.chunk is not None:
+        rest = "." if live.finished else " while the rest is made."
+        text = f"Playing chunk {live.chunk.index + 1}{of}{rest}"
+    elif state == playback.WAITING:
         text = ("The first chunk plays here as soon as it is ready." if not played else
                 f"Chunk {played + 1}{of} plays as soon as it is ready.")
-    elif state == "done":
+    elif state == playback.DONE:
         text = (f"Played all {played} chunk{'s' if played != 1 else ''}." if played == total
                 else f"Played the {played} finished chunk{'s' if played != 1 else ''}.")
-    elif state == "stopped":
+    elif state == playback.STOPPED:
         text = "Live playback stopped."
     else:
         return ""
