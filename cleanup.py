@@ -130,44 +130,76 @@ def disk_usage(*paths: Path, errors: list[str] | None = None) -> int:
     return total
 
 
+def _make_accessible(path: str) -> None:
+    """Give the owner read, write and (folders) search rights, where the OS allows it."""
+    try:
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISLNK(mode):
+            os.chmod(path, stat.S_IMODE(mode) | stat.S_IWRITE | stat.S_IREAD
+                     | (stat.S_IEXEC if stat.S_ISDIR(mode) else 0))
+    except OSError:
+        pass   # the retry (or the report) says what really stops the removal
+
+
 def _make_writable_and_retry(func, path, exc_info) -> None:
     """rmtree error hook: a read-only file (common on Windows) or a read-only parent
-    folder stops deletion; make them writable and try once more."""
+    folder stops deletion; make them writable and try once more. Only removals are
+    retried (rmtree also reports failed listings, whose functions need other arguments)."""
     exc = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
     if isinstance(exc, FileNotFoundError):
         return
-    if not isinstance(exc, PermissionError):
+    if not isinstance(exc, PermissionError) or func not in (os.unlink, os.remove, os.rmdir):
         raise exc
-    parent = os.path.dirname(path)
-    for target in (path, parent):
-        try:
-            mode = os.lstat(target).st_mode
-            if not stat.S_ISLNK(mode):
-                os.chmod(target, stat.S_IMODE(mode) | stat.S_IWRITE | stat.S_IREAD
-                         | (stat.S_IEXEC if stat.S_ISDIR(mode) else 0))
-        except OSError:
-            pass   # the retry below reports the real error
+    for target in (path, os.path.dirname(path)):
+        _make_accessible(target)
     func(path)
 
 
-def remove_path(path: Path) -> None:
-    """Delete a file, link or folder tree; a link is removed as a link."""
-    st = os.lstat(path)
+def _open_up_tree(top: Path) -> None:
+    """Make every folder under `top` listable and writable before removing it, so an
+    unreadable folder (chmod 000, a copied read-only tree) is removed like any other.
+    Links are never followed."""
+    stack = [str(top)]
+    while stack:
+        folder = stack.pop()
+        _make_accessible(folder)
+        try:
+            with os.scandir(folder) as entries:
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue      # reported by the removal itself
+
+
+def remove_path(path: Path, failures: list[str]) -> None:
+    """Delete a file, link or folder tree; a link is removed as a link. What cannot be
+    removed is added to `failures`, and the rest of the tree is still removed."""
+    def record(func, failed, exc_info) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
+        try:
+            _make_writable_and_retry(func, failed, exc)
+        except OSError as final:
+            failures.append(f"{failed}: {final}")
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
     if _is_link(st):
         if stat.S_ISLNK(st.st_mode):
             os.unlink(path)
         else:
             os.rmdir(path)     # a junction: removes the link, not its target
     elif stat.S_ISDIR(st.st_mode):
+        _open_up_tree(path)
         if sys.version_info >= (3, 12):
-            shutil.rmtree(path, onexc=_make_writable_and_retry)
+            shutil.rmtree(path, onexc=record)
         else:
-            shutil.rmtree(path, onerror=_make_writable_and_retry)
+            shutil.rmtree(path, onerror=record)
     else:
         try:
             os.unlink(path)
-        except PermissionError as exc:
-            _make_writable_and_retry(os.unlink, str(path), exc)
+        except OSError as exc:
+            record(os.unlink, str(path), exc)
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -179,8 +211,29 @@ def _within(path: Path, folder: Path) -> bool:
 
 def real_location(path: Path) -> Path:
     """Where deleting `path` acts: its parent resolved through links, plus its own name
-    (the last component is deleted as itself, link or not)."""
+    (the last component is deleted as itself, link or not). '.' and '..' are resolved
+    first: they name a folder, never themselves."""
+    path = Path(os.path.abspath(path))
     return Path(os.path.realpath(path.parent)) / path.name
+
+
+def protected_reason(path: Path, root: Path, allowed_outside: tuple[Path, ...] = ()) -> str:
+    """Why `path` must never be removed by cleanup ('' when it may be): the checkout
+    itself or anything above it, the home folder, a drive root, or anything outside the
+    checkout other than the folders in `allowed_outside` (the Hub cache's)."""
+    where = real_location(path)
+    real_root = Path(os.path.realpath(root))
+    home = Path(os.path.realpath(Path.home()))
+    if where == Path(where.anchor) or where == home:
+        return f"{where} is a drive root or the home folder: never removed by cleanup.py"
+    if _within(real_root, where):
+        return (f"{where} is the checkout or a folder above it: never removed by "
+                "cleanup.py")
+    if _within(home, where):
+        return f"{where} holds the home folder: never removed by cleanup.py"
+    if where.parent in allowed_outside or _within(where, real_root):
+        return ""
+    return f"outside the repository ({where}): not removed by cleanup.py"
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,8 +262,10 @@ class Item:
 
 
 def _located(env_var: str, default: Path) -> Path:
+    """A folder from the environment, made absolute with '.' and '..' resolved (so
+    CBX_STATE_DIR=.. is the folder above, and is judged as such)."""
     value = os.environ.get(env_var)
-    return Path(value).expanduser().absolute() if value else default
+    return Path(os.path.abspath(Path(value).expanduser())) if value else default
 
 
 def hub_cache_dir() -> Path:
@@ -298,17 +353,17 @@ def discover(root: Path) -> list[Item]:
         if errors:
             item.note = f"{len(errors)} part(s) unreadable, size is a lower bound"
         for p in item.paths:
-            where = real_location(p)
-            if item.group == "hub":
-                ok = where.parent in (hub_real, hub_real / ".locks")
-            else:
-                ok = _within(where, real_root) and where != real_root
-            if not ok:
-                item.blocked = (f"outside the repository ({where}): not removed by "
-                                "cleanup.py")
+            reason = protected_reason(p, real_root, item_outside_ok(item, hub_real))
+            if reason:
+                item.blocked = reason
             elif os.path.islink(p) or (os.path.lexists(p) and _is_link(os.lstat(p))):
                 item.note = f"link to {os.path.realpath(p)}: only the link is removed"
     return items
+
+
+def item_outside_ok(item: Item, hub_real: Path) -> tuple[Path, ...]:
+    """The folders outside the checkout an item may remove entries of (Hub cache only)."""
+    return (hub_real, hub_real / ".locks") if item.group == "hub" else ()
 
 
 def conda_env_note(root: Path) -> str | None:
@@ -622,12 +677,16 @@ def main(argv: list[str] | None = None) -> int:
             return finish(EXIT_DECLINED)
 
     failed = 0
+    hub_real = Path(os.path.realpath(hub_cache_dir()))
     for item in chosen:
         for p in item.paths:
+            # checked again at the moment of removal: links may have changed since
+            reason = protected_reason(p, root, item_outside_ok(item, hub_real))
+            if reason:
+                item.failures.append(f"{p}: {reason}")
+                continue
             try:
-                remove_path(p)
-            except FileNotFoundError:
-                pass
+                remove_path(p, item.failures)
             except OSError as exc:
                 item.failures.append(f"{p}: {exc}")
         left = disk_usage(*item.paths)

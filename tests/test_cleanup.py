@@ -283,23 +283,29 @@ def test_a_running_process_using_the_environment_blocks_removal(tree, tmp_path):
     assert not env_dir.exists()
 
 
-def test_read_only_files_are_made_writable_and_retried(tmp_path):
+def test_read_only_files_are_made_writable_and_retried(tmp_path, monkeypatch):
     f = write(tmp_path / "ro" / "file.txt", 10)
     f.chmod(stat.S_IREAD)
     calls = []
+
+    real_unlink = os.unlink
 
     def flaky_unlink(path):
         calls.append(path)
         if not os.stat(path).st_mode & stat.S_IWRITE:
             raise PermissionError(13, "read-only", path)
-        os.unlink(path)
+        real_unlink(path)
 
-    cleanup._make_writable_and_retry(flaky_unlink, str(f), PermissionError(13, "ro"))
+    monkeypatch.setattr(os, "unlink", flaky_unlink)
+    cleanup._make_writable_and_retry(os.unlink, str(f), PermissionError(13, "ro"))
     assert calls == [str(f)] and not f.exists()
     # Errors other than permissions are not swallowed.
     with pytest.raises(OSError):
         cleanup._make_writable_and_retry(os.unlink, str(tmp_path / "ro"),
                                          OSError(39, "Directory not empty"))
+    # A failed listing is not retried (its function needs other arguments).
+    with pytest.raises(PermissionError):
+        cleanup._make_writable_and_retry(os.open, str(tmp_path), PermissionError(13, "no"))
 
 
 def test_remove_path_deletes_a_link_not_its_target(tmp_path):
@@ -307,5 +313,80 @@ def test_remove_path_deletes_a_link_not_its_target(tmp_path):
     link = tmp_path / "inside" / "link"
     link.parent.mkdir()
     link.symlink_to(target.parent, target_is_directory=True)
-    cleanup.remove_path(link)
-    assert not os.path.lexists(link) and target.exists()
+    failures = []
+    cleanup.remove_path(link, failures)
+    assert not os.path.lexists(link) and target.exists() and failures == []
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("CBX_STATE_DIR", ".."), ("CBX_STATE_DIR", "."), ("CBX_VOICE_DIR", ".."),
+    ("CBX_OUTPUT_DIR", "../.."), ("CBX_OUTPUT_DIR", "~"), ("CBX_VOICE_DIR", "/"),
+    ("CBX_STATE_DIR", "voices/../.."), ("CBX_OUTPUT_DIR", "{root}"),
+])
+def test_user_folders_pointing_at_the_checkout_or_above_are_never_removed(
+        tree, variable, value, monkeypatch):
+    """Issue 15 (1): CBX_STATE_DIR=.. made `cleanup.py --yes` delete the checkout and the
+    folder above it. Any folder variable naming the checkout, an ancestor of it, the home
+    folder or a drive root is blocked, shown as such, and survives --yes."""
+    root, outside, _hub = tree
+    monkeypatch.chdir(root)
+    monkeypatch.setenv(variable, value.format(root=root))
+    r = run(root, "--yes")
+    assert root.is_dir() and (root / "pyproject.toml").is_file() and (root / "cbx").is_dir()
+    assert outside.is_dir()
+    assert "never removed" in r.stdout or "not removed" in r.stdout, r.stdout
+
+
+def test_protected_reason_names_root_ancestors_home_and_drive_roots(tmp_path):
+    root = tmp_path / "repo"
+    (root / "outputs").mkdir(parents=True)
+    assert cleanup.protected_reason(root / "outputs", root) == ""
+    for path in (root, root / ".", root / "outputs" / "..", tmp_path, Path(root.anchor),
+                 Path.home()):
+        assert cleanup.protected_reason(path, root), path
+    assert "outside" in cleanup.protected_reason(tmp_path / "elsewhere", root)
+    hub = tmp_path / "hub"
+    assert cleanup.protected_reason(hub / "models--x", root, (hub,)) == ""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX modes")
+def test_unreadable_folders_are_opened_up_and_removed_and_the_rest_goes_on(tree):
+    """Issue 15 (2): an unreadable folder inside outputs/ crashed cleanup with a raw
+    TypeError and the remaining items were skipped."""
+    root, _outside, _hub = tree
+    locked = write(root / "outputs" / "locked" / "deep" / "take.wav", 1000).parent.parent
+    (locked / "deep").chmod(0)
+    locked.chmod(0)
+    r = run(root, "--yes")
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (root / "outputs").exists() and not (root / ".venv_chatterbox").exists()
+
+
+def test_a_folder_that_cannot_be_opened_is_reported_and_the_rest_removed(tmp_path,
+                                                                         monkeypatch):
+    """Issue 15 (2), where opening up is not enough (another owner, a Windows ACL):
+    rmtree's failed listing is reported, not retried with the wrong arguments (the raw
+    TypeError), and the siblings are still removed."""
+    top = tmp_path / "outputs"
+    locked = write(top / "locked" / "take.wav", 100).parent
+    write(top / "free" / "take.wav", 100)
+    real_open, real_scandir = os.open, os.scandir
+
+    def refuse(path, *args, **kwargs):
+        if str(path) == str(locked) or path == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    def refuse_scandir(path="."):
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "open", refuse)
+    monkeypatch.setattr(os, "scandir", refuse_scandir)
+    failures: list[str] = []
+    cleanup.remove_path(top, failures)
+    assert any(f.startswith(str(locked)) and "Permission denied" in f for f in failures), \
+        failures
+    assert not (top / "free").exists() and (locked / "take.wav").exists()
