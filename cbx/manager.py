@@ -23,15 +23,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import envcheck, paths
+from .envsettings import DEFAULT_IDLE_UNLOAD_MINUTES
 from .errors import (CUDA_OOM_SOLUTION, GenerationFailed, GpuInUse, InvalidSetting,
                      ModelBusy)
 from .variants import DEFAULT_VARIANT, get_variant
 
 log = logging.getLogger(__name__)
 
-IDLE_MINUTES_ENV = "CBX_IDLE_UNLOAD_MINUTES"
 EXCLUSIVE_DEVICES_ENV = "CBX_EXCLUSIVE_DEVICES"
-DEFAULT_IDLE_MINUTES = 15.0
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 MODEL_LIBRARIES = ("torch", "torchaudio", "chatterbox", "transformers", "librosa",
                    "soundfile", "psutil")
@@ -95,30 +94,30 @@ class ModelHolds:
         return self.root / f"{pid}.deload-result.json"
 
     def live(self) -> list[dict]:
-        """All records of living processes; stale ones are deleted on the way."""
+        """All records of living processes. A record that is not one of ours (unreadable,
+        not JSON, missing or mistyped fields, no process start time) or whose process
+        died is stale and is deleted on the way: it never blocks a load or `deload`."""
         records = []
         if not self.root.is_dir():
             return records
         for path in sorted(self.root.glob("*.json")):
             if path.name.endswith(".deload-result.json"):
                 continue
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                path.unlink(missing_ok=True)
-                continue
-            if _pid_alive(int(record.get("pid", -1)), record.get("create_time")):
+            record = _hold_record(path)
+            if record is not None and _pid_alive(record["pid"], record["create_time"]):
                 records.append(record)
-            else:
-                path.unlink(missing_ok=True)
-                self.request_file(int(record.get("pid", -1))).unlink(missing_ok=True)
+                continue
+            path.unlink(missing_ok=True)
+            if path.stem.isdigit():
+                self.request_file(int(path.stem)).unlink(missing_ok=True)
         return records
 
     def claim(self, record: dict, exclusive_devices: set[str]) -> None:
         """Write this process's record; refuse if another live process holds the device.
 
-        The check and the write happen under an exclusive lock file so two kernels that
-        press Load at the same moment cannot both win.
+        The check and the write happen under one OS file lock (`filelock`), so two
+        kernels that press Load at the same moment cannot both win, and a lock whose
+        holder died is released by the OS: no lock file content is ever trusted.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         device_kind = record["device"].split(":")[0]
@@ -134,38 +133,55 @@ class ModelHolds:
                             "restart that kernel, or run `python -m cbx deload`; or choose "
                             "device 'cpu' here.",
                         )
-            tmp = self._file(record["pid"]).with_suffix(".tmp")
-            tmp.write_text(json.dumps(record), encoding="utf-8")
-            os.replace(tmp, self._file(record["pid"]))
+            write_json_atomic(self._file(record["pid"]), record)
 
     def release(self, pid: int) -> None:
         self._file(pid).unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def _lock(self, timeout: float = 10.0):
-        lock = self.root / ".lock"
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, str(os.getpid()).encode())
-                os.close(fd)
-                break
-            except FileExistsError:
-                try:
-                    owner = int(lock.read_text() or -1)
-                except (OSError, ValueError):
-                    owner = -1
-                if owner != -1 and not _pid_alive(owner, None):
-                    lock.unlink(missing_ok=True)  # left by a killed process
-                    continue
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"Could not lock {lock} within {timeout} s")
-                time.sleep(0.05)
+    def _lock(self, timeout: float = 30.0):
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.root / ".lock"), timeout=timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ModelBusy(
+                f"Another kernel kept the model-hold lock ({lock.lock_file}) for {timeout:g} s.",
+                "Another tab is loading or unloading a model right now; wait a moment and "
+                "try again.") from None
         try:
             yield
         finally:
-            lock.unlink(missing_ok=True)
+            lock.release()
+
+
+HOLD_FIELDS = {"pid": int, "create_time": (int, float), "session": str, "variant": str,
+               "device": str, "since": str}
+
+
+def _hold_record(path: Path) -> dict | None:
+    """The hold record in `path`, or None when it is not a complete one of ours."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    for name, kind in HOLD_FIELDS.items():
+        value = record.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return None
+    if record["pid"] <= 0 or path.stem != str(record["pid"]):
+        return None
+    return record
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write JSON so a reader sees the old file or the whole new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 @dataclass
@@ -227,7 +243,7 @@ class ModelManager:
         self._holds = holds
         self._last_used = time.monotonic()
         self._watcher: threading.Thread | None = None
-        self.idle_minutes = DEFAULT_IDLE_MINUTES   # the dashboard sets it from idle_unload_minutes()
+        self.idle_minutes = DEFAULT_IDLE_UNLOAD_MINUTES   # the dashboard sets it from idle_unload_minutes()
         self.last_unload: UnloadReport | None = None
 
     # ----------------------------------------------------------------- state
@@ -426,28 +442,12 @@ class ModelManager:
         if request.exists():
             request.unlink(missing_ok=True)
             report = self.unload(reason="deload command")
-            result = self.holds.result_file(os.getpid())
-            result.write_text(json.dumps(report.to_dict()), encoding="utf-8")
+            write_json_atomic(self.holds.result_file(os.getpid()), report.to_dict())
             return
         idle_seconds = time.monotonic() - self._last_used
         if self.idle_minutes > 0 and self._state == "ready" and \
                 idle_seconds >= self.idle_minutes * 60:
             self.unload(reason=f"idle for {self.idle_minutes:g} min")
-
-
-def idle_unload_minutes() -> float:
-    """Minutes without use after which a kernel unloads its model (0 = never), from
-    CBX_IDLE_UNLOAD_MINUTES; a value that is not a number is an `invalid_setting`."""
-    raw = os.environ.get(IDLE_MINUTES_ENV, "").strip()
-    if not raw:
-        return DEFAULT_IDLE_MINUTES
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        raise InvalidSetting(
-            f"{IDLE_MINUTES_ENV}={raw!r} is not a number of minutes.",
-            f"Set {IDLE_MINUTES_ENV} to a number such as 15, or 0 to never unload on idle.",
-        ) from None
 
 
 def _exclusive_devices() -> set[str]:
@@ -610,7 +610,7 @@ def deload(timeout: float = 15.0, force: bool = False, holds: ModelHolds | None 
     holds = holds or ModelHolds()
     outcomes = []
     for record in holds.live():
-        pid = int(record["pid"])
+        pid = record["pid"]
         if pid == os.getpid():
             continue
         holds.result_file(pid).unlink(missing_ok=True)
@@ -619,7 +619,10 @@ def deload(timeout: float = 15.0, force: bool = False, holds: ModelHolds | None 
         result = None
         while time.monotonic() < deadline:
             if holds.result_file(pid).exists():
-                result = json.loads(holds.result_file(pid).read_text(encoding="utf-8"))
+                try:
+                    result = json.loads(holds.result_file(pid).read_text(encoding="utf-8"))
+                except (OSError, ValueError, RecursionError):
+                    result = {"error": "the kernel's answer could not be read"}
                 holds.result_file(pid).unlink(missing_ok=True)
                 break
             if not _pid_alive(pid, record.get("create_time")):
