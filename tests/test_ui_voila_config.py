@@ -39,6 +39,48 @@ def test_bad_cull_time_is_explained(monkeypatch):
         _load(monkeypatch, CBX_KERNEL_CULL_MINUTES="soon")
 
 
+@pytest.mark.parametrize("env", [
+    {"CBX_PORT": "abc"}, {"CBX_PORT": "0"}, {"CBX_PORT": "70000"}, {"CBX_PORT": "-1"},
+    {"CBX_KERNEL_CULL_MINUTES": "nan"}, {"CBX_KERNEL_CULL_MINUTES": "inf"},
+    {"CBX_KERNEL_CULL_MINUTES": "-5"},
+])
+def test_bad_values_stop_the_config_instead_of_being_dropped(monkeypatch, env):
+    """Issue 15 (10): Voila drops a config file that fails, losing the upload cap and
+    culling with it; a bad value must stop the start, naming the variable."""
+    with pytest.raises(SystemExit, match=next(iter(env))):
+        _load(monkeypatch, **env)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("CBX_IDLE_UNLOAD_MINUTES", "nan"), ("CBX_IDLE_UNLOAD_MINUTES", "-1"),
+    ("CBX_PORT", "abc"), ("CBX_KERNEL_CULL_MINUTES", "nan"),
+])
+def test_launcher_refuses_to_start_with_a_bad_value(name, value, tmp_path):
+    """`python -m cbx.ui` names the variable and exits before any server runs."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, **{name: value})
+    proc = subprocess.run([sys.executable, "-m", "cbx.ui", "--no-browser", "--port=1"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "invalid_setting" in proc.stderr and name in proc.stderr
+    assert "Voil" not in proc.stderr          # the server never started
+
+
+def test_idle_unload_minutes_rejects_nan_and_negative(monkeypatch):
+    from cbx import envsettings
+    from cbx.errors import InvalidSetting
+
+    for bad in ("nan", "inf", "-1", "soon"):
+        monkeypatch.setenv("CBX_IDLE_UNLOAD_MINUTES", bad)
+        with pytest.raises(InvalidSetting, match="CBX_IDLE_UNLOAD_MINUTES"):
+            envsettings.idle_unload_minutes()
+    monkeypatch.setenv("CBX_IDLE_UNLOAD_MINUTES", "0")
+    assert envsettings.idle_unload_minutes() == 0.0
+
+
 def test_launcher_arguments():
     argv = voila_argv(port=9123, open_browser=False)
     assert f"--Voila.config_file_paths={CONFIG_DIR}" in argv

@@ -12,25 +12,27 @@ Why each setting:
   memory. The in-kernel idle auto-unload (CBX_IDLE_UNLOAD_MINUTES, default 15) frees
   the model sooner even while a tab stays open.
 """
-import os
+import sys
+from pathlib import Path
 
 c = get_config()  # noqa: F821 - provided by traitlets when it runs this file
 
+# the settings' one reader and validator; this file also runs outside `python -m cbx.ui`
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cbx import envsettings  # noqa: E402
+from cbx.errors import InvalidSetting  # noqa: E402
 
-def _minutes(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return max(float(raw), 0.0) if raw else default
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a number of minutes (use e.g. 60, or 0 "
-                         "to disable)") from None
-
+try:
+    port = envsettings.port()
+    cull_minutes = envsettings.kernel_cull_minutes()
+except InvalidSetting as exc:     # stop the start: Voila would drop this whole file
+    raise SystemExit(f"{exc.message} {exc.solution}") from None
 
 c.Voila.ip = "127.0.0.1"
-c.Voila.port = int(os.environ.get("CBX_PORT", "8866"))
-c.Voila.tornado_settings = {"websocket_max_message_size": 100 * 1024 * 1024}
-
-cull_minutes = _minutes("CBX_KERNEL_CULL_MINUTES", 60.0)
+c.Voila.port = port
+c.Voila.tornado_settings = {
+    "websocket_max_message_size": 100 * 1024 * 1024,
+}
 c.MappingKernelManager.cull_idle_timeout = int(cull_minutes * 60)
 c.MappingKernelManager.cull_interval = 60 if cull_minutes >= 2 else 10
 c.MappingKernelManager.cull_connected = False   # an open tab keeps its session

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .. import envsettings
 from ..paths import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "voila_config"
@@ -44,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebook", type=Path, default=DEFAULT_NOTEBOOK,
                         help="the notebook to serve (default: notebooks/dashboard.ipynb)")
     args = parser.parse_args(argv)
+    problems = envsettings.server_problems()
+    if problems:
+        for problem in problems:     # before the server runs, not half-way into it
+            print(f"error [{problem.code}]: {problem.message}\n  fix: {problem.solution}",
+                  file=sys.stderr)
+        return 2
     if not args.notebook.is_file():
         print(f"Notebook not found: {args.notebook}", file=sys.stderr)
         return 2
