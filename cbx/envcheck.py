@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from . import paths
+from . import options, paths
 from .errors import (SETUP_COMMAND, CbxError, EnvironmentNotSetup, InvalidSetting,
                      ModelFilesMissing)
 from .variants import DEFAULT_VARIANT, VARIANTS, get_variant
@@ -400,7 +400,7 @@ def resolve_device(requested: str = "auto") -> str:
     fails with invalid_setting and says what to use instead, rather than silently falling
     back (the user asked for it and would otherwise wonder why it is slow).
     """
-    req = (requested or "auto").strip().lower()
+    req = options.device(requested or "auto")
     torch = _import_torch()
     if req == "auto":
         if torch.cuda.is_available():

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import options
 from . import text as textmod
 from . import voices as voicemod
 from .errors import (CbxError, CUDA_OOM_SOLUTION, GenerationCancelled, GenerationFailed,
                      InvalidSetting, InvalidText, NoVoiceLoaded)
-from .manager import attention_kernels, free_cuda_cache, is_cuda_oom, get_manager
+from .manager import (SUPPORTED_DTYPES, attention_kernels, free_cuda_cache, get_manager,
+                      is_cuda_oom)
 from .variants import ALL_SETTINGS, get_variant
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
@@ -146,15 +148,12 @@ def _check_settings(variant: str, settings: dict) -> tuple[dict, list[str]]:
     for name, value in settings.items():
         if value is None:
             continue
-        low, high = SETTING_RANGES[name]
-        if not low <= float(value) <= high:
-            raise InvalidSetting(f"{name}={value} is outside {low}..{high}.",
-                                 f"Choose {name} between {low} and {high}.")
+        value = options.number(name, value, *SETTING_RANGES[name])
         if name in spec.ignored_settings:
-            if float(value) != float(spec.defaults[name]):
+            if value != float(spec.defaults[name]):
                 notes.append(f"{spec.label} ignores {name}; it was not used.")
             continue
-        merged[name] = float(value)
+        merged[name] = value
     if variant == "original" and merged["cfg_weight"] == 0.0:
         # chatterbox 0.1.7's English generate() crashes at exactly 0 (it doubles the
         # start token for CFG but not the text); a negligible weight is the same sound.
@@ -176,11 +175,11 @@ def _resolve_language(variant: str, language: str | None) -> str | None:
     spec = get_variant(variant)
     if not spec.languages:
         return None
-    language = (language or "en").lower()
-    if language not in spec.languages:
+    language = language or "en"
+    if not isinstance(language, str) or language.lower() not in spec.languages:
         raise InvalidSetting(f"Language {language!r} is not supported by {spec.label}.",
                              f"Use one of: {', '.join(spec.languages)}.")
-    return language
+    return language.lower()
 
 
 def _unknown_characters(tts, text: str) -> set[str]:
@@ -261,19 +260,21 @@ def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_cha
     import numpy as np
 
     text = textmod.validate_text(text)
+    seed = options.seed(seed)
     manager = get_manager()
     current = manager.loaded
     # Unspecified variant, device and dtype mean "what is loaded", so speak() after
     # load(dtype="bfloat16") or load(device="cpu") never silently reloads.
-    variant = variant or (current.variant if current else "original")
-    device = device or (current.device if current else "auto")
-    dtype = dtype or (current.dtype if current else "float32")
+    variant = get_variant(variant or (current.variant if current else "original")).name
+    device = options.device(device or (current.device if current else "auto"))
+    dtype = options.choice("dtype", dtype or (current.dtype if current else "float32"),
+                           SUPPORTED_DTYPES)
     language = _resolve_language(variant, language)
     merged, notes = _check_settings(variant, settings)
     # split_text checks both sizes (InvalidSetting) before anything is loaded
     chunks = textmod.split_text(text, max_chars=max_chunk_chars,
                                 first_chunk_chars=first_chunk_chars)
-    seed = int(seed) if seed is not None else secrets.randbelow(2**31)
+    seed = seed if seed is not None else secrets.randbelow(2**31)
     cancel = cancel or CancelToken()
     started = time.perf_counter()
     timings = {}

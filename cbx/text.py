@@ -84,6 +84,12 @@ def validate_text(text) -> str:
             "The text is empty." if not text else "The text contains only whitespace.",
             "Type the words to speak in the text box (or pass a non-empty string to speak()).",
         )
+    if not any(ch.isalnum() for ch in normalized):
+        # checked here, before a model is loaded for nothing
+        raise InvalidText(
+            "The text has no letters or digits, only symbols, punctuation or emoji, so "
+            "there is nothing to speak.",
+            "Type the words to speak; symbols and emoji on their own are not read aloud.")
     return normalized
 
 

@@ -105,7 +105,7 @@ def get_variant(name: str) -> Variant:
 
     try:
         return VARIANTS[name]
-    except KeyError:
+    except (KeyError, TypeError):        # TypeError: a list or dict is not a name
         raise InvalidSetting(
             f"Unknown model variant {name!r}.",
             f"Use one of: {', '.join(VARIANTS)}.",

@@ -1,0 +1,71 @@
+"""Wrong types and values for speak()/load() settings are `invalid_setting` naming the
+setting and what it accepts, raised before any model is loaded (issue 15, classes 9
+and 15); text with nothing to speak is refused before loading too."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import cbx
+from cbx.errors import InvalidSetting, InvalidText
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """The case must fail before a model is touched."""
+    from cbx.manager import ModelManager
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a model load was attempted for invalid input")
+    monkeypatch.setattr(ModelManager, "load", refuse)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"temperature": "hot"}, "temperature"),
+    ({"top_p": [.5]}, "top_p"),
+    ({"exaggeration": math.nan}, "exaggeration"),
+    ({"cfg_weight": math.inf}, "cfg_weight"),
+    ({"min_p": True}, "min_p"),
+    ({"repetition_penalty": -0.5}, "repetition_penalty"),
+    ({"temperature": 9.0}, "temperature"),
+    ({"seed": "abc"}, "seed"),
+    ({"seed": math.nan}, "seed"),
+    ({"seed": math.inf}, "seed"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 2**64}, "seed"),
+    ({"seed": 1.5}, "seed"),
+    ({"variant": ["original"]}, "variant"),
+    ({"variant": {"a": 1}}, "variant"),
+    ({"variant": "nope"}, "variant"),
+    ({"device": 1}, "device"),
+    ({"device": "gpu"}, "device"),
+    ({"dtype": 16}, "dtype"),
+    ({"dtype": "int8"}, "dtype"),
+    ({"variant": "multilingual", "language": 5}, "anguage"),
+    ({"variant": "multilingual", "language": "xx"}, "anguage"),
+])
+def test_bad_speak_settings_are_invalid_setting_naming_the_setting(kwargs, name,
+                                                                 nothing_loads):
+    with pytest.raises(InvalidSetting) as info:
+        cbx.speak("Hello there.", **kwargs)
+    assert name in info.value.message or name in info.value.solution
+    assert info.value.solution, "every refusal says what is accepted"
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"variant": ["original"]}, {"device": 1}, {"device": [0]}, {"device": "gpu"},
+    {"dtype": 16}, {"dtype": "int8"},
+])
+def test_bad_load_arguments_are_invalid_setting(kwargs):
+    from cbx.manager import ModelManager
+
+    with pytest.raises(InvalidSetting):
+        ModelManager().load(**kwargs)
+    assert ModelManager().loaded is None
+
+
+@pytest.mark.parametrize("text", ["😀😀😀", "!!! ... ???", "— – …", "🎉 ! 🎉"])
+def test_text_with_nothing_to_speak_is_refused_before_loading(text, nothing_loads):
+    with pytest.raises(InvalidText, match="nothing to speak"):
+        cbx.speak(text)
