@@ -56,6 +56,7 @@ _SENTENCE_END = re.compile(
 _CLAUSE_END = re.compile(r"[,;:](?=\s)|[—–]|[，、；：]")
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 _SPACES = re.compile(r"\s+")
+_NEXT_CHARACTER = re.compile(r"\s*(\S)")
 
 
 def normalize_text(text: str) -> str:
@@ -190,19 +191,32 @@ def _is_boundary(paragraph: str, match: re.Match) -> bool:
     mark = match.group()
     if mark[0] in _CJK_TERMINATORS:
         return True
-    rest = paragraph[match.end():].lstrip()
-    if rest and rest[0].islower():
+    following = _NEXT_CHARACTER.match(paragraph, match.end())
+    if following and following.group(1).islower():
         # "e.g. this", "etc. and so on", "... and then": a sentence starts with a
         # capital (or a digit / a caseless script), never with a lower-case letter.
         return False
     if mark.startswith(".") and not mark.startswith(".."):
-        before = paragraph[: match.start()].rsplit(None, 1)
-        word = before[-1].lstrip("\"'“‘«([").lower() if before else ""
+        word = _word_before(paragraph, match.start()).lstrip("\"'“‘«([").lower()
         if word in ABBREVIATIONS:
             return False
         if len(word) == 1 and word.isalpha():
             return False   # an initial: "J. R. R. Tolkien"
     return True
+
+
+def _word_before(text: str, end: int) -> str:
+    """The whitespace-delimited word that ends at (or before spaces ending at) `end`.
+
+    Walks back from `end` only as far as that word: slicing the whole text before every
+    sentence end made splitting quadratic (12 s for a million characters)."""
+    stop = end
+    while stop > 0 and text[stop - 1].isspace():
+        stop -= 1
+    start = stop
+    while start > 0 and not text[start - 1].isspace():
+        start -= 1
+    return text[start:stop]
 
 
 def _split_long(sentence: str, max_chars: int) -> list[tuple[str, str]]:
@@ -244,13 +258,14 @@ def _split_words(clause: str, max_chars: int) -> list[tuple[str, str]]:
 def _hard_split(word: str, max_chars: int) -> list[str]:
     """Cut a word longer than max_chars, never separating a combining mark from its base."""
     parts = []
-    while len(word) > max_chars:
-        cut = max_chars
-        while cut > 1 and unicodedata.combining(word[cut]):
+    start = 0
+    while len(word) - start > max_chars:
+        cut = start + max_chars
+        while cut > start + 1 and unicodedata.combining(word[cut]):
             cut -= 1
-        parts.append(word[:cut])
-        word = word[cut:]
-    parts.append(word)
+        parts.append(word[start:cut])
+        start = cut               # an index, not a copy of the rest: linear in the word
+    parts.append(word[start:])
     return parts
 
 

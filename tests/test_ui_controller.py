@@ -20,6 +20,7 @@ from cbx.errors import GenerationFailed, InvalidVoiceFile
 from cbx.synth import CancelToken, Progress, Result
 from cbx.text import DEFAULT_FIRST_CHUNK_CHARS, split_text
 from cbx.ui import playback
+from cbx.ui import render
 from cbx.ui.controller import BUILTIN, GENERATING, DashboardController, parse_seed
 from cbx.variants import VARIANTS
 from tests import audio_clips
@@ -286,6 +287,31 @@ def test_missing_weights_is_a_problem_with_the_fix(env):
     codes = [p.code for p in c.problems()]
     assert codes == ["model_files_missing"]
     assert "setup_env.py" in c.problems()[0].solution
+
+
+def test_a_pasted_novel_is_counted_once_typing_pauses_not_on_every_keystroke(backend):
+    """Issue 15 (14): the chunk count ran on every keystroke; for a long text it waits
+    for a pause, on the timer, and only the last text is counted."""
+    from cbx.ui.controller import INSTANT_COUNT_CHARS
+
+    clock = FakeClock()
+    c, events = make_controller(backend, schedule=clock)
+    counted = []
+    real_split = backend.split_text
+    backend.split_text = lambda text, *a, **k: counted.append(len(text)) or \
+        real_split(text, *a, **k)
+    novel = "It was a dark and stormy night. " * (INSTANT_COUNT_CHARS // 16)
+    for end in range(len(novel) - 5, len(novel) + 1):      # six keystrokes
+        c.set_text(novel[:end])
+        assert c.text == novel[:end], "the text itself is kept at once"
+    assert counted == [] and c.text_info["chunks"] is None
+    assert "counting chunks" in render.text_info_html(c.text_info)
+    while clock.pending:
+        clock.fire()
+    assert counted == [len(novel)], "only the last text is counted"
+    assert c.text_info["chunks"] > 100 and c.text_info["chars"] == len(novel)
+    c.set_text("Short again.")
+    assert c.text_info["chunks"] == 1, "short texts are counted at once"
 
 
 def test_text_info_counts_chunks(backend):

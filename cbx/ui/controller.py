@@ -11,6 +11,7 @@ stays free to receive the Cancel click. Finished chunks also feed the live playe
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -21,9 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CbxError, GenerationCancelled, GenerationFailed, InvalidSetting
-from ..text import DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS
+from ..text import CHARS_PER_SECOND, DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS
 from ..variants import DEFAULT_VARIANT, VARIANTS
-from .playback import LivePlayback, Schedule
+from .playback import LivePlayback, Schedule, thread_timer
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ LOADING = "loading"
 GENERATING = "generating"
 CANCELLING = "cancelling"
 UNLOADING = "unloading"
+
+# Texts up to this length are counted on every keystroke (a few milliseconds); longer
+# ones once typing pauses for TEXT_COUNT_DELAY seconds.
+INSTANT_COUNT_CHARS = 20_000
+TEXT_COUNT_DELAY = 0.5
 
 BUILTIN = "__builtin__"        # voice choice meaning "the variant's bundled voice"
 DEVICES = ("auto", "cuda", "cpu")
@@ -119,6 +125,10 @@ class DashboardController:
         self.progress: dict | None = None
         self.chunks_done: list[tuple[int, int, bytes]] = []   # live preview while generating
         self.live = LivePlayback(lambda: self._emit("live"), schedule=schedule)
+        self._schedule_text = schedule or functools.partial(thread_timer,
+                                                            name="cbx-text-count")
+        self._text_serial = 0            # guarded by _lock, as is _text_timer
+        self._text_timer = None
         self.current: HistoryEntry | None = None
         self.history: list[HistoryEntry] = []
         self.health = None             # the StatusReport of the last refresh
@@ -321,19 +331,43 @@ class DashboardController:
 
     # ------------------------------------------------------------------------ text
     def set_text(self, text: str) -> None:
+        """Keep the text at once; count its chunks at once while that is instant, and
+        for a long text only once typing pauses, on a timer thread, so pasting a novel
+        never holds up the page (each keystroke arrives here)."""
         self.text = text or ""
-        stripped = self.text.strip()
-        if not stripped:
-            self.text_info = {"chars": len(self.text), "chunks": 0, "seconds": 0.0}
+        with self._lock:
+            self._text_serial += 1
+            serial = self._text_serial
+            pending, self._text_timer = self._text_timer, None
+        if pending is not None:
+            pending.cancel()
+        if len(self.text) <= INSTANT_COUNT_CHARS:
+            self._count_text(serial)
+            return
+        self.text_info = {"chars": len(self.text), "chunks": None,
+                          "seconds": len(self.text) / CHARS_PER_SECOND}
+        self._emit("text")
+        timer = self._schedule_text(TEXT_COUNT_DELAY, lambda: self._count_text(serial))
+        with self._lock:
+            if serial == self._text_serial:
+                self._text_timer = timer
+
+    def _count_text(self, serial: int) -> None:
+        text = self.text
+        if not text.strip():
+            info = {"chars": len(text), "chunks": 0, "seconds": 0.0}
         else:
             try:
                 chunks = len(self.backend.split_text(
-                    self.text, self.max_chunk_chars,
-                    first_chunk_chars=self.first_chunk_chars))
-                seconds = float(self.backend.estimate_seconds(self.text))
+                    text, self.max_chunk_chars, first_chunk_chars=self.first_chunk_chars))
+                seconds = float(self.backend.estimate_seconds(text))
             except CbxError:
                 chunks, seconds = 0, 0.0
-            self.text_info = {"chars": len(self.text), "chunks": chunks, "seconds": seconds}
+            info = {"chars": len(text), "chunks": chunks, "seconds": seconds}
+        with self._lock:
+            if serial != self._text_serial:
+                return                  # the text changed meanwhile: its own count follows
+            self.text_info = info
         self._emit("text")
 
     # -------------------------------------------------------------------- settings
@@ -490,7 +524,7 @@ class DashboardController:
         def work() -> None:
             self._cancel_token = token
             self.chunks_done = []
-            self.progress = {"chunk": 0, "total": max(self.text_info.get("chunks", 0), 1),
+            self.progress = {"chunk": 0, "total": max(self.text_info.get("chunks") or 0, 1),
                              "tokens": 0, "elapsed": 0.0, "eta": None, "stage": "starting"}
             self.status_line = "Starting..."
             self._emit("progress", "status", "chunk")

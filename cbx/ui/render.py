@@ -206,8 +206,10 @@ def text_info_html(info: dict) -> str:
     if not chars:
         return "<span class='cbx-hint'>0 characters - type or paste any amount of text.</span>"
     minutes = f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    counted = ("counting chunks..." if chunks is None else
+               f"<b>{chunks}</b> chunk{'s' if chunks != 1 else ''}")
     return (f"<span class='cbx-hint cbx-textinfo'><b>{chars}</b> characters &middot; "
-            f"<b>{chunks}</b> chunk{'s' if chunks != 1 else ''} &middot; about "
+            f"{counted} &middot; about "
             f"<b>{minutes}</b> of speech</span>")
 
 
