@@ -12,25 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests import audio_clips
+from tests.voila_server import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VoilaServer
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
 
-REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = os.environ.get("CBX_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
 PAGE_TIMEOUT_MS = 120_000      # notebook execution imports torch on a slow CPU
 GENERATION_TIMEOUT_MS = 240_000
 
@@ -49,67 +40,6 @@ def _require_browser():
         if os.environ.get("CBX_REQUIRE_BROWSER") == "1":
             pytest.fail(f"CBX_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class VoilaServer:
-    """`python -m cbx.ui` on a free port; stops the server and its kernels at close()."""
-
-    def __init__(self, model_dir: Path, work: Path, name: str):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        work.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update(CBX_MODEL_DIR=str(model_dir), CBX_VOICE_DIR=str(work / "voices"),
-                   CBX_OUTPUT_DIR=str(work / "outputs"), CBX_STATE_DIR=str(work / "state"),
-                   PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
-        self.log_path = ARTIFACTS / f"voila_{name}.log"
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("w", encoding="utf-8")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cbx.ui", "--no-browser", f"--port={self.port}"],
-            cwd=str(REPO), env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"voila exited with {self.proc.returncode}: "
-                                   f"{self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "voila/static/", timeout=2):
-                    return
-            except OSError as exc:
-                if getattr(exc, "code", None):      # an HTTP error means it is serving
-                    return
-                time.sleep(0.3)
-        raise RuntimeError(f"voila did not start in {timeout} s: "
-                           f"{self.log_path.read_text()[-3000:]}")
-
-    def close(self) -> None:
-        import psutil
-
-        try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            kids = []
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        for kid in kids:                 # kernels run in their own sessions
-            if kid.is_running():
-                kid.kill()
-        psutil.wait_procs(kids, timeout=10)
-        self._log.close()
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +112,21 @@ def record_live_playback(page) -> None:
         "   window.__cbxLivePlayed.push(a.src); }, true); }")
 
 
+def assert_no_idle_players(page) -> None:
+    """Issue 13: no <audio> element without real audio, none looping, and none playing
+    unless it plays a real result (a blob with a length)."""
+    players = page.evaluate(
+        "() => Array.from(document.querySelectorAll('audio')).map(a => ({"
+        " cls: a.className, src: a.currentSrc || a.src, paused: a.paused, loop: a.loop,"
+        " error: a.error ? a.error.code : null, duration: a.duration}))")
+    for player in players:
+        assert player["src"].startswith("blob:"), f"a player without audio: {player}"
+        assert not player["loop"], f"a looping player: {player}"
+        assert player["error"] is None, f"a player the browser rejected: {player}"
+        if not player["paused"]:
+            assert player["duration"] and player["duration"] > 0, player
+
+
 def audio_duration(page, selector: str) -> float:
     return page.eval_on_selector(
         selector,
@@ -221,6 +166,7 @@ def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
     page = model_page
     wait_text(page, ".cbx-health-panel", "Not loaded")
     assert page.locator(".cbx-problems .cbx-error").count() == 0
+    assert page.locator("audio").count() == 0, "no player before there is audio"
     shot(page, "01_start")
 
     clip = audio_clips.speech_clip(tmp_path / "Reference Speaker.wav", 8.0)
@@ -258,6 +204,7 @@ def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
                            timeout=GENERATION_TIMEOUT_MS)
     played = page.evaluate("() => window.__cbxLivePlayed")
     assert all(src.startswith("blob:") for src in played) and played[0] != played[1]
+    assert_no_idle_players(page)
     shot(page, "04_result")
 
     with page.expect_download() as info:
@@ -304,6 +251,8 @@ def test_cancel_stops_a_long_generation(model_page):
     assert page.locator(".cbx-history-row").count() == history_before
     assert page.locator("button.cbx-generate").is_enabled()
     assert page.locator("button.cbx-cancel").is_disabled()
+    assert page.locator("audio.cbx-live-player").count() == 0, "cancel removes the live player"
+    assert_no_idle_players(page)
 
 
 def test_no_weights_page_explains_the_fix(browser, empty_server, tmp_path):

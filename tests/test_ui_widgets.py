@@ -14,7 +14,7 @@ pytest.importorskip("ipywidgets")
 
 from cbx.ui import playback  # noqa: E402
 from cbx.ui.controller import DashboardController  # noqa: E402
-from cbx.ui.view import Dashboard  # noqa: E402
+from cbx.ui.view import PAGE_UPDATES_PER_SECOND, Dashboard  # noqa: E402
 from tests.test_ui_controller import (FakeBackend, FakeClock, backend,  # noqa: E402,F401
                                       clip_bytes, env, no_stray_live_threads, wait_for)
 
@@ -83,16 +83,16 @@ def test_buttons_and_progress_while_generating(backend, env):
     while len(view.preview.children) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(view.preview.children) >= 2, "a finished chunk is playable at once"
-    assert view.progress.value >= 0.5
+    wait_for(lambda: view.progress.value >= 0.5)    # progress is drawn at most 4 times/s
     backend.gate.set()
     view.c.wait(10)
     assert not view.generate.disabled and view.cancel.disabled
     assert view.progress.layout.visibility == "hidden"
-    assert view.player.value[:4] == b"RIFF"
+    assert view.result_audio.value[:4] == b"RIFF"
     match = re.search(r"download='([^']+\.wav)'[^>]* href='data:audio/wav;base64,([^']+)'",
                       view.downloads.value)
     assert match, view.downloads.value[:300]
-    assert base64.b64decode(match.group(2)) == view.player.value
+    assert base64.b64decode(match.group(2)) == view.result_audio.value
     assert "data:application/json;base64," in view.downloads.value
     assert len(view.history.children) == 1
     assert "seed" in view.history.children[0].children[0].value
@@ -135,7 +135,7 @@ def test_upload_widget_saves_and_plays_voice(backend, env):
     assert view.error.value == ""
     assert view.voice_pick.value == view.c.voice_choice
     assert view.voice_pick.value.lower().startswith("alice")
-    assert view.voice_player.value[:4] == b"RIFF"
+    assert view.voice_audio.value[:4] == b"RIFF"
     assert "6.0 s" in view.voice_info.value
     assert view.upload.value == (), "the upload resets so the same file can be re-sent"
 
@@ -189,41 +189,122 @@ def test_end_session_needs_confirmation(backend):
     assert "Reload the page" in view.model_note.value
 
 
+def test_progress_and_status_are_throttled_while_generating_and_flushed_after(backend):
+    """Issue 13: a burst of progress callbacks reaches the page at most 4 times a second,
+    the last state is never lost, and the page is drawn at once when generation ends."""
+    view = make(backend)
+    sent = []
+    view.progress_text.observe(lambda change: sent.append(change["new"]), names="value")
+    view.status.observe(lambda change: sent.append(change["new"]), names="value")
+    view.c.busy = "generating"
+    started = time.monotonic()
+    for chunk in range(1, 201):
+        view.c.progress = {"chunk": chunk, "total": 200, "tokens": chunk, "elapsed": 0.0,
+                           "eta": None, "stage": "tokens"}
+        view.c.status_line = f"Generating chunk {chunk} of 200..."
+        view.c._emit("progress", "status")
+    burst = time.monotonic() - started
+    assert len(sent) <= 2 * (burst * PAGE_UPDATES_PER_SECOND + 1), \
+        f"{len(sent)} updates in {burst:.2f} s"
+    wait_for(lambda: "Chunk 200 of 200" in view.progress_text.value)
+    wait_for(lambda: "chunk 200 of 200" in view.status.value)
+    view.c.progress = {"chunk": 1, "total": 1, "tokens": 1, "elapsed": 0.0, "eta": None,
+                       "stage": "tokens"}
+    view.c._emit("progress")                 # may be folded into a trailing draw ...
+    view.c.busy = None
+    view.c.status_line = "Done."
+    view.c._emit("busy", "status")           # ... which the end of the burst draws now
+    assert "Chunk 1 of 1" in view.progress_text.value
+    assert "Done." in view.status.value
+
+
+def _audio_widgets(view):
+    return [w for w in _walk(view.root) if isinstance(w, view.w.Audio)]
+
+
+def test_no_player_without_audio_none_loops_and_only_live_autoplays(backend, env):
+    """Issue 13: an <audio> element with no audio in it, or one that loops, keeps the
+    browser busy; every state the page can be left in is checked."""
+    view = make(backend)
+
+    def check(state):
+        players = _audio_widgets(view)
+        for player in players:
+            assert player.value[:4] == b"RIFF", f"{state}: a player without audio"
+            assert not player.loop, f"{state}: a looping player"
+            assert not player.autoplay or "cbx-live-player" in player._dom_classes, \
+                f"{state}: autoplay on a player not meant to start by itself"
+        return players
+
+    assert check("fresh") == []
+    upload(view, clip_bytes(env), "Alice sample.wav")
+    assert len(check("voice uploaded")) == 1
+    view.load.click()
+    view.c.wait(10)
+    check("loaded")
+    view.text.value = "Hello there."
+    for _ in range(3):
+        view.generate.click()
+        assert view.c.wait(10)
+    check("history of several results")
+    assert len(view.history.children) == 3
+    assert view.result_audio.value == view.c.current.wav_bytes
+    view.chunk_chars.value = 60
+    view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
+    backend.gate = threading.Event()
+    view.generate.click()
+    backend.chunk_started.wait(5)
+    view.cancel.click()
+    backend.gate.set()
+    assert view.c.wait(10)
+    assert "Cancelled" in view.status.value
+    check("cancelled")
+    view.unload.click()
+    view.c.wait(10)
+    check("unloaded")
+    view.close()
+
+
 def test_live_player_plays_each_chunk_as_it_arrives_then_the_next(backend):
     clock = FakeClock()
     view = make(backend, schedule=clock)
-    assert view.live_player.autoplay and view.live_box.layout.display == "none"
-    assert "cbx-live-player" in view.live_player._dom_classes
+    assert view.live_audio.autoplay and view.live_box.layout.display == "none"
+    assert view.live_audio.player is None and view.live_audio.box.children == ()
     view.chunk_chars.value = 60
     view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
     backend.gate = threading.Event()
     view.generate.click()
     wait_for(lambda: view.live_box.layout.display is None)
     assert "as soon as it is ready" in view.live_info.value
-    assert view.live_player.value == playback.SILENCE
+    assert view.live_audio.box.children == (), "no player until a chunk is ready"
     backend.gate.set()
     wait_for(lambda: view.c.live.snapshot().played == (0,))
     wait_for(lambda: len(view.preview.children) == 2)
     chunk1 = view.c.chunks_done[0][2]
-    assert view.live_player.value == chunk1, "chunk 1 starts playing by itself"
+    first = view.live_audio.player
+    assert first.value == chunk1 and first.autoplay and not first.loop, \
+        "chunk 1 starts playing by itself"
+    assert "cbx-live-player" in first._dom_classes
+    assert view.live_audio.box.children == (first,)
     assert "Playing chunk 1 of 2" in view.live_info.value
     # the per-chunk player for replay is still there, not autoplaying
     replay = view.preview.children[1].children[1]
-    assert replay.value == chunk1 and not replay.autoplay
+    assert replay.value == chunk1 and not replay.autoplay and not replay.loop
     backend.gate.set()
     assert view.c.wait(10)
     chunk2 = view.c.current.wav_bytes   # the joined result; chunk 2 is still queued
-    assert view.live_player.value == chunk1, "chunk 2 waits until chunk 1 has played"
+    assert view.live_audio.value == chunk1, "chunk 2 waits until chunk 1 has played"
     clock.fire()
-    assert view.live_player.value not in (chunk1, playback.SILENCE, chunk2)
-    assert view.live_player.value[:4] == b"RIFF"
+    assert view.live_audio.player is not first, "each chunk gets a new player"
+    assert view.live_audio.value not in (chunk1, chunk2)
+    assert view.live_audio.value[:4] == b"RIFF"
     assert "Playing chunk 2 of 2" in view.live_info.value
     clock.fire()
     assert "Played all 2 chunks" in view.live_info.value
-    assert view.player.value == chunk2, "the combined result player is unchanged"
+    assert view.result_audio.value == chunk2, "the combined result player is unchanged"
 
 
-def test_live_player_is_silenced_on_cancel_and_replays_identical_audio(backend):
+def test_live_player_is_removed_on_cancel_and_replays_identical_audio(backend):
     clock = FakeClock()
     view = make(backend, schedule=clock)
     view.chunk_chars.value = 60
@@ -232,40 +313,38 @@ def test_live_player_is_silenced_on_cancel_and_replays_identical_audio(backend):
     view.generate.click()
     backend.gate.set()
     wait_for(lambda: view.c.live.state == playback.PLAYING)
-    assert view.live_player.value[:4] == b"RIFF" and view.live_player.value != playback.SILENCE
+    assert view.live_audio.value[:4] == b"RIFF"
     view.cancel.click()
-    assert view.live_player.value == playback.SILENCE
+    assert view.live_audio.player is None and view.live_audio.box.children == (), \
+        "cancel takes the live player off the page"
     assert "stopped" in view.live_info.value
     backend.gate.set()
     assert view.c.wait(10)
-    # The same text and seed make the same first chunk: it must still reach the
-    # browser again (an unchanged value would not be re-sent, so not replayed); a new
-    # generation silences the player first.
-    sent = []
-    view.live_player.observe(lambda change: sent.append(change["new"]), names="value")
+    # The same text and seed make the same first chunk: it must start again, so it
+    # gets a player of its own (an unchanged value would not be re-sent).
     backend.gate = None
     view.text.value = "Hello there."
     view.seed.value = "3"
     view.generate.click()
     assert view.c.wait(10)
-    first = view.live_player.value
+    first = view.live_audio.player
     view.generate.click()
     assert view.c.wait(10)
-    assert sent[-1] == first and sent.count(first) == 2
-    assert sent[-2] == playback.SILENCE
+    assert view.live_audio.player is not first
+    assert view.live_audio.value == first.value
 
 
-def test_live_view_resends_identical_audio_when_renders_coalesce(backend):
+def test_live_view_replays_identical_audio_when_renders_coalesce(backend):
     """Two renders can see one snapshot only (begin and the first chunk in quick
-    succession): identical bytes still go out again, after a moment of silence."""
+    succession): identical bytes still get a new player, so they play again."""
     view = make(backend)
     live = view.c.live
     live.begin(1)
     live.add(0, 1, b"RIFF-same", 1.0)
-    sent = []
-    view.live_player.observe(lambda change: sent.append(change["new"]), names="value")
+    before = view.live_audio.player
     view._live_serial = None          # as if the view had not drawn the last change yet
     view._render_live()
-    assert sent == [playback.SILENCE, b"RIFF-same"]
+    assert view.live_audio.player is not before and view.live_audio.value == b"RIFF-same"
     view.close()
     assert live.state == playback.STOPPED
+    assert view.live_audio.player is None

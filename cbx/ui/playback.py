@@ -9,9 +9,7 @@ generation. Pure Python with an injectable timer, so tests step it without waiti
 """
 from __future__ import annotations
 
-import io
 import threading
-import wave
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -28,19 +26,6 @@ DONE = "done"            # generation is over and every finished chunk has playe
 STOPPED = "stopped"      # cancelled, unloaded or closed: the player is silent
 
 
-def _silent_wav() -> bytes:
-    """A valid WAV with no samples: putting it in the player stops what it plays."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(24_000)
-    return buffer.getvalue()
-
-
-SILENCE = _silent_wav()
-
-
 class TimerHandle(Protocol):
     def cancel(self) -> None: ...
 
@@ -48,10 +33,11 @@ class TimerHandle(Protocol):
 Schedule = Callable[[float, Callable[[], None]], TimerHandle]
 
 
-def thread_timer(delay: float, callback: Callable[[], None]) -> threading.Timer:
+def thread_timer(delay: float, callback: Callable[[], None],
+                 name: str = "cbx-live-playback") -> threading.Timer:
     """The default schedule: a daemon timer thread (it never keeps a kernel alive)."""
     timer = threading.Timer(delay, callback)
-    timer.name = "cbx-live-playback"
+    timer.name = name
     timer.daemon = True
     timer.start()
     return timer
@@ -183,5 +169,5 @@ class LivePlayback:
         self._on_change()
 
 
-__all__ = ["LivePlayback", "LiveChunk", "LiveState", "LIVE_GAP_SECONDS", "SILENCE",
+__all__ = ["LivePlayback", "LiveChunk", "LiveState", "LIVE_GAP_SECONDS",
            "IDLE", "WAITING", "PLAYING", "DONE", "STOPPED", "thread_timer"]

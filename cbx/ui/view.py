@@ -6,9 +6,12 @@ part of the page it names. No model logic lives here.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 from ..variants import ALL_SETTINGS, VARIANTS
 from . import playback, render
@@ -31,7 +34,99 @@ SLIDER_SPECS = {
 BASIC_SETTINGS = ("exaggeration", "cfg_weight", "temperature")
 ADVANCED_SETTINGS = ("min_p", "top_p", "repetition_penalty")
 ACCEPTED_UPLOADS = ".wav,.flac,.ogg,.mp3"
+# While a generation runs, progress and status lines change faster than anyone reads
+# them; each change is a websocket message and a re-layout in the browser.
+PAGE_UPDATES_PER_SECOND = 4
+THROTTLED_EVENTS = ("progress", "status")
 AUDIO_FORMATS = {".wav": "wav", ".flac": "flac", ".ogg": "ogg", ".mp3": "mpeg"}
+
+
+class Throttle:
+    """Calls `render` at most once per `interval` seconds; a call inside the interval is
+    not lost but folded into one trailing call at its end (which draws the latest
+    state, since renders read the controller, not the call's arguments)."""
+
+    def __init__(self, render: Callable[[], None], interval: float,
+                 schedule: playback.Schedule = functools.partial(
+                     playback.thread_timer, name="cbx-page-throttle"),
+                 clock: Callable[[], float] = time.monotonic):
+        self._render = render
+        self._interval = interval
+        self._schedule = schedule
+        self._clock = clock
+        self._lock = threading.Lock()       # guards _last and _pending
+        self._last = float("-inf")
+        self._pending: playback.TimerHandle | None = None
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._pending is not None:
+                return                       # the trailing call will draw this too
+            wait = self._last + self._interval - self._clock()
+            if wait > 0:
+                self._pending = self._schedule(wait, self._trailing)
+                return
+            self._last = self._clock()
+        self._render()
+
+    def flush(self) -> None:
+        """Draw now what a pending trailing call would have drawn (the burst is over)."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+            self._render()
+
+    def _trailing(self) -> None:
+        with self._lock:
+            if self._pending is None:
+                return                       # flushed meanwhile
+            self._pending = None
+            self._last = self._clock()
+        self._render()
+
+
+class AudioSlot:
+    """The place of one player on the page: an `<audio>` element exists there only while
+    it holds real audio.
+
+    Why: an element without audio still costs the browser. ipywidgets' `Audio` loops by
+    default, a looping zero-length source restarts for ever, and an empty value is a
+    source the browser rejects; so nothing stands in the slot until there is something
+    to play, and nothing loops. Each new sound gets a new widget: the browser (re)starts
+    an autoplaying one even when the bytes equal the last ones."""
+
+    def __init__(self, w, css_class: str, height: str, autoplay: bool = False):
+        self._w = w
+        self._css_class = css_class
+        self._height = height
+        self.autoplay = autoplay
+        self.player = None
+        self.box = w.Box(layout=w.Layout(width="100%"))
+
+    @property
+    def value(self) -> bytes:
+        return self.player.value if self.player is not None else b""
+
+    def show(self, data: bytes, fmt: str = "wav") -> None:
+        if not data:
+            self.clear()
+            return
+        w = self._w
+        player = w.Audio(value=data, format=fmt, autoplay=self.autoplay, loop=False,
+                         controls=True, layout=w.Layout(width="100%", height=self._height))
+        player.add_class(self._css_class)
+        old, self.player = self.player, player
+        self.box.children = (player,)
+        if old is not None:
+            old.close()
+
+    def clear(self) -> None:
+        """Remove the player: a media element taken out of the page stops playing."""
+        old, self.player = self.player, None
+        if old is not None:
+            self.box.children = ()
+            old.close()
 
 
 class Dashboard:
@@ -46,6 +141,9 @@ class Dashboard:
         self._history_rows: dict[int, object] = {}
         self._live_lock = threading.Lock()   # timer and worker threads both redraw it
         self._live_serial = None
+        self._throttles = {event: Throttle(lambda e=event: self._render(e),
+                                           1.0 / PAGE_UPDATES_PER_SECOND)
+                           for event in THROTTLED_EVENTS}
         self._build()
         controller.observe(self._on_event)
         for event in ("health", "voices", "text", "settings", "busy", "status", "error",
@@ -99,11 +197,9 @@ class Dashboard:
                                      layout=w.Layout(width="100%"))
         self.voice_pick.observe(self._on_voice_pick, names="value")
         self.voice_info = w.HTML()
-        self.voice_player = w.Audio(format="wav", autoplay=False, controls=True,
-                                    layout=w.Layout(width="100%", height="40px"))
-        self.voice_player.add_class("cbx-voice-player")
+        self.voice_audio = AudioSlot(w, "cbx-voice-player", height="40px")
         voice_card = self._card("1 &middot; Voice", w.HBox([self.upload, self.voice_hint]),
-                                self.voice_pick, self.voice_info, self.voice_player)
+                                self.voice_pick, self.voice_info, self.voice_audio.box)
 
         # Text
         self.text = w.Textarea(placeholder="Type or paste the text to speak. Long text is "
@@ -141,6 +237,7 @@ class Dashboard:
         self.seed = w.Text(description="Seed", placeholder="random", style=desc,
                            layout=w.Layout(width="260px"),
                            tooltip="Same seed + same settings + same voice = same audio.")
+        self.seed.add_class("cbx-seed")
         self.seed.observe(self._on_seed, names="value")
         self.chunk_chars = w.IntSlider(description="Chunk size", min=50, max=600, step=10,
                                        value=c.max_chunk_chars, style=desc, layout=full(),
@@ -183,10 +280,8 @@ class Dashboard:
         # Live: autoplay, fed the next finished chunk by the controller's playback timer
         self.live_info = w.HTML()
         self.live_info.add_class("cbx-live-info")
-        self.live_player = w.Audio(value=playback.SILENCE, format="wav", autoplay=True,
-                                   controls=True, layout=w.Layout(width="100%", height="40px"))
-        self.live_player.add_class("cbx-live-player")
-        self.live_box = w.VBox([self.live_info, self.live_player], layout=full())
+        self.live_audio = AudioSlot(w, "cbx-live-player", height="40px", autoplay=True)
+        self.live_box = w.VBox([self.live_info, self.live_audio.box], layout=full())
         self.live_box.add_class("cbx-live")
         self.preview = w.VBox()
         self.preview.add_class("cbx-preview")
@@ -197,12 +292,10 @@ class Dashboard:
         # Output
         self.result_info = w.HTML()
         self.result_info.add_class("cbx-result-info")
-        self.player = w.Audio(format="wav", autoplay=False, controls=True,
-                              layout=w.Layout(width="100%", height="48px"))
-        self.player.add_class("cbx-player")
+        self.result_audio = AudioSlot(w, "cbx-player", height="48px")
         self.downloads = w.HTML()
         self.downloads.add_class("cbx-download")
-        output_card = self._card("5 &middot; Output", self.result_info, self.player,
+        output_card = self._card("5 &middot; Output", self.result_info, self.result_audio.box,
                                  self.downloads)
         self.history = w.VBox()
         self.history_hint = w.HTML()
@@ -301,6 +394,16 @@ class Dashboard:
 
     # ------------------------------------------------------- controller events
     def _on_event(self, event: str) -> None:
+        generating = self.c.busy in (GENERATING, CANCELLING)
+        if event in self._throttles and generating:
+            self._throttles[event]()
+            return
+        if event == "busy" and not generating:
+            for throttle in self._throttles.values():
+                throttle.flush()
+        self._render(event)
+
+    def _render(self, event: str) -> None:
         handler = getattr(self, f"_render_{event}", None)
         if handler is not None:
             self._sync(handler)
@@ -350,13 +453,13 @@ class Dashboard:
             children.append(w.HBox([
                 w.HTML(f"<span class='cbx-hint'>Chunk {index + 1} of {total}</span>",
                        layout=w.Layout(width="110px")),
-                w.Audio(value=data, format="wav", autoplay=False,
+                w.Audio(value=data, format="wav", autoplay=False, loop=False,
                         layout=w.Layout(width="80%", height="36px"))]))
         self.preview.children = tuple(children)
 
     def _render_live(self) -> None:
-        """Show the live state; put new audio in the player only when the chunk changes
-        (each new value starts playing by itself: the player has autoplay)."""
+        """Show the live state; a new chunk gets a new autoplaying player (so identical
+        audio plays again too), and silence means no player at all."""
         with self._live_lock:
             live = self.c.live.snapshot()
             self.live_box.layout.display = "none" if live.state == playback.IDLE else None
@@ -364,13 +467,10 @@ class Dashboard:
             if live.serial == self._live_serial:
                 return
             self._live_serial = live.serial
-            data = live.chunk.data if live.chunk is not None else playback.SILENCE
-            if self.live_player.value == data:
-                if live.chunk is None:
-                    return                       # already silent
-                # the same bytes again would not reach the browser, so not replay
-                self.live_player.value = playback.SILENCE
-            self.live_player.value = data
+            if live.chunk is None:
+                self.live_audio.clear()
+            else:
+                self.live_audio.show(live.chunk.data)
 
     def close(self) -> None:
         """Stop live playback and close the widgets (the page is going away)."""
@@ -380,9 +480,10 @@ class Dashboard:
     def _render_result(self) -> None:
         entry = self.c.current
         self.result_info.value = render.result_summary(entry)
-        # visible before the value arrives, so the browser reads the audio's length at once
-        self.player.layout.display = None if entry is not None else "none"
-        self.player.value = entry.wav_bytes if entry is not None else b""
+        if entry is None:
+            self.result_audio.clear()
+        else:
+            self.result_audio.show(entry.wav_bytes)
         self.downloads.value = render.download_links(entry)
 
     def _render_history(self) -> None:
@@ -457,16 +558,17 @@ class Dashboard:
                                      f"{voice.sample_rate} Hz{extra}")
             path = Path(voice.path)
             if path.is_file():
-                self.voice_player.format = AUDIO_FORMATS.get(path.suffix.lower(), "wav")
-                self.voice_player.value = path.read_bytes()
-            self.voice_player.layout.display = None
+                self.voice_audio.show(path.read_bytes(),
+                                      AUDIO_FORMATS.get(path.suffix.lower(), "wav"))
+            else:
+                self.voice_audio.clear()
         else:
             self.voice_info.value = (
                 "<span class='cbx-hint'>Using the model's built-in voice. Upload a clip to "
                 "clone a voice.</span>" if c.has_builtin_voice() else
                 "<span class='cbx-hint'>No voice selected: upload a clip of the voice to "
                 "clone.</span>")
-            self.voice_player.layout.display = "none"
+            self.voice_audio.clear()
         if c.voice_message:
             self.voice_info.value += f"<br><span class='cbx-ok'>{render.e(c.voice_message)}</span>"
         if c.health is not None:
@@ -526,14 +628,14 @@ def _exit_kernel() -> None:
 def dashboard(model_dir=None, backend=None) -> Dashboard:
     """Build the Chatterbox Studio page; the notebook's single cell displays it."""
     from ..errors import CbxError
-    from ..manager import DEFAULT_IDLE_MINUTES, idle_unload_minutes
+    from ..envsettings import DEFAULT_IDLE_UNLOAD_MINUTES, idle_unload_minutes
     from .backend import CbxBackend
 
     config_error = None
     try:
         minutes = idle_unload_minutes()
     except CbxError as exc:          # a bad setting is shown on the page, not a crash
-        minutes, config_error = DEFAULT_IDLE_MINUTES, exc
+        minutes, config_error = DEFAULT_IDLE_UNLOAD_MINUTES, exc
     controller = DashboardController(backend or CbxBackend(model_dir),
                                      idle_unload_minutes=minutes, exit_process=_exit_kernel)
     if config_error is not None:

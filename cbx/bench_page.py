@@ -1,0 +1,271 @@
+"""What the dashboard costs the user's machine: `python -m cbx.bench_page`.
+
+Why it exists: the page runs in a browser on the same machine as the kernel. A page
+that keeps the browser busy takes CPU from PyTorch, and a CPU generation then takes
+several times longer than the same call in a plain kernel. So this drives the real
+dashboard (`python -m cbx.ui`, the real Voila server) in Debian's Chromium with
+Playwright, and prints:
+
+- Chromium's CPU (all its processes, % of one core) while the page sits idle in every
+  state a user leaves it in: fresh, voice uploaded, loaded, after several results,
+  after Cancel, after Unload; beside a trivial Voila page (Button, Textarea,
+  FloatProgress, HTML) on the same server settings;
+- the time from the Generate click to the first chunk's audio playing in the page,
+  beside `cbx.speak`'s `on_chunk` time for the same text, voice and seed in a plain
+  Jupyter kernel (model loaded and voice prepared on both sides; medians).
+
+Without `--model-dir` it uses the random-weight test fixture (tests/checkpoints.py),
+so it needs the dev install (`python setup_env.py --dev`: Playwright) and Chromium.
+The last line of output is one JSON object with every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import bench
+
+SEED = 7
+# 154 characters in two chunks (the short first chunk splits off), as in issue 13
+TEXT = ("The sun rose over the quiet hills and the birds began to sing. A cold wind came "
+        "down from the north, and the old miller went out to open the gates.")
+TRIVIAL_NOTEBOOK_SOURCE = (
+    "import ipywidgets as w\n"
+    "w.VBox([w.Button(description='Go'), w.Textarea(), w.FloatProgress(value=0.3),"
+    " w.HTML('<b>hello</b>')])")
+PAGE_TIMEOUT_MS = 180_000
+GENERATION_TIMEOUT_MS = 600_000
+RESULT_MARKER = "CBX_BENCH_PAGE_RESULT "
+
+
+# ----------------------------------------------------------------------- measuring
+def browser_cpu_seconds(user_data_dir: str) -> float:
+    """CPU seconds used so far by every Chromium process of this browser instance."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+        cmdline = proc.info["cmdline"] or []
+        if any(user_data_dir in arg for arg in cmdline):
+            times = proc.info["cpu_times"]
+            if times is not None:
+                total += times.user + times.system
+    return total
+
+
+def idle_cpu_percent(user_data_dir: str, seconds: float, settle: float = 2.0) -> float:
+    """Chromium's CPU, % of one core, over `seconds` of the page left alone."""
+    time.sleep(settle)
+    before, started = browser_cpu_seconds(user_data_dir), time.monotonic()
+    time.sleep(seconds)
+    used = browser_cpu_seconds(user_data_dir) - before
+    return 100.0 * used / (time.monotonic() - started)
+
+
+# ------------------------------------------------------------------------ the page
+def _wait_text(page, selector: str, needle: str, timeout: int = PAGE_TIMEOUT_MS) -> None:
+    page.wait_for_function(
+        "([sel, needle]) => { const el = document.querySelector(sel); "
+        "return el && el.textContent.includes(needle); }",
+        arg=[selector, needle], timeout=timeout)
+
+
+def _wait_idle(page) -> None:
+    page.wait_for_function("() => !document.querySelector('button.cbx-generate').disabled",
+                           timeout=GENERATION_TIMEOUT_MS)
+
+
+def _first_audio_seconds(page, text: str) -> float:
+    """Generate `text`; seconds from the click to the live player's first 'playing'.
+    Waits until the live player has played every chunk, so the next run starts quiet."""
+    page.evaluate(
+        "() => { if (window.__cbxPlaying) return; window.__cbxPlaying = [];"
+        " document.addEventListener('playing', ev => {"
+        "  if (ev.target.classList && ev.target.classList.contains('cbx-live-player'))"
+        "   window.__cbxPlaying.push(performance.now()); }, true); }")
+    area = page.locator(".cbx-text textarea")
+    if area.input_value() != text:
+        area.fill(text)
+        area.press("End")
+        _wait_text(page, ".cbx-textinfo", "chunk")
+    clicked = page.evaluate("() => performance.now()")
+    page.click("button.cbx-generate")
+    first = page.wait_for_function(
+        "clicked => window.__cbxPlaying.find(t => t > clicked)", arg=clicked,
+        timeout=GENERATION_TIMEOUT_MS).json_value()
+    _wait_idle(page)
+    _wait_text(page, ".cbx-live-info", "Played all", GENERATION_TIMEOUT_MS)
+    return (first - clicked) / 1000.0
+
+
+def run_page(root: Path, clip: Path, scratch: Path, idle_seconds: float,
+             repeats: int, say) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    from tests.voila_server import CHROMIUM, CHROMIUM_ARGS, VoilaServer
+
+    figures: dict = {"idle_cpu_percent": {}, "dashboard_first_audio_s": []}
+    trivial = scratch / "trivial.ipynb"
+    trivial.write_text(json.dumps({
+        "cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
+                   "outputs": [], "source": TRIVIAL_NOTEBOOK_SOURCE}],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}), encoding="utf-8")
+    with sync_playwright() as pw:
+        for name, notebook in (("trivial page", trivial), ("dashboard", None)):
+            profile = tempfile.mkdtemp(prefix="cbx-bench-chromium-", dir=scratch)
+            server = VoilaServer(root, scratch / name.replace(" ", "_"), f"bench_{name}",
+                                 notebook=notebook)
+            context = pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                viewport={"width": 1400, "height": 1000})
+            try:
+                page = context.pages[0] if context.pages else context.new_page()
+                page.set_default_timeout(PAGE_TIMEOUT_MS)
+                page.goto(server.url, timeout=PAGE_TIMEOUT_MS)
+
+                def idle(state: str) -> None:
+                    value = idle_cpu_percent(profile, idle_seconds)
+                    figures["idle_cpu_percent"][state] = value
+                    say(f"  Chromium idle, {state}: {value:.1f} % of one core")
+
+                if notebook is not None:
+                    page.wait_for_selector(".widget-textarea", timeout=PAGE_TIMEOUT_MS)
+                    idle("trivial Voila page")
+                    continue
+                page.wait_for_selector(".cbx-health-panel table", timeout=PAGE_TIMEOUT_MS)
+                idle("fresh")
+                with page.expect_file_chooser() as chooser:
+                    page.click(".widget-upload")
+                chooser.value.set_files(str(clip))
+                _wait_text(page, ".cbx-card", "Saved voice")
+                idle("voice uploaded")
+                page.click("button.cbx-load")
+                _wait_text(page, ".cbx-health-panel", "Ready", GENERATION_TIMEOUT_MS)
+                _wait_idle(page)
+                idle("after Load")
+                page.fill(".cbx-seed input", str(SEED))
+                page.keyboard.press("Enter")
+                for _ in range(repeats):
+                    seconds = _first_audio_seconds(page, TEXT)
+                    figures["dashboard_first_audio_s"].append(seconds)
+                    say(f"  dashboard: Generate to first audio {seconds:.1f} s")
+                idle(f"after {repeats} results")
+                page.click("button.cbx-generate")
+                _wait_text(page, ".cbx-progress-text", "Chunk 1 of", GENERATION_TIMEOUT_MS)
+                page.click("button.cbx-cancel")
+                _wait_text(page, ".cbx-status-line", "Cancelled", GENERATION_TIMEOUT_MS)
+                idle("after Cancel")
+                page.click("button.cbx-unload")
+                _wait_text(page, ".cbx-health-panel", "Not loaded", GENERATION_TIMEOUT_MS)
+                _wait_idle(page)
+                idle("after Unload")
+            finally:
+                context.close()
+                server.close()
+    return figures
+
+
+# ---------------------------------------------------------------- the plain kernel
+KERNEL_CODE = """
+import threading, time, cbx
+voice = cbx.voice({clip!r})
+cbx.load("original", device="cpu")
+cbx.speak("Warm up.", voice=voice, seed=1)
+times = []
+for _ in range({repeats}):
+    first = []
+    started = time.perf_counter()
+    def work():
+        cbx.speak({text!r}, voice=voice, seed={seed},
+                  on_chunk=lambda *a: first or first.append(time.perf_counter() - started))
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    times.append(first[0])
+print({marker!r} + repr(times))
+"""
+
+
+def run_kernel(root: Path, clip: Path, scratch: Path, repeats: int) -> list[float]:
+    """`cbx.speak` in a plain Jupyter kernel (in a worker thread, as the dashboard runs
+    it); the seconds until `on_chunk` hands over the first chunk."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = dict(os.environ, CBX_MODEL_DIR=str(root), CBX_VOICE_DIR=str(scratch / "kvoices"),
+               CBX_OUTPUT_DIR=str(scratch / "koutputs"), CBX_STATE_DIR=str(scratch / "kstate"))
+    manager, client = start_new_kernel(kernel_name="python3", env=env,
+                                       cwd=str(Path(__file__).resolve().parent.parent))
+    try:
+        output: list[str] = []
+        code = KERNEL_CODE.format(clip=str(clip), repeats=repeats, text=TEXT, seed=SEED,
+                                  marker=RESULT_MARKER)
+        reply = client.execute_interactive(
+            code, timeout=GENERATION_TIMEOUT_MS / 1000,
+            output_hook=lambda msg: output.append(msg["content"].get("text", "")))
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"kernel run failed: {reply['content'].get('evalue')}")
+        line = next(line for line in "".join(output).splitlines()
+                    if line.startswith(RESULT_MARKER))
+        return [float(v) for v in line[len(RESULT_MARKER):].strip("[]").split(",")]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+# ------------------------------------------------------------------------- report
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cbx.bench_page",
+        description="Chromium's idle CPU on the dashboard in each state, and the "
+                    "dashboard's time to first audio against cbx.speak in a plain kernel.")
+    parser.add_argument("--model-dir", default=None,
+                        help="model root holding original/ (default: the random-weight "
+                             "test fixture, built on first use)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="seconds of idle page measured per state (default 10)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="generations timed on each side (default 3; medians shown)")
+    args = parser.parse_args(argv)
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
+    root, _fixture = bench._resolve_model_root(args.model_dir, "original")
+    with tempfile.TemporaryDirectory(prefix="cbx-bench-page-") as tmp:
+        scratch = Path(tmp)
+        clip, clip_source = bench.make_clip(scratch / "reference voice.wav")
+        say(f"Model root: {root}; reference clip: {clip_source}")
+        say("The dashboard in Chromium (real Voila server):")
+        figures = run_page(root, clip, scratch, args.idle_seconds, args.repeats, say)
+        say("cbx.speak in a plain Jupyter kernel:")
+        kernel = run_kernel(root, clip, scratch, args.repeats)
+        for seconds in kernel:
+            say(f"  cbx.speak: first chunk handed over after {seconds:.1f} s")
+    dashboard_s = statistics.median(figures["dashboard_first_audio_s"])
+    kernel_s = statistics.median(kernel)
+    figures.update(kernel_first_audio_s=kernel,
+                   first_audio_median_s={"dashboard": dashboard_s, "cbx.speak": kernel_s},
+                   first_audio_ratio=dashboard_s / kernel_s,
+                   machine=bench.describe_machine("cpu"), text=TEXT, seed=SEED)
+    say("")
+    say(f"{'Chromium idle CPU (% of one core)':<44}")
+    for state, value in figures["idle_cpu_percent"].items():
+        say(f"  {state:<42}{value:6.1f}")
+    say(f"Time to first audio, median of {args.repeats}:")
+    say(f"  {'dashboard (click to sound)':<42}{dashboard_s:6.1f} s")
+    say(f"  {'cbx.speak in a plain kernel (on_chunk)':<42}{kernel_s:6.1f} s")
+    say(f"  {'ratio dashboard / cbx.speak':<42}{figures['first_audio_ratio']:6.2f}x")
+    print(json.dumps(figures), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""A real Voila server as users start it (`python -m cbx.ui`), for the end-to-end tests
+and the page benchmark (`python -m cbx.bench_page`), and the Chromium they drive."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = os.environ.get("CBX_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VoilaServer:
+    """`python -m cbx.ui` on a free port; stops the server and its kernels at close()."""
+
+    def __init__(self, model_dir: Path, work: Path, name: str, notebook: Path | None = None,
+                 env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        work.mkdir(parents=True, exist_ok=True)
+        extra_env, env = env, dict(os.environ)
+        env.update(CBX_MODEL_DIR=str(model_dir), CBX_VOICE_DIR=str(work / "voices"),
+                   CBX_OUTPUT_DIR=str(work / "outputs"), CBX_STATE_DIR=str(work / "state"),
+                   PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+        env.update(extra_env or {})
+        self.log_path = ARTIFACTS / f"voila_{name}.log"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("w", encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cbx.ui", "--no-browser", f"--port={self.port}",
+             *([f"--notebook={notebook}"] if notebook is not None else [])],
+            cwd=str(REPO), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"voila exited with {self.proc.returncode}: "
+                                   f"{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "voila/static/", timeout=2):
+                    return
+            except OSError as exc:
+                if getattr(exc, "code", None):      # an HTTP error means it is serving
+                    return
+                time.sleep(0.3)
+        raise RuntimeError(f"voila did not start in {timeout} s: "
+                           f"{self.log_path.read_text()[-3000:]}")
+
+    def close(self) -> None:
+        import psutil
+
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            kids = []
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        for kid in kids:                 # kernels run in their own sessions
+            if kid.is_running():
+                kid.kill()
+        psutil.wait_procs(kids, timeout=10)
+        self._log.close()
