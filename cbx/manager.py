@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import envcheck, paths
+from . import envcheck, options, paths
 from .envsettings import DEFAULT_IDLE_UNLOAD_MINUTES
 from .errors import (CUDA_OOM_SOLUTION, GenerationFailed, GpuInUse, InvalidSetting,
                      ModelBusy)
@@ -297,9 +297,7 @@ class ModelManager:
         switching variant, device or dtype unloads the previous model first.
         """
         spec = get_variant(variant)
-        if dtype not in SUPPORTED_DTYPES:
-            raise InvalidSetting(f"Unknown dtype {dtype!r}.",
-                                 f"Use one of: {', '.join(SUPPORTED_DTYPES)}.")
+        options.choice("dtype", dtype, SUPPORTED_DTYPES)
         envcheck.require_libraries(MODEL_LIBRARIES)
         resolved = envcheck.resolve_device(device)
         with self._lock:
