@@ -2,8 +2,9 @@
 `voila --Voila.config_file_paths=voila_config ...`, or with JUPYTER_CONFIG_PATH=voila_config).
 
 Why each setting:
-- bind to this machine only: the page can upload files and run a model, so it must
-  not be reachable from the network;
+- bind to this machine only, and answer only requests addressed to it: the page can
+  upload files and run a model, so it must not be reachable from the network, nor from
+  a web page that rebinds its own host name to 127.0.0.1;
 - 100 MiB websocket messages: an uploaded clip travels in one widget message and the
   voice library accepts clips up to 50 MB (tornado's default cap is 10 MiB);
 - cull idle kernels: Voila does not reliably stop a kernel when its tab closes, and a
@@ -32,6 +33,12 @@ c.Voila.ip = "127.0.0.1"
 c.Voila.port = port
 c.Voila.tornado_settings = {
     "websocket_max_message_size": 100 * 1024 * 1024,
+    # Voila turns jupyter_server's Host check off; turned back on, the page, the API
+    # and the kernel websocket answer 403 to any Host but a loopback address or
+    # "localhost", which defeats DNS rebinding (a foreign site's name resolving to
+    # 127.0.0.1 carries its own name in Host).
+    "allow_remote_access": False,
+    "local_hostnames": ["localhost"],
 }
 c.MappingKernelManager.cull_idle_timeout = int(cull_minutes * 60)
 c.MappingKernelManager.cull_interval = 60 if cull_minutes >= 2 else 10
