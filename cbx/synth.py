@@ -7,6 +7,7 @@ Layer 4: imports layers 1-3; torch is imported inside functions.
 from __future__ import annotations
 
 import functools
+import html
 import io
 import json
 import secrets
@@ -131,8 +132,9 @@ class Result:
         from IPython.display import Audio
 
         player = Audio(self.wav, rate=self.sample_rate)._repr_html_()
-        return (f"<div><b>{len(self.text)} characters</b>, voice <i>{self.voice}</i>, "
-                f"seed {self.seed}, {self.duration:.1f} s of audio in "
+        return (f"<div><b>{len(self.text)} characters</b>, voice "
+                f"<i>{html.escape(str(self.voice))}</i>, "
+                f"seed {html.escape(str(self.seed))}, {self.duration:.1f} s of audio in "
                 f"{self.timings.get('total', 0):.1f} s</div>{player}")
 
 

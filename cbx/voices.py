@@ -48,6 +48,7 @@ QUIET_DBFS = -40.0
 CLIPPING_PEAK = 0.999
 LOW_SAMPLE_RATE = 16_000
 META_FILE = "meta.json"
+MAX_META_BYTES = 1024 * 1024      # a meta.json cbx writes is a few hundred bytes
 MAX_NAME_LEN = 64
 SUPPORTED_FORMATS = ("WAV", "FLAC", "OGG", "MP3")
 BUILTIN_NAME = "built-in"
@@ -394,8 +395,7 @@ def load_voice(source, name: str | None = None, *, variant: str = DEFAULT_VARIAN
         display = f"The upload {name!r}" if name else "The uploaded file"
         if len(data) > MAX_VOICE_BYTES:
             raise InvalidVoiceFile(
-                f"{display} is {len(data) / 1e6:.0f} MB; the limit is "
-                f"{MAX_VOICE_BYTES // (1024 * 1024)} MB.",
+                f"{display} is {clip_too_large(len(data))}",
                 "Trim the clip to 10-20 s of speech (Chatterbox reads at most "
                 f"{v.voice_seconds_used:g} s) and upload that.",
             )
@@ -446,6 +446,24 @@ def load_voice(source, name: str | None = None, *, variant: str = DEFAULT_VARIAN
     return voice
 
 
+def clip_too_large(size: int) -> str:
+    """The one wording of "this clip is over the limit" (files, uploads, the page)."""
+    return (f"{size / 2**20:.1f} MB, over the limit for a voice clip: the limit is "
+            f"{MAX_VOICE_BYTES // 2**20} MB.")
+
+
+def read_capped(path: Path, limit: int, too_large) -> bytes:
+    """Read at most `limit` bytes of `path`, whatever its size claims to be.
+
+    The size check is on what is read, not on `st_size`, which a pipe or a growing
+    file reports wrongly; `too_large(size)` makes the error for more than `limit`."""
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(max(len(data), path.stat().st_size))
+    return data
+
+
 def _read_clip(path: Path, variant: Variant) -> bytes:
     valid = ("A valid voice is an existing audio file (WAV, FLAC, OGG or MP3), given by its "
              "full path, e.g. C:\\Users\\me\\voice.wav or /home/me/voice.wav.")
@@ -455,16 +473,15 @@ def _read_clip(path: Path, variant: Variant) -> bytes:
     if path.is_dir():
         raise VoiceFileNotFound(f"'{path}' is a folder, not an audio file.",
                                 f"Pick a file inside it. {valid}")
+    if not path.is_file():
+        raise VoiceFileNotFound(
+            f"'{path}' is not a regular file (a pipe, device or socket cannot be a clip).",
+            f"Save the recording to a file first. {valid}")
     try:
-        size = path.stat().st_size
-        if size > MAX_VOICE_BYTES:
-            raise InvalidVoiceFile(
-                f"'{path}' is {size / 1e6:.0f} MB; the limit is "
-                f"{MAX_VOICE_BYTES // (1024 * 1024)} MB.",
-                "Trim the clip to 10-20 s of speech (Chatterbox reads at most "
-                f"{variant.voice_seconds_used:g} s) and use that.",
-            )
-        return path.read_bytes()
+        return read_capped(path, MAX_VOICE_BYTES, too_large=lambda size: InvalidVoiceFile(
+            f"'{path}' is {clip_too_large(size)}",
+            "Trim the clip to 10-20 s of speech (Chatterbox reads at most "
+            f"{variant.voice_seconds_used:g} s) and use that."))
     except PermissionError as exc:
         raise VoiceFileNotFound(f"The voice file '{path}' cannot be read: permission denied.",
                                 "Copy it to a folder you own, or fix its permissions.") from exc
@@ -571,8 +588,11 @@ def _voice_from_meta(folder: Path, meta: dict) -> Voice:
             format=meta.get("format"),
             created=meta.get("created"),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise _BrokenEntry(f"{META_FILE} lacks or garbles {exc}") from exc
+    if not (math.isfinite(voice.duration) and voice.duration > 0 and voice.sample_rate > 0
+            and voice.channels > 0):
+        raise _BrokenEntry(f"{META_FILE} has an impossible duration, rate or channel count")
     if Path(meta["clip"]).name != meta["clip"] or not _inside(folder, clip):
         raise _BrokenEntry(f"{META_FILE} points outside its folder ({meta['clip']!r})")
     if not re.fullmatch(r"[0-9a-f]{64}", voice.sha256):
@@ -580,13 +600,19 @@ def _voice_from_meta(folder: Path, meta: dict) -> Voice:
     return voice
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number cbx writes")
+
+
 def _read_entry(folder: Path) -> Voice:
     meta_path = folder / META_FILE
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(read_capped(meta_path, MAX_META_BYTES, too_large=lambda size:
+                                      ValueError(f"{size} bytes is too large")),
+                          parse_constant=_refuse_constant)
     except FileNotFoundError as exc:
         raise _BrokenEntry(f"no {META_FILE}") from exc
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise _BrokenEntry(f"unreadable {META_FILE} ({exc})") from exc
     if not isinstance(meta, dict):
         raise _BrokenEntry(f"{META_FILE} is not a JSON object")
@@ -606,6 +632,13 @@ def _iter_entries(lib: Path, *, warn: bool):
         return
     for folder in sorted(lib.iterdir(), key=lambda p: (p.name.casefold(), p.name)):
         if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        if _clean_name(folder.name) != folder.name:
+            if warn:
+                warnings.warn(f"Skipping voice library entry {folder.name!r}: cbx never "
+                              "makes such a name (made by hand?). Rename the folder to "
+                              f"{_clean_name(folder.name)!r} to use it.", RuntimeWarning,
+                              stacklevel=3)
             continue
         if not _inside(lib, folder):
             if warn:
@@ -697,6 +730,31 @@ def conditionals_path(voice: Voice, variant: str, library=None) -> Path:
     return folder / f"conds-{variant}-{voice.sha256[:16]}.pt"
 
 
+def _layout(obj, where: str = "") -> dict:
+    """{place: (dtype, number of dims, size of the last dim)} of every tensor in a
+    chatterbox `Conditionals` (dataclasses and dicts of tensors); time lengths vary
+    between clips, feature sizes and types do not."""
+    if hasattr(obj, "__dataclass_fields__"):
+        items = ((name, getattr(obj, name)) for name in obj.__dataclass_fields__)
+    elif isinstance(obj, dict):
+        items = obj.items()
+    elif hasattr(obj, "dtype") and hasattr(obj, "shape"):
+        return {where: (str(obj.dtype), len(obj.shape),
+                        obj.shape[-1] if len(obj.shape) > 1 else None)}
+    else:
+        return {}
+    layout = {}
+    for name, value in items:
+        layout.update(_layout(value, f"{where}.{name}"))
+    return layout
+
+
+def conditionals_fit(cached, reference) -> bool:
+    """True when cached conditionals have the tensors, types and feature sizes of the
+    model's own (its built-in voice), so they can be used with it."""
+    return _layout(cached) == _layout(reference)
+
+
 def prepare_conditionals(model, voice: Voice, variant: str, *, exaggeration: float,
                          library=None, model_dir=None):
     """The upstream `Conditionals` for `voice` on `model.device`, from cache if possible.
@@ -741,10 +799,16 @@ def prepare_conditionals(model, voice: Voice, variant: str, *, exaggeration: flo
                           f"recomputing them.", RuntimeWarning, stacklevel=2)
             cache.unlink(missing_ok=True)
         else:
-            import torch
-            # What upstream prepare_conditionals builds for this exaggeration.
-            conds.t3.emotion_adv = exaggeration * torch.ones(1, 1, 1)
-            return conds.to(device)
+            reference = getattr(model, "conds", None)
+            if reference is None or conditionals_fit(conds, reference):
+                import torch
+                # What upstream prepare_conditionals builds for this exaggeration.
+                conds.t3.emotion_adv = exaggeration * torch.ones(1, 1, 1)
+                return conds.to(device)
+            warnings.warn(f"The cached conditionals {cache} do not fit this model (other "
+                          f"shapes or types); recomputing them.", RuntimeWarning,
+                          stacklevel=2)
+            cache.unlink(missing_ok=True)
 
     try:
         model.prepare_conditionals(str(voice.path), exaggeration=exaggeration)

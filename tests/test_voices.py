@@ -146,10 +146,10 @@ def test_directory(lib, src):
 def test_unreadable_file(lib, src, monkeypatch):
     clip = write_clip(src / "locked.wav")
 
-    def deny(self):
+    def deny(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    monkeypatch.setattr(Path, "open", deny)
     with pytest.raises(VoiceFileNotFound) as info:
         V.load_voice(clip)
     assert "permission denied" in info.value.message and str(clip) in info.value.message
@@ -552,3 +552,115 @@ def test_builtin_voice_loads_the_variants_conds(original_model, checkpoint_root,
     with pytest.raises(NoVoiceLoaded):
         V.prepare_conditionals(original_model, V.BUILTIN_VOICE, "original",
                                exaggeration=0.5, model_dir=tmp_path)
+
+
+# --------------------------------------------------------------- hardening (issue 15)
+
+@pytest.mark.parametrize("meta_text", [
+    '{"clip": "clip.wav", "sha256": "%s", "duration": Infinity, "sample_rate": 24000, '
+    '"channels": 1}',
+    '{"clip": "clip.wav", "sha256": "%s", "duration": 3.0, "sample_rate": 1e400, '
+    '"channels": 1}',
+    '{"clip": "clip.wav", "sha256": "%s", "duration": NaN, "sample_rate": 24000, '
+    '"channels": 1}',
+    '{"clip": "clip.wav", "sha256": "%s", "duration": -3, "sample_rate": 24000, '
+    '"channels": 1}',
+    "[" * 100_000 + "]" * 100_000,
+    '{"a": ' * 100_000 + "1" + "}" * 100_000,
+])
+def test_corrupt_voice_entries_are_skipped_and_the_page_still_builds(lib, src, meta_text):
+    """Issue 15 (12): a meta.json with Infinity or a 100k-deep JSON made list_voices
+    raise and the dashboard fail to build."""
+    good = V.load_voice(write_clip(src / "good.wav", 6.0))
+    broken = lib / "broken"
+    broken.mkdir()
+    (broken / "clip.wav").write_bytes((good.path).read_bytes())
+    text = meta_text % good.sha256 if "%s" in meta_text else meta_text
+    (broken / V.META_FILE).write_text(text, encoding="utf-8")
+    with pytest.warns(RuntimeWarning, match="broken"):
+        names = [v.name for v in V.list_voices()]
+    assert names == [good.name]
+    pytest.importorskip("ipywidgets")
+    from cbx.ui.view import dashboard
+
+    with pytest.warns(RuntimeWarning):
+        page = dashboard()
+    assert any(value == good.name for _label, value in page.voice_pick.options)
+    page.close()
+
+
+def test_hand_made_folder_names_are_not_listed(lib, src):
+    """Issue 15 (19): list_voices accepted folder names cbx would never make."""
+    good = V.load_voice(write_clip(src / "good.wav", 6.0))
+    for bad in ("<img src=x onerror=alert(1)>", "two  spaces", "a..b"):
+        shutil_copy = lib / bad
+        shutil_copy.mkdir()
+        for item in good.path.parent.iterdir():
+            (shutil_copy / item.name).write_bytes(item.read_bytes())
+    with pytest.warns(RuntimeWarning, match="never makes such a name"):
+        assert [v.name for v in V.list_voices()] == [good.name]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_a_fifo_or_device_is_refused_without_reading_it(lib, tmp_path):
+    """Issue 15 (13): a FIFO was read far past the 50 MB limit (checked on st_size)."""
+    import threading
+
+    fifo = tmp_path / "clip.wav"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def load(path):
+        try:
+            V.load_voice(path)
+        except CbxError as exc:
+            outcome.append(exc)
+
+    for path in (fifo, Path("/dev/zero")):
+        worker = threading.Thread(target=load, args=(path,), daemon=True)
+        worker.start()
+        worker.join(10)
+        assert not worker.is_alive(), f"{path} was opened and read"
+    assert [type(e) for e in outcome] == [VoiceFileNotFound, VoiceFileNotFound]
+    assert all("not a regular file" in e.message for e in outcome)
+
+
+def test_reads_are_capped_whatever_the_size_claims(tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 1000)
+    with pytest.raises(InvalidVoiceFile):
+        V.read_capped(big, 999, lambda size: InvalidVoiceFile(f"{size}", "smaller"))
+    assert V.read_capped(big, 1000, lambda size: AssertionError()) == b"x" * 1000
+
+
+def test_result_html_escapes_the_voice_and_everything_else():
+    """Issue 15 (19): Result._repr_html_ did not escape the voice name."""
+    from cbx.synth import Result
+
+    result = Result(wav=np.zeros(2400, dtype=np.float32), sample_rate=24000,
+                    text="<b>x</b>", voice="<script>alert(1)</script>", variant="original",
+                    seed=1, settings={}, chunks=["x"], timings={"total": 1.0}, device="cpu",
+                    dtype="float32")
+    page = result._repr_html_()
+    assert "<script>alert" not in page and "&lt;script&gt;" in page
+
+
+@pytest.mark.model
+def test_cached_conditionals_that_do_not_fit_the_model_are_recomputed(original_model, lib,
+                                                                       src):
+    """Issue 15 (12): a cache entry with other shapes or types was reused for ever."""
+    import torch
+
+    model = original_model
+    model.prepare_conditionals(str(write_clip(src / "ref.wav", 6.0, seed=3)),
+                               exaggeration=0.5)   # the model's own conds: the reference
+    voice = V.load_voice(write_clip(src / "misfit.wav", 6.0, seed=4))
+    first = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
+    cache = V.conditionals_path(voice, "original")
+    misfit = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
+    misfit.t3.speaker_emb = torch.zeros(1, 17, dtype=torch.float64)
+    misfit.save(cache)
+    with pytest.warns(RuntimeWarning, match="do not fit"):
+        again = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
+    _assert_conds_equal(again, first)
+    assert V.conditionals_fit(again, model.conds)
