@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import html
 import io
+import itertools
 import json
 import secrets
 import threading
@@ -118,15 +119,32 @@ class Result:
         return buffer.getvalue()
 
     def save(self, path) -> Path:
-        """Write a 16-bit WAV and a JSON sidecar (same name, .json) with the settings."""
+        """Write a 16-bit WAV and a JSON sidecar (same name, .json) with the settings, and
+        return where. Nothing is ever overwritten: when `path` or its sidecar exists (an
+        earlier take, another tab saving in the same second), the pair is saved as
+        `name-2.wav` / `name-2.json`, `name-3...`, each file created exclusively."""
         path = Path(path).expanduser()
         if path.suffix.lower() != ".wav":
             path = path.with_suffix(".wav")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.to_wav_bytes())
-        path.with_suffix(".json").write_text(json.dumps(self.metadata(), indent=2),
-                                             encoding="utf-8")
-        return path
+        wav_bytes = self.to_wav_bytes()
+        sidecar = json.dumps(self.metadata(), indent=2).encode("utf-8")
+        for number in itertools.count(1):
+            target = path if number == 1 else path.with_name(f"{path.stem}-{number}.wav")
+            try:
+                with target.open("xb") as wav_file:
+                    try:
+                        with target.with_suffix(".json").open("xb") as json_file:
+                            json_file.write(sidecar)
+                    except FileExistsError:
+                        wav_file.close()
+                        target.unlink()       # a stray sidecar holds this name: next one
+                        continue
+                    wav_file.write(wav_bytes)
+                return target
+            except FileExistsError:
+                continue
+        raise AssertionError("unreachable")   # itertools.count never ends
 
     def _repr_html_(self) -> str:
         from IPython.display import Audio

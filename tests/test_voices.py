@@ -664,3 +664,37 @@ def test_cached_conditionals_that_do_not_fit_the_model_are_recomputed(original_m
         again = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
     _assert_conds_equal(again, first)
     assert V.conditionals_fit(again, model.conds)
+
+
+def test_results_saved_at_once_under_one_name_never_overwrite_each_other(tmp_path):
+    """Issue 15 (4): two tabs finishing in the same second with the same voice and seed
+    overwrote each other's WAV and JSON. Each pair is created exclusively."""
+    import threading
+
+    from cbx.synth import Result
+
+    def result(seed):
+        return Result(wav=np.full(2400, seed / 100, dtype=np.float32), sample_rate=24000,
+                      text=f"take {seed}", voice="v", variant="original", seed=seed,
+                      settings={}, chunks=["x"], timings={}, device="cpu", dtype="float32")
+
+    (tmp_path / "same-3.json").write_text("a stray sidecar from elsewhere")
+    barrier = threading.Barrier(8)
+    saved = {}
+
+    def save(seed):
+        barrier.wait()
+        saved[seed] = result(seed).save(tmp_path / "same.wav")
+
+    threads = [threading.Thread(target=save, args=(seed,)) for seed in range(1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(set(saved.values())) == 8
+    assert tmp_path / "same-3.wav" not in saved.values()
+    assert (tmp_path / "same-3.json").read_text() == "a stray sidecar from elsewhere"
+    for seed, path in saved.items():
+        assert json.loads(path.with_suffix(".json").read_text())["seed"] == seed
+        data, _rate = sf.read(str(path), dtype="float32")
+        assert abs(float(data[0]) - seed / 100) < 1e-3, "each WAV belongs to its sidecar"
