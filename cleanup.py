@@ -13,7 +13,10 @@ Safety: nothing outside the checkout is removed except the Hugging Face Hub cach
 of the Chatterbox repositories, which are listed by name; symbolic links (and Windows
 junctions) are removed as links, never followed; read-only files are made writable and
 retried; if a running Voila server, Jupyter kernel or other process is using something to
-be removed, nothing is removed and the process is named.
+be removed, nothing is removed and the process is named. The checkout itself, any folder
+above it, the home folder and drive roots are never removed, whatever CBX_*_DIR says.
+The runtime state of a kernel that still holds a model is kept (and the kernel named)
+unless --force is given.
 """
 from __future__ import annotations
 
@@ -280,18 +283,28 @@ def hub_cache_dir() -> Path:
 
 
 def _load_cbx(root: Path):
-    """cbx's layer-1 modules (standard library only): the variant table and path names."""
+    """cbx's modules that need only the standard library: the variant table, path names
+    and the records of kernels holding a model."""
     sys.path.insert(0, str(SCRIPT_ROOT))
     try:
-        from cbx import paths, variants
+        from cbx import holds, paths, variants
     finally:
         sys.path.pop(0)
-    return paths, variants
+    return paths, variants, holds
 
 
-def discover(root: Path) -> list[Item]:
-    """Every removable thing, measured. Nothing is selected yet."""
-    paths, variants = _load_cbx(root)
+def model_holders(state: Path, holds) -> list[str]:
+    """The running kernels that hold a loaded model, as their hold records name them
+    (read only: stale records are left for the next load to clear)."""
+    records = holds.ModelHolds(state).live(prune=False)
+    return [f"{r['session']} ({r['variant']} on {r['device']}, since {r['since']})"
+            for r in records]
+
+
+def discover(root: Path, force: bool = False) -> list[Item]:
+    """Every removable thing, measured. Nothing is selected yet. The runtime state of
+    kernels that still hold a model is blocked unless `force`."""
+    paths, variants, holds = _load_cbx(root)
     items: list[Item] = []
     real_root = Path(os.path.realpath(root))
 
@@ -344,7 +357,13 @@ def discover(root: Path) -> list[Item]:
         items.append(Item("caches", f"{p.name} (pip install -e leftovers)", [p]))
     state = _located(paths.STATE_DIR_ENV, root / ".cbx_state")
     if os.path.lexists(state):
-        items.append(Item("caches", "runtime state (.cbx_state)", [state]))
+        item = Item("caches", "runtime state (.cbx_state)", [state])
+        holders = model_holders(state, holds)
+        if holders and not force:
+            item.blocked = ("kept: a running kernel holds a model: " + "; ".join(holders)
+                            + ". Unload it (Unload button, or python -m cbx deload), or "
+                            "run cleanup.py with --force")
+        items.append(item)
 
     hub_real = Path(os.path.realpath(hub))
     for item in items:
@@ -575,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="show the table and what would be freed; remove nothing")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--force", action="store_true",
+                   help="also remove the runtime state of kernels that still hold a model")
     p.add_argument("--json", action="store_true",
                    help="print the items and results as JSON (needs --dry-run or --yes)")
     p.add_argument("--root", type=Path, default=SCRIPT_ROOT,
@@ -618,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
               "cbx/ there); refusing to clean it", file=sys.stderr)
         return EXIT_USAGE
 
-    items = discover(root)
+    items = discover(root, force=args.force)
     select(items, args)
     notes = [n for n in [conda_env_note(root)] if n]
     chosen = [i for i in items if i.selected]

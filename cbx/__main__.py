@@ -45,7 +45,7 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_deload(args: argparse.Namespace) -> int:
-    from .manager import deload
+    from .holds import deload
 
     outcomes = deload(timeout=args.timeout, force=args.force)
     if args.json:

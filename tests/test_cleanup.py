@@ -390,3 +390,50 @@ def test_a_folder_that_cannot_be_opened_is_reported_and_the_rest_removed(tmp_pat
     assert any(f.startswith(str(locked)) and "Permission denied" in f for f in failures), \
         failures
     assert not (top / "free").exists() and (locked / "take.wav").exists()
+
+
+HOLDER = """
+import os, time
+from cbx.holds import ModelHolds, process_create_time
+ModelHolds().claim(
+    {"pid": os.getpid(), "create_time": process_create_time(), "session": "kernel pid %d"
+     % os.getpid(), "variant": "original", "device": "cuda", "since": "now"}, {"cuda"})
+print("claimed", flush=True)
+time.sleep(120)
+"""
+
+
+def test_runtime_state_of_a_kernel_holding_a_model_is_kept_unless_forced(tree):
+    """Issue 15 (3): `cleanup.py --caches-only --yes` deleted the runtime state of a
+    kernel that still held the GPU."""
+    root, _outside, _hub = tree
+    state = root / ".cbx_state"
+    # the state folder comes from the environment, as in a kernel (not on its command
+    # line, which would make cleanup see it as a process using the folder)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER], cwd=str(ROOT),
+                              env=dict(os.environ, CBX_STATE_DIR=str(state)),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        r = run(root, "--caches-only", "--yes")
+        assert r.returncode == 0, r.stderr
+        assert (state / "holds" / f"{holder.pid}.json").is_file()
+        assert f"kernel pid {holder.pid}" in r.stdout and "--force" in r.stdout
+        assert not (root / ".pytest_cache").exists(), "the other caches still go"
+        r = run(root, "--caches-only", "--yes", "--force")
+        assert r.returncode == 0, r.stderr
+        assert not state.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_state_of_finished_kernels_is_removed_and_dry_run_keeps_stale_records(tree):
+    root, _outside, _hub = tree
+    holds = root / ".cbx_state" / "holds"
+    holds.mkdir(parents=True)
+    (holds / "999999.json").write_text('{"pid": 999999}')
+    assert run(root, "--caches-only", "--dry-run").returncode == 0
+    assert (holds / "999999.json").exists(), "a dry run changes nothing"
+    r = run(root, "--caches-only", "--yes")
+    assert r.returncode == 0 and not holds.exists(), r.stdout

@@ -11,11 +11,11 @@ import time
 import pytest
 
 from cbx.errors import GpuInUse
-from cbx.manager import ModelHolds
+from cbx.holds import ModelHolds
 
 HOLDER = textwrap.dedent("""
     import os, sys, time
-    from cbx.manager import ModelHolds, _process_create_time
+    from cbx.holds import ModelHolds, process_create_time as _process_create_time
     holds = ModelHolds()
     holds.claim({"pid": os.getpid(), "create_time": _process_create_time(),
                  "session": "kernel pid %d (holder.ipynb)" % os.getpid(),
@@ -26,7 +26,7 @@ HOLDER = textwrap.dedent("""
 
 
 def _record(pid=None, device="cpu"):
-    from cbx.manager import _process_create_time
+    from cbx.holds import process_create_time as _process_create_time
 
     return {"pid": pid or os.getpid(), "create_time": _process_create_time(),
             "session": "this test", "variant": "original", "device": device, "since": "now"}
@@ -95,7 +95,7 @@ def test_a_lock_file_left_behind_never_blocks(tmp_path, content):
 LOCK_HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from cbx.manager import ModelHolds
+    from cbx.holds import ModelHolds
     holds = ModelHolds(Path(sys.argv[1]))
     holds.root.mkdir(parents=True, exist_ok=True)
     with holds._lock():
@@ -125,7 +125,7 @@ def test_a_lock_held_by_a_killed_process_is_released_by_the_os(tmp_path):
 ])
 def test_corrupt_or_foreign_hold_records_are_stale_and_removed(tmp_path, content):
     """Issue 15 (5): such records crashed `load` and `python -m cbx deload`."""
-    from cbx.manager import deload
+    from cbx.holds import deload
 
     holds = ModelHolds(tmp_path)
     holds.root.mkdir(parents=True)
@@ -153,7 +153,7 @@ CLAIMER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     from cbx.errors import GpuInUse
-    from cbx.manager import ModelHolds, _process_create_time
+    from cbx.holds import ModelHolds, process_create_time as _process_create_time
     holds = ModelHolds(Path(sys.argv[1]))
     record = {"pid": os.getpid(), "create_time": _process_create_time(), "session": "s",
               "variant": "original", "device": "cuda", "since": "now"}
@@ -187,7 +187,7 @@ def test_two_kernels_claiming_at_once_with_a_stale_lock_only_one_wins(tmp_path):
 
 
 def test_json_written_atomically_leaves_no_partial_file(tmp_path):
-    from cbx.manager import write_json_atomic
+    from cbx.holds import write_json_atomic
 
     target = tmp_path / "123.deload-result.json"
     write_json_atomic(target, {"released": True})
