@@ -511,6 +511,117 @@ def probe_env(env: Env) -> EnvState:
                     data["pip"])
 
 
+def pip_problem(env: Env) -> str | None:
+    """None when `python -m pip --version` runs in the environment, else why it does not.
+
+    The same command every install step uses, so a pip that imports but cannot run (a
+    half-extracted one, from an interrupted ensurepip) counts as broken too."""
+    try:
+        out = subprocess.run([str(env.python), "-m", "pip", "--version"],
+                             capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if out.returncode == 0:
+        return None
+    lines = (out.stderr.strip() or out.stdout.strip()).splitlines()
+    return lines[-1].strip() if lines else f"exit code {out.returncode}"
+
+
+def _has_leftovers(prefix: Path) -> bool:
+    try:
+        return prefix.is_dir() and any(prefix.iterdir())
+    except OSError:
+        return True
+
+
+def diagnose_env(env: Env, state: EnvState) -> tuple[str, str]:
+    """What the environment needs before anything can be installed into it (read-only):
+
+    ("create", "")        nothing there yet
+    ("ok", "")            its python runs and `python -m pip --version` works
+    ("repair-pip", why)   its python runs but pip does not: ensurepip repairs it
+    ("recreate", why)     a venv folder whose python is missing or does not run
+
+    An interrupted run leaves exactly these states (a venv without pip when it stopped
+    before ensurepip, one without a python when it stopped earlier still), so a re-run
+    must not take an existing folder for a finished environment.
+    """
+    if not state.exists:
+        if env.kind == "venv" and _has_leftovers(env.prefix):
+            return "recreate", f"{env.python} is missing (an interrupted setup?)"
+        return "create", ""
+    if state.error:
+        return "recreate", f"its python ({env.python}) does not run: {state.error}"
+    problem = pip_problem(env)
+    if problem:
+        return "repair-pip", f"pip does not run in it: {problem}"
+    return "ok", ""
+
+
+def _create_env(env: Env, creator: str | None, recreate_why: str | None = None) -> Env:
+    """Create the venv (recreate_why given: wipe the folder and create it again, saying
+    why), or create the conda env."""
+    if env.kind != "venv":
+        say(f"==> 1. creating conda env {env.name}")
+        run_step(conda_create_cmd(env), "Creating the conda env")
+        return pick_env("conda")
+    creator = creator or sys.executable
+    check = subprocess.run([creator, "-c", "import venv, ensurepip"],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        minor = _interpreter_version(creator)[1]
+        last = (check.stderr.strip().splitlines() or ["?"])[-1]
+        raise SetupError(EXIT_PYTHON, f"{creator} cannot create venvs ({last}). "
+                                      "Debian/Ubuntu: sudo apt install "
+                                      f"python3.{minor}-venv")
+    if recreate_why:
+        say(f"==> 1. recreating the venv {env.prefix} from scratch: {recreate_why}")
+        run_step([creator, "-m", "venv", "--clear", str(env.prefix)], "Recreating the venv")
+    else:
+        say(f"==> 1. creating {env.prefix}")
+        run_step([creator, "-m", "venv", str(env.prefix)], "Creating the venv")
+    return env
+
+
+def ensure_env(env: Env, action: str, why: str = "",
+               creator: str | None = None) -> tuple[Env, EnvState, bool]:
+    """Do what diagnose_env found needed, so the environment's python runs and pip works
+    in it. Returns (env, its state, fresh): fresh when it was (re)created just now and so
+    holds no packages. creator: the interpreter a venv is (re)created with."""
+    fresh = False
+    if action == "repair-pip":
+        say(f"==> 1. repairing pip in {env.label} ({why}) with ensurepip")
+        cmd = [str(env.python), "-m", "ensurepip", "--upgrade"]
+        say(f"    $ {' '.join(cmd)}")
+        try:
+            rc = subprocess.run(cmd).returncode
+            problem = pip_problem(env) if rc == 0 else f"ensurepip exited with code {rc}"
+        except OSError as exc:
+            problem = f"cannot run {env.python}: {exc}"
+        if problem:
+            if env.kind != "venv":
+                raise SetupError(EXIT_INSTALL, f"pip does not run in {env.label} and "
+                                               f"ensurepip could not repair it: {problem}. "
+                                               f"Run `conda install -n {env.name} pip` and "
+                                               "re-run.")
+            action, why = "recreate", f"ensurepip could not repair pip ({problem})"
+    if action in ("create", "recreate"):
+        if action == "recreate" and env.kind != "venv":
+            raise SetupError(EXIT_INSTALL, f"{env.label} is broken ({why}). Remove it "
+                                           f"(conda env remove -n {env.name}) and re-run.")
+        env = _create_env(env, creator, why if action == "recreate" else None)
+        fresh = True
+    state = probe_env(env)
+    if not state.exists or state.error:
+        raise SetupError(EXIT_INSTALL, f"The environment's python {env.python} does not "
+                                       f"run: {state.error or 'missing'}")
+    problem = pip_problem(env)
+    if problem:
+        raise SetupError(EXIT_INSTALL, f"pip does not run in {env.label}: {problem}")
+    return env, state, fresh
+
+
 def conda_create_cmd(env: Env) -> list[str]:
     """`conda create` for environment.yml's name, channels and conda packages; the pip
     part is installed afterwards, torch first from the right index."""
@@ -834,10 +945,12 @@ def _main(args: argparse.Namespace) -> int:
         creator_version = (tuple(sys.version_info[:3]) if creator == sys.executable
                            else _interpreter_version(creator))
     state = probe_env(env)
-    if state.exists and state.error:
-        raise SetupError(EXIT_INSTALL, f"The environment's python ({env.python}) does not "
-                                       f"run: {state.error}. Remove it (python cleanup.py "
-                                       "--env-only) and re-run.")
+    action, action_why = diagnose_env(env, state)
+    if action == "recreate":
+        if env.kind != "venv":
+            raise SetupError(EXIT_INSTALL, f"{env.label} is broken ({action_why}). Remove "
+                                           f"it (conda env remove -n {env.name}) and re-run.")
+        state = EnvState(exists=False)   # planned as a new environment
     if state.exists and not python_supported(state.python_version):
         raise SetupError(EXIT_PYTHON, f"{env.label} uses Python "
                                       f"{'.'.join(map(str, state.python_version))}, which "
@@ -863,7 +976,10 @@ def _main(args: argparse.Namespace) -> int:
     steps_needed_gb = 0.0
     env_gb = ENV_GB.get(torch_plan.size_key, ENV_GB_DEFAULT)
     say("Plan:")
-    if state.exists:
+    if state.exists and action == "repair-pip":
+        say(f"  [do]   1. repair pip in {env.label} with `python -m ensurepip --upgrade` "
+            f"({action_why}); the venv is recreated if that fails")
+    elif state.exists:
         say(f"  [skip] 1. environment exists: {env.python} (Python "
             f"{'.'.join(map(str, state.python_version))})")
     else:
@@ -874,8 +990,10 @@ def _main(args: argparse.Namespace) -> int:
                                               f"({creator}) cannot run torch 2.6.0, which "
                                               "chatterbox-tts 0.1.7 pins. "
                                               + python_install_hint(system))
-            say(f"  [do]   1. create venv {env.prefix} with Python "
-                f"{'.'.join(map(str, creator_version))} ({creator})")
+            verb = "recreate" if action == "recreate" else "create"
+            say(f"  [do]   1. {verb} venv {env.prefix} with Python "
+                f"{'.'.join(map(str, creator_version))} ({creator})"
+                + (f": {action_why}" if action == "recreate" else ""))
         else:
             say(f"  [do]   1. {' '.join(conda_create_cmd(env))}")
     if state.exists and not torch_unmet:
@@ -938,28 +1056,12 @@ def _main(args: argparse.Namespace) -> int:
 
     # ---- do it ----
     started = time.monotonic()
-    if not state.exists:
-        if env.kind == "venv":
-            check = subprocess.run([creator, "-c", "import venv, ensurepip"],
-                                   capture_output=True, text=True)
-            if check.returncode != 0:
-                raise SetupError(EXIT_PYTHON, f"{creator} cannot create venvs "
-                                              f"({check.stderr.strip().splitlines()[-1]}). "
-                                              "Debian/Ubuntu: sudo apt install "
-                                              f"python3.{creator_version[1]}-venv")
-            say(f"==> 1. creating {env.prefix}")
-            run_step([creator, "-m", "venv", str(env.prefix)], "Creating the venv")
-        else:
-            say(f"==> 1. creating conda env {env.name}")
-            run_step(conda_create_cmd(env), "Creating the conda env")
-            env = pick_env("conda")
-        state = probe_env(env)
-        if not state.exists or state.error:
-            raise SetupError(EXIT_INSTALL, f"The new environment's python {env.python} does "
-                                           f"not run: {state.error or 'missing'}")
-        if state.pip_version is None:
-            raise SetupError(EXIT_INSTALL, f"pip is missing in {env.label}.")
-        if tuple(int(x) for x in re.findall(r"\d+", state.pip_version)[:2]) < (23, 0):
+    if action != "ok":
+        env, state, fresh = ensure_env(env, action, action_why,
+                                       creator if env.kind == "venv" else None)
+        if fresh:   # nothing installed in it yet (also when a pip repair fell back)
+            torch_needed, torch_force, project_done = True, False, False
+        if tuple(int(x) for x in re.findall(r"\d+", state.pip_version or "0")[:2]) < (23, 0):
             say("==>    upgrading pip (editable installs need a recent one)")
             run_step(pip_cmd(env, args) + ["--upgrade", "pip"], "Upgrading pip",
                      env=pip_env(args))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import venv
 from pathlib import Path
 
 import pytest
@@ -373,7 +374,8 @@ def test_second_run_skips_everything(prepared):
     out = second.stdout
     assert "[skip] 1. environment exists" in out
     assert "[skip] 2. torch 2.6.0" in out
-    assert "[skip] 3. all 14 pinned packages and cbx (editable, this checkout)" in out
+    n_pins = len(se.read_pins()[0])
+    assert f"[skip] 3. all {n_pins} pinned packages and cbx (editable, this checkout)" in out
     assert "[do]" not in out and "==>" not in out and "$ " not in out
     assert time.monotonic() - t0 < 120
     after = snapshot(checkout)
@@ -437,3 +439,122 @@ def test_complete_weights_are_not_downloaded_again(prepared, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"[skip] 4. {v.label} weights complete in {folder}" in r.stdout
     assert "downloading" not in r.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# Interrupted setup: a venv folder without pip, or without a python that runs
+# ---------------------------------------------------------------------------------------
+
+
+def bare_venv(path: Path) -> se.Env:
+    """What a run interrupted during venv creation leaves: a real venv, no pip in it."""
+    venv.create(path, with_pip=False)
+    return se.Env("venv", path)
+
+
+def pip_version(env: se.Env) -> subprocess.CompletedProcess:
+    return subprocess.run([str(env.python), "-m", "pip", "--version"],
+                          capture_output=True, text=True, timeout=120)
+
+
+def break_python(env: se.Env, damage: str) -> None:
+    env.python.unlink()
+    if damage == "not-runnable":    # still there, but it cannot start
+        env.python.write_text("#!/bin/sh\necho 'python: cannot start' >&2\nexit 3\n")
+        env.python.chmod(0o755)
+
+
+def test_venv_without_pip_is_repaired_in_place(tmp_path):
+    env = bare_venv(tmp_path / ".venv_chatterbox")
+    assert "No module named pip" in pip_version(env).stderr
+    site = Path(subprocess.run([str(env.python), "-c",
+                                "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "kept_marker.py").write_text("")
+
+    action, why = se.diagnose_env(env, se.probe_env(env))
+    assert action == "repair-pip" and "No module named pip" in why
+    env, state, fresh = se.ensure_env(env, action, why, creator=sys.executable)
+
+    r = pip_version(env)
+    assert r.returncode == 0, r.stderr
+    assert str(env.prefix) in r.stdout            # pip of the venv itself
+    assert state.pip_version and not fresh
+    assert (site / "kept_marker.py").exists(), "a pip repair must not wipe the venv"
+    assert se.diagnose_env(env, se.probe_env(env)) == ("ok", "")
+
+
+@pytest.mark.parametrize("damage", [
+    "deleted",
+    pytest.param("not-runnable", marks=pytest.mark.skipif(
+        os.name == "nt", reason="a shell script stands in for the broken python")),
+])
+def test_venv_with_missing_or_broken_python_is_recreated(tmp_path, capsys, damage):
+    env = bare_venv(tmp_path / ".venv_chatterbox")
+    break_python(env, damage)
+
+    action, why = se.diagnose_env(env, se.probe_env(env))
+    assert action == "recreate", why
+    assert str(env.python) in why
+    env, state, fresh = se.ensure_env(env, action, why, creator=sys.executable)
+
+    assert fresh and state.exists and not state.error
+    assert tuple(state.python_version) == tuple(sys.version_info[:3])
+    r = pip_version(env)
+    assert r.returncode == 0, r.stderr
+    out = capsys.readouterr().out
+    assert f"recreating the venv {env.prefix} from scratch: {why}" in out
+
+
+def test_dry_run_names_the_repair_and_changes_nothing(tmp_path):
+    checkout = make_checkout(tmp_path / "repo")
+    env = bare_venv(checkout / ".venv_chatterbox")
+    before = snapshot(tmp_path)
+    r = run_setup(checkout, "--dry-run", "--cpu", "--no-models", env=clean_env(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"[do]   1. repair pip in venv {env.prefix}" in r.stdout
+    assert "No module named pip" in r.stdout
+    assert "[skip] 1. environment exists" not in r.stdout
+    assert snapshot(tmp_path) == before, "--dry-run created or changed files"
+    assert pip_version(env).returncode != 0
+
+    env.python.unlink()
+    r = run_setup(checkout, "--dry-run", "--cpu", "--no-models", env=clean_env(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"[do]   1. recreate venv {env.prefix}" in r.stdout
+    assert not env.python.exists()
+
+
+def _rerun_offline(checkout: Path, tmp_path: Path):
+    """Re-run the real script; no package index, so it stops at the PyTorch step (this
+    test installs nothing big), after the environment step has done its work."""
+    env = clean_env(tmp_path, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return run_setup(checkout, "--cpu", "--no-models", "--skip-disk-check", env=env,
+                     timeout=300)
+
+
+def test_rerun_after_interrupted_venv_creation_repairs_pip(tmp_path):
+    checkout = make_checkout(tmp_path / "repo")
+    env = bare_venv(checkout / ".venv_chatterbox")
+    r = _rerun_offline(checkout, tmp_path)
+    assert f"==> 1. repairing pip in venv {env.prefix}" in r.stdout, r.stdout + r.stderr
+    assert "==> 2. installing PyTorch" in r.stdout
+    assert "No module named pip" not in r.stderr, r.stderr
+    assert pip_version(env).returncode == 0
+    # What stopped it is the missing index, reported as an install failure to re-run.
+    assert r.returncode == se.EXIT_INSTALL, r.stdout + r.stderr
+    assert "Installing PyTorch failed" in r.stderr
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a shell script stands in for the broken python")
+def test_rerun_with_a_broken_venv_python_recreates_it(tmp_path):
+    checkout = make_checkout(tmp_path / "repo")
+    env = bare_venv(checkout / ".venv_chatterbox")
+    break_python(env, "not-runnable")
+    r = _rerun_offline(checkout, tmp_path)
+    assert f"==> 1. recreating the venv {env.prefix} from scratch" in r.stdout, \
+        r.stdout + r.stderr
+    assert "does not run" in r.stdout
+    assert "==> 2. installing PyTorch" in r.stdout
+    assert pip_version(env).returncode == 0
+    assert r.returncode == se.EXIT_INSTALL and "Installing PyTorch failed" in r.stderr
