@@ -14,7 +14,6 @@ import html
 import importlib.metadata
 import importlib.util
 import json
-import math
 import os
 import shutil
 import struct
@@ -131,56 +130,157 @@ def _libraries_error(missing: list[LibraryStatus]) -> EnvironmentNotSetup:
 # Weight files
 # ---------------------------------------------------------------------------------------
 
-# Bytes per element of each safetensors dtype; sub-byte or unknown dtypes skip the
-# per-tensor size check but still take part in the total-size check.
-_SAFETENSORS_DTYPE_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
+# Bits per element of each safetensors dtype (the format's own table, sub-byte float
+# types included). A dtype not listed here is one the safetensors loader rejects.
+_SAFETENSORS_DTYPE_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+    "I32": 32, "U32": 32, "F32": 32,
+    "I64": 64, "U64": 64, "F64": 64, "C64": 64,
 }
 _SAFETENSORS_MAX_HEADER = 100_000_000   # the safetensors format's own limit
+_USIZE_LIMIT = 2 ** 64                  # shapes and offsets are u64 in the format
 
 # torch.save's legacy (non-zip) format starts with a protocol-2 pickle of a magic number.
 _TORCH_LEGACY_PREFIX = b"\x80\x02\x8a\x0a"
 
+# JSON weight files whose top level is not an object: upstream reads Cangjie5_TC.json as
+# a list of strings (and tolerates a bad one). Every other one (tokenizer.json,
+# vocab.json, grapheme_mtl_*.json) is parsed into an object by its loader.
+_JSON_ANY_TOP_LEVEL = frozenset({"cangjie5_tc.json"})
+
+
+class _Damaged(Exception):
+    """Raised inside the structural readers: the file does not match its format. The
+    message is the `problem` shown to the user; check_file never lets it escape."""
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _load_json(text: str, what: str):
+    """Parse strict JSON (no NaN/Infinity), turning every way hostile text makes the
+    parser fail (syntax, nesting deep enough to exhaust the recursion limit, integers
+    too long to convert) into _Damaged naming `what`."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise _Damaged(f"truncated or corrupt: {what} is not valid JSON "
+                       f"({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise _Damaged(f"corrupt: {what} is JSON nested too deeply to be real") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        reason = str(exc).split(";")[0]   # not the int-digits limit's advice to raise it
+        raise _Damaged(f"corrupt: {what} is not standard JSON ({reason})") from None
+
+
+def _short(value, limit: int = 60) -> str:
+    """repr() cut to a line: a hostile header can hold megabyte-long values, and lists
+    nested almost as deep as the parser allows (whose repr can hit the recursion limit)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        text = f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _header_uint(value, what: str) -> int:
+    # bool is a subclass of int; JSON floats (2.0, 1e400) are rejected by the format too.
+    if type(value) is not int or not 0 <= value < _USIZE_LIMIT:
+        raise _Damaged(f"corrupt: {what} is {_short(value)}, not an integer from 0 to 2**64-1")
+    return value
+
+
+def _read_safetensors_header(path: Path, size: int) -> tuple[int, dict]:
+    """Read and parse the header of a safetensors file: (header length, header object)."""
+    if size < 8:
+        raise _Damaged(f"truncated: {size} bytes, shorter than the 8-byte header length")
+    with path.open("rb") as fh:
+        prefix = fh.read(8)
+        if len(prefix) < 8:
+            raise _Damaged(f"truncated: {len(prefix)} bytes, shorter than the 8-byte "
+                           "header length")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > _SAFETENSORS_MAX_HEADER:
+            raise _Damaged(f"corrupt: header length {header_len} is not plausible")
+        if 8 + header_len > size:
+            raise _Damaged(f"truncated: {size} bytes on disk, but the header alone needs "
+                           f"{8 + header_len}")
+        raw = fh.read(header_len)
+    if len(raw) < header_len:
+        raise _Damaged(f"truncated: the header needs {header_len} bytes, "
+                       f"only {len(raw)} could be read")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Damaged(f"corrupt: the header is not valid JSON ({exc})") from None
+    header = _load_json(text, "the header")
+    if not isinstance(header, dict):
+        raise _Damaged(f"corrupt: the header is a JSON {type(header).__name__}, "
+                       "not an object")
+    return header_len, header
+
+
+def _safetensors_tensor(key: str, entry) -> tuple[int, int, int, str, list[int]]:
+    """Validate one header entry: (begin, end, the byte size its dtype and shape need,
+    dtype, shape)."""
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise _Damaged(f"corrupt: header entry {_short(key)} lacks dtype/shape/data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    bits = _SAFETENSORS_DTYPE_BITS.get(dtype) if isinstance(dtype, str) else None
+    if bits is None:
+        raise _Damaged(f"corrupt: tensor {_short(key)} has unknown dtype {_short(dtype)}")
+    if not isinstance(shape, list):
+        raise _Damaged(f"corrupt: tensor {_short(key)} has shape {_short(shape)}, not a list")
+    if not isinstance(offsets, list) or len(offsets) != 2:
+        raise _Damaged(f"corrupt: tensor {_short(key)} has data_offsets {_short(offsets)}, "
+                       "not [begin, end]")
+    dims = [_header_uint(d, f"a dimension of tensor {_short(key)}") for d in shape]
+    begin, end = (_header_uint(o, f"an offset of tensor {_short(key)}") for o in offsets)
+    if begin > end:
+        raise _Damaged(f"corrupt: tensor {_short(key)} has offsets {begin}..{end}")
+    # Element count; the format computes it in u64 and rejects an overflow, and stopping
+    # there keeps a hostile shape of thousands of huge dimensions cheap to check.
+    count = 0 if 0 in dims else 1
+    for d in dims if count else ():
+        count *= d
+        if count * bits >= _USIZE_LIMIT:
+            raise _Damaged(f"corrupt: tensor {_short(key)} has an impossible shape "
+                           f"({dtype} with {len(dims)} dimensions overflows)")
+    if count * bits % 8:
+        raise _Damaged(f"corrupt: tensor {_short(key)} ({dtype} {_short(dims)}) is not a whole "
+                       "number of bytes")
+    return begin, end, count * bits // 8, dtype, dims
+
 
 def _check_safetensors(path: Path, size: int) -> str | None:
-    """Return why a safetensors file is unusable, or None. Reads only the header."""
-    if size < 8:
-        return f"truncated: {size} bytes, shorter than the 8-byte header length"
-    with path.open("rb") as fh:
-        (header_len,) = struct.unpack("<Q", fh.read(8))
-        if header_len > _SAFETENSORS_MAX_HEADER:
-            return f"corrupt: header length {header_len} is not plausible"
-        if 8 + header_len > size:
-            return (f"truncated: {size} bytes on disk, but the header alone needs "
-                    f"{8 + header_len}")
-        raw = fh.read(header_len)
+    """Return why a safetensors file is unusable, or None. Reads only the header and
+    validates it the way the safetensors loader does: every entry a tensor of a known
+    dtype whose shape needs exactly the bytes its offsets span, the tensors contiguous
+    from the start of the data region, and the file ending where the last one ends."""
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return f"corrupt: the header is not valid JSON ({exc})"
-    if not isinstance(header, dict):
-        return "corrupt: the header is not a JSON object"
-    data_end = 0
-    for key, entry in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            begin, end = entry["data_offsets"]
-            shape = entry["shape"]
-            dtype = entry["dtype"]
-            begin, end = int(begin), int(end)
-        except (KeyError, TypeError, ValueError):
-            return f"corrupt: header entry {key!r} lacks dtype/shape/data_offsets"
-        if not 0 <= begin <= end:
-            return f"corrupt: tensor {key!r} has offsets {begin}..{end}"
-        itemsize = _SAFETENSORS_DTYPE_BYTES.get(dtype)
-        if itemsize is not None and (end - begin) != math.prod(shape) * itemsize:
-            return (f"corrupt: tensor {key!r} ({dtype} {shape}) spans {end - begin} bytes, "
-                    f"expected {math.prod(shape) * itemsize}")
-        data_end = max(data_end, end)
+        header_len, header = _read_safetensors_header(path, size)
+        metadata = header.get("__metadata__")
+        if metadata is not None and not (
+                isinstance(metadata, dict)
+                and all(isinstance(v, str) for v in metadata.values())):
+            raise _Damaged("corrupt: __metadata__ is not a map of strings")
+        tensors = sorted(((*_safetensors_tensor(key, entry), key)
+                          for key, entry in header.items() if key != "__metadata__"),
+                         key=lambda t: (t[0], t[1]))   # by data_offsets, as the loader does
+        data_end = 0
+        for begin, end, nbytes, dtype, dims, key in tensors:
+            if begin != data_end:
+                raise _Damaged(f"corrupt: tensor {_short(key)} starts at data byte {begin}, "
+                               f"expected {data_end} (tensors overlap or leave a gap)")
+            if end - begin != nbytes:
+                raise _Damaged(f"corrupt: tensor {_short(key)} ({dtype} {_short(dims)}) spans "
+                               f"{end - begin} bytes, expected {nbytes}")
+            data_end = end
+    except _Damaged as exc:
+        return str(exc)
     expected = 8 + header_len + data_end
     if size < expected:
         return f"truncated: {size} bytes on disk, the header describes {expected}"
@@ -200,9 +300,12 @@ def _check_torch_file(path: Path, size: int) -> str | None:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
             directory_start = getattr(zf, "start_dir", size)
-    except zipfile.BadZipFile as exc:
+    # A damaged directory can also hold a name that is not UTF-8 (UnicodeDecodeError, a
+    # ValueError), a made-up format version (NotImplementedError) or impossible sizes.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, NotImplementedError,
+            EOFError, OverflowError, struct.error) as exc:
         return ("truncated or corrupt: not a readable zip-format PyTorch checkpoint "
-                f"({exc})")
+                f"({type(exc).__name__}: {exc})")
     if not any(i.filename.endswith("/data.pkl") or i.filename == "data.pkl" for i in infos):
         return "corrupt: a zip file, but not a PyTorch checkpoint (no data.pkl inside)"
     # Each entry must start with a local file header where the directory says, and its
@@ -211,6 +314,9 @@ def _check_torch_file(path: Path, size: int) -> str | None:
         for info in sorted(infos, key=lambda i: i.header_offset):
             if info.header_offset < 0:
                 return f"truncated or corrupt: entry {info.filename!r} lies before the file start"
+            if info.header_offset >= directory_start:
+                return (f"truncated or corrupt: entry {info.filename!r} lies past the data "
+                        f"region ({size} bytes on disk)")
             fh.seek(info.header_offset)
             local = fh.read(30)
             if len(local) < 30 or local[:4] != b"PK\x03\x04":
@@ -225,13 +331,17 @@ def _check_torch_file(path: Path, size: int) -> str | None:
 
 
 def _check_json(path: Path, size: int) -> str | None:
+    """Return why a JSON file (a tokenizer or vocabulary) is unusable, or None."""
     try:
-        with path.open("r", encoding="utf-8") as fh:
-            json.load(fh)
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"corrupt: not UTF-8 text ({exc})"
-    except json.JSONDecodeError as exc:
-        return f"truncated or corrupt: not valid JSON ({exc.msg} at line {exc.lineno})"
+    try:
+        data = _load_json(text, "the file")
+    except _Damaged as exc:
+        return str(exc)
+    if not isinstance(data, dict) and path.name.lower() not in _JSON_ANY_TOP_LEVEL:
+        return f"corrupt: the top level is a JSON {type(data).__name__}, not an object"
     return None
 
 

@@ -105,6 +105,172 @@ def test_safetensors_tensor_size_must_match_shape(tmp_path):
     assert "expected 16" in envcheck.check_file(path).problem
 
 
+def write_safetensors(path: Path, header, data_len: int = 8, header_len: int | None = None) -> None:
+    """A safetensors file with the given header (a JSON value, or raw text sent as is)
+    followed by `data_len` zero bytes; `header_len` overrides the length prefix."""
+    raw = (header if isinstance(header, str) else json.dumps(header)).encode("utf-8")
+    size = len(raw) if header_len is None else header_len
+    path.write_bytes(size.to_bytes(8, "little") + raw + b"\0" * data_len)
+
+
+def one_tensor(**changes) -> dict:
+    """A valid one-tensor header (F32, shape [2], bytes 0..8) with some fields changed."""
+    entry = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+    entry.update(changes)
+    return {"x": entry}
+
+
+def raw_tensor(field: str, json_text: str) -> str:
+    """The one-tensor header as JSON text with one field's value written verbatim (for
+    values json.dumps would not write: Infinity, NaN, 5000-digit numbers)."""
+    entry = {"dtype": '"F32"', "shape": "[2]", "data_offsets": "[0, 8]", field: json_text}
+    return '{"x": {' + ", ".join(f'"{k}": {v}' for k, v in entry.items()) + "}}"
+
+
+DEEP = "[" * 100_000 + "]" * 100_000          # RecursionError inside json.loads
+
+
+def assert_named_model_files_missing(tmp_path: Path, variant: str, name: str) -> str:
+    """The variant is incomplete because of `name` alone, and every way of asking says
+    so with model_files_missing, the file name and the download command."""
+    status = envcheck.check_weights(variant, tmp_path)
+    assert not status.complete
+    assert [f.name for f in status.broken_files] == [name]
+    problem = problem_of(status, name)
+    assert problem and problem.startswith(("corrupt", "truncated")), problem
+    err = status.error()
+    assert err.code == "model_files_missing"
+    assert f"{name} ({problem})" in err.message
+    assert f"python setup_env.py --models {variant}" in err.solution
+    with pytest.raises(ModelFilesMissing) as info:
+        envcheck.require_weights(variant, tmp_path)
+    assert name in info.value.message
+    return problem
+
+
+# Headers the old reader crashed on (TypeError, ValueError, OverflowError,
+# RecursionError) or accepted although the safetensors loader rejects them.
+DAMAGED_HEADERS = {
+    "shape_not_a_list": (one_tensor(shape="ab"), 8, "shape"),
+    "shape_of_strings": (one_tensor(shape=["a", "b"]), 8, "dimension"),
+    "shape_negative": (one_tensor(shape=[-1, -2]), 8, "dimension"),   # product 2 * 4 = 8
+    "shape_float": (one_tensor(shape=[2.0]), 8, "dimension"),
+    "shape_5000_digit_number": (raw_tensor("shape", "[" + "9" * 5000 + "]"), 8, "JSON"),
+    "dtype_unknown": (one_tensor(dtype="Q99"), 8, "dtype"),
+    "dtype_not_a_string": (one_tensor(dtype=["F32"]), 8, "dtype"),
+    "offsets_float": (one_tensor(data_offsets=[0.0, 8.0]), 8, "offset"),
+    "offsets_bool": (one_tensor(data_offsets=[False, 8]), 8, "offset"),
+    "offsets_infinity": (raw_tensor("data_offsets", "[0, Infinity]"), 8, "Infinity"),
+    "tensors_overlap": ({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                         "y": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}},
+                        8, "overlap"),
+    "tensors_leave_a_gap": (one_tensor(data_offsets=[4, 12]), 12, "gap"),
+    "metadata_not_strings": ({"__metadata__": {"format": 1}, **one_tensor()}, 8,
+                             "__metadata__"),
+    "deeply_nested_header": (DEEP, 0, "nested too deeply"),
+    "deeply_nested_entry": ('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}", 0,
+                            "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_HEADERS))
+def test_damaged_safetensors_header_is_model_files_missing(tmp_path, case):
+    header, data_len, why = DAMAGED_HEADERS[case]
+    make_variant(tmp_path, "original")
+    write_safetensors(tmp_path / "original" / "t3_cfg.safetensors", header, data_len)
+    problem = assert_named_model_files_missing(tmp_path, "original", "t3_cfg.safetensors")
+    assert why in problem
+
+
+# Malformed headers the old reader already reported; kept so the validating reader
+# that replaced it goes on reporting them.
+MALFORMED_HEADERS = {
+    "header_not_an_object": ([], 0, {}),
+    "entry_not_an_object": ({"x": "abc"}, 8, {}),
+    "offsets_missing": ({"x": {"dtype": "F32", "shape": [2]}}, 8, {}),
+    "offsets_not_two": (one_tensor(data_offsets=[0, 4, 8]), 8, {}),
+    "offsets_out_of_order": (one_tensor(data_offsets=[8, 0]), 8, {}),
+    "offsets_disagree_with_shape": (one_tensor(data_offsets=[0, 800]), 800, {}),
+    "offsets_beyond_the_file": (one_tensor(shape=[200], data_offsets=[0, 800]), 8, {}),
+    "shape_product_huge": (one_tensor(shape=[10**6, 10**6]), 8, {}),
+    "shape_product_overflows_u64": (one_tensor(shape=[2**40, 2**40],
+                                               data_offsets=[0, 2**63]), 8, {}),
+    "dimension_above_u64": (one_tensor(shape=[2**64]), 8, {}),
+    "shape_nan": (raw_tensor("shape", "[NaN]"), 8, {}),
+    "header_length_beyond_the_file": (one_tensor(), 8, {"header_len": 10**6}),
+    "header_length_implausible": (one_tensor(), 8, {"header_len": 2**63}),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_HEADERS))
+def test_malformed_safetensors_header_is_model_files_missing(tmp_path, case):
+    header, data_len, kw = MALFORMED_HEADERS[case]
+    make_variant(tmp_path, "original")
+    write_safetensors(tmp_path / "original" / "ve.safetensors", header, data_len, **kw)
+    assert_named_model_files_missing(tmp_path, "original", "ve.safetensors")
+
+
+def test_valid_edge_case_safetensors_headers_are_accepted(tmp_path):
+    # What the safetensors loader accepts must not be called damaged: scalars, empty
+    # tensors, tensors listed out of offset order, string metadata, padding spaces.
+    path = tmp_path / "ok.safetensors"
+    header = {"__metadata__": {"format": "pt"},
+              "b": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [8, 16]},
+              "a": {"dtype": "I64", "shape": [], "data_offsets": [0, 8]},
+              "e": {"dtype": "F32", "shape": [0, 5], "data_offsets": [16, 16]}}
+    write_safetensors(path, json.dumps(header) + "    ", 16)
+    assert envcheck.check_file(path).ok, envcheck.check_file(path).problem
+    write_safetensors(path, {}, 0)
+    assert envcheck.check_file(path).ok
+
+
+DAMAGED_JSON = {
+    "deeply_nested": (DEEP, "nested too deeply"),
+    "deeply_nested_inside_an_object": ('{"model": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                                       "nested too deeply"),
+    "a_list_not_an_object": ("[1, 2]", "not an object"),
+    "a_string_not_an_object": ('"tokenizer"', "not an object"),
+    "nan": ('{"model": NaN}', "NaN"),
+    "5000_digit_number": ('{"model": ' + "9" * 5000 + "}", "JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_JSON))
+def test_damaged_tokenizer_json_is_model_files_missing(tmp_path, case):
+    text, why = DAMAGED_JSON[case]
+    make_variant(tmp_path, "original")
+    (tmp_path / "original" / "tokenizer.json").write_text(text, encoding="utf-8")
+    problem = assert_named_model_files_missing(tmp_path, "original", "tokenizer.json")
+    assert why in problem
+
+
+def test_cangjie_table_may_be_a_list(tmp_path):
+    # Upstream reads Cangjie5_TC.json as a list of "word\tcode" strings.
+    make_variant(tmp_path, "multilingual")
+    (tmp_path / "multilingual" / "Cangjie5_TC.json").write_text('["a\\tb"]', encoding="utf-8")
+    assert envcheck.check_weights("multilingual", tmp_path).complete
+
+
+def _damage_zip_directory(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    at = data.index(b"PK\x01\x02")                        # first central directory entry
+    if how == "name_not_utf8":
+        data[at + 9] |= 0x08                              # flag bit 11: the name is UTF-8
+        data[at + 46] = 0xFF                              # ...but it is not
+    else:                                                 # "made_up_version"
+        data[at + 6] = 0xFF                               # needs zip version 25.5
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["name_not_utf8", "made_up_version"])
+def test_pt_with_a_damaged_zip_directory_is_named(tmp_path, how):
+    # zipfile raises UnicodeDecodeError / NotImplementedError for these, not BadZipFile.
+    make_variant(tmp_path, "multilingual")
+    _damage_zip_directory(tmp_path / "multilingual" / "s3gen.pt", how)
+    problem = assert_named_model_files_missing(tmp_path, "multilingual", "s3gen.pt")
+    assert "zip" in problem
+
+
 def test_garbage_and_truncated_pt_are_named(tmp_path):
     make_variant(tmp_path, "multilingual")
     folder = tmp_path / "multilingual"
@@ -397,6 +563,31 @@ def test_cli_status_exit_code_and_override(tmp_path):
     proc = _run_cli("status", model_dir=tmp_path / "full")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "READY" in proc.stdout
+
+
+def test_cli_status_reports_damaged_weight_files_without_a_traceback(tmp_path):
+    make_variant(tmp_path, "original")
+    folder = tmp_path / "original"
+    write_safetensors(folder / "t3_cfg.safetensors", DEEP, 0)
+    write_safetensors(folder / "s3gen.safetensors", one_tensor(shape=["a", "b"]))
+    (folder / "tokenizer.json").write_text(DEEP, encoding="utf-8")
+    names = ("t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
+
+    proc = _run_cli("status", "--json", model_dir=tmp_path)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["ok"] is False and data["weights"]["original"]["complete"] is False
+    [problem] = [p for p in data["problems"] if "original" in p["solution"]]
+    assert problem["error"] == "model_files_missing"
+    assert all(name in problem["message"] for name in names), problem["message"]
+    assert "python setup_env.py --models original" in problem["solution"]
+
+    proc = _run_cli("status", model_dir=tmp_path)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1
+    assert "[model_files_missing]" in proc.stdout
+    assert all(f"BROKEN  {name}: corrupt" in proc.stdout for name in names), proc.stdout
 
 
 def test_cli_without_command_shows_help():
