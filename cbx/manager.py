@@ -24,8 +24,7 @@ from . import envcheck, options, paths
 from .holds import (ModelHolds, exclusive_devices, now_iso, process_create_time,
                     session_label, write_json_atomic)
 from .envsettings import DEFAULT_IDLE_UNLOAD_MINUTES
-from .errors import (CUDA_OOM_SOLUTION, GenerationFailed, InvalidSetting,
-                     ModelBusy)
+from .errors import CUDA_OOM_SOLUTION, GenerationFailed, ModelBusy
 from .variants import DEFAULT_VARIANT, get_variant
 
 log = logging.getLogger(__name__)
@@ -60,6 +59,7 @@ class LoadedModel:
     builtin_conds: object | None  # conds.pt as loaded, kept to restore the built-in voice
     conds_cache: dict = field(default_factory=dict)   # (voice sha, variant) -> Conditionals
     voice: str | None = None
+    watermark_off: str | None = None   # why Perth's watermark is not applied (None: it is)
 
 
 @dataclass
@@ -94,11 +94,20 @@ class UnloadReport:
 
 
 class ModelManager:
-    """Owns at most one loaded model per kernel; every public method is thread-safe."""
+    """Owns at most one loaded model per kernel; every public method is thread-safe.
+
+    Locks, in the order they are taken (never the other way round):
+
+    1. `_use_lock` - who uses the model: a generation, or a load / unload that replaces
+       or frees it. Held for a whole generation; load and unload take it too, so the
+       model is never freed or swapped under a running generation.
+    2. `_lock` - the fields below (`_model`, `_state`, `_cancel_current`, the watcher).
+       Held only briefly; never held while waiting for `_use_lock`.
+    """
 
     def __init__(self, holds: ModelHolds | None = None):
-        self._lock = threading.RLock()
-        self._generation_lock = threading.Lock()
+        self._use_lock = threading.Lock()          # 1: see the class docstring
+        self._lock = threading.RLock()              # 2
         self._model: LoadedModel | None = None
         self._state = "not_loaded"
         self._cancel_current = None        # CancelToken of the running generation
@@ -142,7 +151,9 @@ class ModelManager:
         if model is not None:
             info.update(variant=model.variant, device=model.device, dtype=model.dtype,
                         loaded_at=model.loaded_at, load_seconds=model.load_seconds,
-                        voice=model.voice)
+                        voice=model.voice,
+                        watermark="off: " + model.watermark_off if model.watermark_off
+                        else "on")
         if self.last_unload is not None:
             info["last_unload"] = self.last_unload.summary()
         return info
@@ -164,40 +175,61 @@ class ModelManager:
         envcheck.require_libraries(MODEL_LIBRARIES)
         resolved = envcheck.resolve_device(device)
         with self._lock:
-            current = self._model
-            if current is not None and (current.variant, current.device, current.dtype) == \
-                    (variant, resolved, dtype):
-                self.touch()
+            if self._is_loaded(variant, resolved, dtype):
                 return self.describe()
-            if current is not None:
-                self.unload(reason=f"switching to {variant}")
-            folder = envcheck.require_weights(variant, model_dir)
-            record = {"pid": os.getpid(), "create_time": process_create_time(),
-                      "session": session_label(), "variant": variant, "device": resolved,
-                      "since": now_iso(), "state_dir": str(paths.state_dir())}
-            self.holds.claim(record, exclusive_devices())
-            self._set_state("loading")
-            started = time.perf_counter()
-            try:
-                tts = _load_upstream(spec, folder, resolved, dtype)
-            except BaseException as exc:
-                self.holds.release(os.getpid())
-                self._set_state("not_loaded")
-                free_cuda_cache()
-                if is_cuda_oom(exc):
-                    raise GenerationFailed(f"Out of GPU memory while loading {variant}.",
-                                           CUDA_OOM_SOLUTION) from exc
-                raise GenerationFailed.from_exception(
-                    exc, f"Loading {variant} from {folder} failed. If the files are damaged, "
-                         f"run `python setup_env.py --models {variant}` again.") from exc
-            self._model = LoadedModel(
-                tts=tts, variant=variant, device=resolved, dtype=dtype, loaded_at=now_iso(),
-                load_seconds=round(time.perf_counter() - started, 2),
-                builtin_conds=getattr(tts, "conds", None))
+        if not self._use_lock.acquire(blocking=False):
+            raise ModelBusy("A generation is running in this session, so the model cannot "
+                            "be loaded or switched now.",
+                            "Wait for it to finish or press Cancel, then try again.")
+        try:
+            with self._lock:
+                if self._is_loaded(variant, resolved, dtype):
+                    return self.describe()
+                if self._model is not None:
+                    self._free_model(f"switching to {variant}")
+                return self._load_locked(spec, variant, resolved, dtype, model_dir)
+        finally:
+            self._use_lock.release()
+
+    def _is_loaded(self, variant: str, device: str, dtype: str) -> bool:
+        current = self._model
+        if current is not None and (current.variant, current.device, current.dtype) == \
+                (variant, device, dtype):
             self.touch()
-            self._set_state("ready")
-            self.ensure_watcher()
-            return self.describe()
+            return True
+        return False
+
+    def _load_locked(self, spec, variant: str, resolved: str, dtype: str,
+                     model_dir) -> dict:
+        """Claim the device and load (both locks are held)."""
+        folder = envcheck.require_weights(variant, model_dir)
+        record = {"pid": os.getpid(), "create_time": process_create_time(),
+                  "session": session_label(), "variant": variant, "device": resolved,
+                  "since": now_iso(), "state_dir": str(paths.state_dir())}
+        self.holds.claim(record, exclusive_devices())
+        self._set_state("loading")
+        started = time.perf_counter()
+        try:
+            tts = _load_upstream(spec, folder, resolved, dtype)
+        except BaseException as exc:
+            self.holds.release(os.getpid())
+            self._set_state("not_loaded")
+            free_cuda_cache()
+            if is_cuda_oom(exc):
+                raise GenerationFailed(f"Out of GPU memory while loading {variant}.",
+                                       CUDA_OOM_SOLUTION) from exc
+            raise GenerationFailed.from_exception(
+                exc, f"Loading {variant} from {folder} failed. If the files are damaged, "
+                     f"run `python setup_env.py --models {variant}` again.") from exc
+        self._model = LoadedModel(
+            tts=tts, variant=variant, device=resolved, dtype=dtype, loaded_at=now_iso(),
+            load_seconds=round(time.perf_counter() - started, 2),
+            builtin_conds=getattr(tts, "conds", None),
+            watermark_off=getattr(tts, "cbx_watermark_off", None))
+        self.touch()
+        self._set_state("ready")
+        self.ensure_watcher()
+        return self.describe()
 
     # ---------------------------------------------------------------- unload
     def unload(self, reason: str = "requested", wait: float = 60.0) -> UnloadReport:
@@ -210,31 +242,39 @@ class ModelManager:
         token = self._cancel_current
         if token is not None:
             token.cancel()
-        acquired = self._generation_lock.acquire(timeout=wait)
+        if not self._use_lock.acquire(timeout=wait):
+            # Freeing the model now would pull it from under the generation's feet.
+            raise ModelBusy(f"A generation still runs {wait:g} s after it was asked to "
+                            "stop, so the model was not unloaded.",
+                            "Wait for the current chunk to finish and press Unload again; "
+                            "or end the session (restart the kernel), which always frees "
+                            "the memory.")
         try:
             with self._lock:
-                before = memory_snapshot()
-                model, self._model = self._model, None
-                if model is None:
-                    report = UnloadReport(before, before, None, True, [], reason)
-                    self.last_unload = report
-                    return report
-                refs = _module_refs(model.tts)
-                variant = model.variant
-                model.conds_cache.clear()
-                del model
-                alive = _collect_until_dead(refs)
-                free_cuda_cache()
-                _return_freed_heap_to_os()
-                self.holds.release(os.getpid())
-                report = UnloadReport(before, memory_snapshot(), variant, not alive, alive,
-                                      reason)
-                self.last_unload = report
-                self._set_state("not_loaded")
-                return report
+                return self._free_model(reason)
         finally:
-            if acquired:
-                self._generation_lock.release()
+            self._use_lock.release()
+
+    def _free_model(self, reason: str) -> UnloadReport:
+        """Drop the model and verify its release (both locks are held)."""
+        before = memory_snapshot()
+        model, self._model = self._model, None
+        if model is None:
+            report = UnloadReport(before, before, None, True, [], reason)
+            self.last_unload = report
+            return report
+        refs = _module_refs(model.tts)
+        variant = model.variant
+        model.conds_cache.clear()
+        del model
+        alive = _collect_until_dead(refs)
+        free_cuda_cache()
+        _return_freed_heap_to_os()
+        self.holds.release(os.getpid())
+        report = UnloadReport(before, memory_snapshot(), variant, not alive, alive, reason)
+        self.last_unload = report
+        self._set_state("not_loaded")
+        return report
 
     # ------------------------------------------------------------ generation
     @contextlib.contextmanager
@@ -244,24 +284,27 @@ class ModelManager:
         Failing fast (instead of queueing) is what a double-clicked Generate needs: the
         caller gets `model_busy` and the first generation keeps going.
         """
-        if not self._generation_lock.acquire(blocking=False):
-            raise ModelBusy("A generation is already running in this session.",
+        if not self._use_lock.acquire(blocking=False):
+            raise ModelBusy("A generation, load or unload is already running in this "
+                            "session.",
                             "Wait for it to finish or press Cancel, then try again.")
         try:
             with self._lock:
-                if self._model is None:
-                    raise InvalidSetting("The model was unloaded before generation started.",
-                                         "Press Generate again; the model reloads.")
+                model = self._model
+                if model is None:
+                    raise ModelBusy("The model was unloaded just before the generation "
+                                    "started.", "Press Generate again; the model reloads.")
                 self._cancel_current = cancel_token
                 self._set_state("generating")
             self.touch()
-            yield self._model
+            yield model
         finally:
-            self._cancel_current = None
-            self.touch()
-            if self._model is not None:
-                self._set_state("ready")
-            self._generation_lock.release()
+            with self._lock:
+                self._cancel_current = None
+                self.touch()
+                if self._model is not None:
+                    self._set_state("ready")
+            self._use_lock.release()
 
     def cancel(self) -> bool:
         """Ask the running generation to stop; True if one was running."""
@@ -302,13 +345,22 @@ class ModelManager:
         request = self.holds.request_file(os.getpid())
         if request.exists():
             request.unlink(missing_ok=True)
-            report = self.unload(reason="deload command")
-            write_json_atomic(self.holds.result_file(os.getpid()), report.to_dict())
+            try:
+                answer = self.unload(reason="deload command").to_dict()
+            except ModelBusy as exc:
+                answer = {"error": exc.message}
+            write_json_atomic(self.holds.result_file(os.getpid()), answer)
             return
-        idle_seconds = time.monotonic() - self._last_used
-        if self.idle_minutes > 0 and self._state == "ready" and \
-                idle_seconds >= self.idle_minutes * 60:
-            self.unload(reason=f"idle for {self.idle_minutes:g} min")
+        if not self._use_lock.acquire(blocking=False):
+            return                      # in use: not idle (and never cancelled from here)
+        try:
+            with self._lock:
+                idle_seconds = time.monotonic() - self._last_used
+                if self._model is not None and self.idle_minutes > 0 and \
+                        idle_seconds >= self.idle_minutes * 60:
+                    self._free_model(f"idle for {self.idle_minutes:g} min")
+        finally:
+            self._use_lock.release()
 
 
 def _load_upstream(spec, folder: Path, device: str, dtype: str):
@@ -317,11 +369,48 @@ def _load_upstream(spec, folder: Path, device: str, dtype: str):
     `from_local` itself where it cannot vouch for an identical result)."""
     from . import fastload
 
-    tts = fastload.load_tts(spec, folder, device,
-                            t3_dtype=None if dtype == "float32" else dtype)
+    with _watermarker_or_none() as watermark:
+        tts = fastload.load_tts(spec, folder, device,
+                                t3_dtype=None if dtype == "float32" else dtype)
+    tts.cbx_watermark_off = watermark.get("off")
     if dtype != "float32":
         _cast_half(tts, dtype)
     return tts
+
+
+class NoWatermark:
+    """Stands in for Perth's watermarker when it cannot be built: audio passes unchanged."""
+
+    def apply_watermark(self, wav, sample_rate=None, **_kwargs):
+        return wav
+
+
+@contextlib.contextmanager
+def _watermarker_or_none():
+    """While a model is built, make a failing Perth watermarker (upstream issue #198:
+    "'NoneType' object is not callable" when perth's implementation cannot be imported)
+    fall back to `NoWatermark` instead of failing the load. The dict yielded gets
+    "off": the reason, when that happened; the caller reports it."""
+    import perth
+
+    real = getattr(perth, "PerthImplicitWatermarker", None)
+    outcome: dict = {}
+
+    def build(*args, **kwargs):
+        try:
+            if real is None:
+                raise ImportError("perth's PerthImplicitWatermarker could not be imported")
+            return real(*args, **kwargs)
+        except Exception as exc:   # noqa: BLE001 - any failure means "no watermark"
+            outcome["off"] = f"{type(exc).__name__}: {exc}"
+            log.warning("Perth watermarker unavailable (%s); audio is not watermarked.", exc)
+            return NoWatermark()
+
+    perth.PerthImplicitWatermarker = build
+    try:
+        yield outcome
+    finally:
+        perth.PerthImplicitWatermarker = real
 
 
 def _cast_half(tts, dtype: str) -> None:

@@ -31,6 +31,11 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 MIN_ENGLISH_CFG_WEIGHT = 1e-3
 PAUSE_SECONDS = 0.3          # silence between chunks: a short breath between sentences
 PROGRESS_INTERVAL = 0.25     # seconds between token-level progress callbacks
+# A chunk whose generation fails after at most this many speech tokens made (almost) no
+# speech: S3Gen cannot decode so few ("Kernel size can't be greater than actual input
+# size"). It is retried with the next seeds, this many times.
+FEW_TOKENS = 3
+NO_SPEECH_RETRIES = 2
 SETTING_RANGES = {
     "exaggeration": (0.0, 2.0),
     "cfg_weight": (0.0, 1.0),
@@ -85,6 +90,7 @@ class Result:
     language: str | None = None
     notes: list[str] = field(default_factory=list)
     voice_sha256: str | None = None
+    watermarked: bool = True      # False when Perth's watermarker could not be built
     created: str = field(default_factory=lambda: datetime.now(timezone.utc)
                          .isoformat(timespec="seconds"))
 
@@ -108,6 +114,7 @@ class Result:
             "settings": self.settings, "device": self.device, "dtype": self.dtype,
             "sample_rate": self.sample_rate, "duration_seconds": round(self.duration, 3),
             "chunks": self.chunks, "timings": self.timings, "notes": self.notes,
+            "watermarked": self.watermarked,
             "created": self.created, "versions": versions,
         }
 
@@ -329,6 +336,9 @@ def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_cha
             raise _as_generation_failed(exc) from None
         timings["conditionals"] = round(time.perf_counter() - t0, 3)
         loaded.voice = voice_name
+        if loaded.watermark_off:
+            notes.append("Not watermarked: Perth's watermarker could not be built "
+                         f"({loaded.watermark_off}).")
 
         pieces, chunk_seconds = [], []
         sample_rate = loaded.tts.sr
@@ -337,7 +347,8 @@ def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_cha
                                    voice_name=voice_name, variant=variant, seed=seed,
                                    settings=merged, timings=timings, started=started,
                                    device=loaded.device, dtype=loaded.dtype,
-                                   language=language, notes=notes, voice_sha=voice_sha)
+                                   language=language, notes=notes, voice_sha=voice_sha,
+                                   watermarked=not loaded.watermark_off)
         try:
             for index, chunk in enumerate(chunks):
                 if cancel.cancelled:
@@ -345,10 +356,16 @@ def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_cha
                 chunk_start = time.perf_counter()
                 eta = (sum(chunk_seconds) / len(chunk_seconds) * (len(chunks) - index)
                        if chunk_seconds else None)
-                wav = _generate_chunk(loaded.tts, conds, chunk, seed + index,
-                                      _upstream_kwargs(variant, merged, language), cancel,
-                                      lambda tokens, i=index, e=eta: report(i + 1, tokens,
-                                                                             "tokens", e))
+                try:
+                    wav = _generate_with_retries(
+                        loaded.tts, conds, chunk, seed + index,
+                        _upstream_kwargs(variant, merged, language), cancel,
+                        lambda tokens, i=index, e=eta: report(i + 1, tokens, "tokens", e),
+                        notes, f"Chunk {index + 1} of {len(chunks)}")
+                except GenerationFailed as error:
+                    error.partial = (finish(pieces, chunks=chunks[:len(pieces)])
+                                     if pieces else None)
+                    raise
                 chunk_seconds.append(time.perf_counter() - chunk_start)
                 if index == 0:
                     timings["first_audio"] = round(time.perf_counter() - started, 3)
@@ -382,7 +399,8 @@ def _as_generation_failed(exc: BaseException) -> GenerationFailed:
 
 
 def _result(pieces, *, pause, sample_rate, text, voice_name, variant, seed, settings, chunks,
-            timings, started, device, dtype, language, notes, voice_sha) -> Result:
+            timings, started, device, dtype, language, notes, voice_sha,
+            watermarked) -> Result:
     import numpy as np
 
     joined = []
@@ -395,7 +413,41 @@ def _result(pieces, *, pause, sample_rate, text, voice_name, variant, seed, sett
                   text=text, voice=voice_name, variant=variant, seed=seed,
                   settings=settings, chunks=list(chunks), timings=dict(timings),
                   device=device, dtype=dtype, language=language,
-                  notes=list(notes), voice_sha256=voice_sha)
+                  notes=list(notes), voice_sha256=voice_sha, watermarked=watermarked)
+
+
+class _NoSpeech(Exception):
+    """The model stopped after so few speech tokens that S3Gen cannot decode them."""
+
+    def __init__(self, tokens: int, cause: BaseException):
+        super().__init__(f"{tokens} speech tokens: {cause}")
+        self.tokens = tokens
+
+
+def _generate_with_retries(tts, conds, chunk: str, seed: int, kwargs: dict,
+                           cancel: CancelToken, on_tokens, notes: list, label: str):
+    """`_generate_chunk`, retried with the next seeds when the model makes almost no
+    speech for the chunk (it can stop at once), so one such chunk does not end a long
+    generation. Each retry is named in the result's notes."""
+    for attempt in range(NO_SPEECH_RETRIES + 1):
+        try:
+            wav = _generate_chunk(tts, conds, chunk, seed + attempt, kwargs, cancel,
+                                  on_tokens)
+        except _NoSpeech as exc:
+            last = exc
+            continue
+        if attempt:
+            notes.append(f"{label} came out with almost no speech with seed {seed}; "
+                         f"seed {seed + attempt} was used for it instead.")
+        return wav
+    snippet = " ".join(chunk.split())
+    snippet = snippet if len(snippet) <= 60 else snippet[:57] + "..."
+    raise GenerationFailed(
+        f"{label} (\"{snippet}\") came out with almost no speech "
+        f"{NO_SPEECH_RETRIES + 1} times (seeds {seed} to {seed + NO_SPEECH_RETRIES}), so "
+        f"it could not be turned into audio ({last.tokens} speech tokens).",
+        "Reword or lengthen that sentence, or try another seed. The chunks finished "
+        "before it are kept.")
 
 
 def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: CancelToken,
@@ -421,6 +473,12 @@ def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: Can
         torch.manual_seed(seed)
         with attention_kernels(tts.device):
             wav = tts.generate(chunk, **kwargs)
+    except RuntimeError as exc:
+        tokens = counter["calls"] - 1
+        if not is_cuda_oom(exc) and ("can't be greater than actual input size" in str(exc)
+                                     or tokens <= FEW_TOKENS):
+            raise _NoSpeech(tokens, exc) from exc
+        raise
     finally:
         handle.remove()
     return wav.squeeze(0).detach().cpu().numpy().astype("float32")

@@ -676,3 +676,37 @@ def test_close_stops_live_playback(backend):
     assert c.live.state == playback.PLAYING and _live_threads()
     c.close()
     assert c.live.state == playback.STOPPED and _live_threads() == []
+
+
+def test_cancel_as_the_last_chunk_finishes_never_sticks_in_cancelling(backend):
+    """Issue 15 (20): Cancel pressed just as the last chunk finished left the page
+    "cancelling" with every button disabled (the state was set outside the lock, after
+    the worker had already finished). Here the cancel reaches the backend only once the
+    worker is done, the worst timing."""
+    c, _events = make_controller(backend)
+    c.set_text("Hello there.")
+    backend.gate = threading.Event()
+    real_cancel = backend.cancel_running
+
+    def slow_cancel():
+        backend.gate.set()               # let the generation finish now ...
+        assert c.wait(10)                # ... and end before the cancel goes on
+        real_cancel()
+
+    backend.cancel_running = slow_cancel
+    assert c.generate()
+    backend.chunk_started.wait(5)
+    c.cancel()
+    assert c.wait(10)
+    assert c.busy is None and c.can_generate and not c.can_cancel
+    assert "Cancelling" not in c.status_text
+    assert c.cancel() is False, "nothing to cancel once idle"
+
+
+def test_cancel_before_and_after_a_generation_does_nothing(backend):
+    c, _events = make_controller(backend)
+    assert c.cancel() is False and c.busy is None
+    c.set_text("Hello there.")
+    assert c.generate()
+    assert c.wait(10)
+    assert c.cancel() is False and c.busy is None and c.can_generate

@@ -67,6 +67,7 @@ class HistoryEntry:
     sidecar_json: str
     filename: str
     saved_path: Path | None = None
+    notes: list = field(default_factory=list)      # what the result says about itself
     created: str = field(default_factory=lambda: datetime.now().strftime("%H:%M:%S"))
 
     @property
@@ -114,6 +115,9 @@ class DashboardController:
         self.threaded = threaded
         self._exit_process = exit_process
         self._observers: list[Callable[[str], None]] = []
+        # guards `busy`, `_cancel_token`, `_text_serial` and `_text_timer`: every change
+        # of `busy` happens under it, from the state the change applies to. It is never
+        # held while calling the backend (which takes the model manager's locks).
         self._lock = threading.RLock()
         self._worker: threading.Thread | None = None
         self._cancel_token = None
@@ -127,7 +131,7 @@ class DashboardController:
         self.live = LivePlayback(lambda: self._emit("live"), schedule=schedule)
         self._schedule_text = schedule or functools.partial(thread_timer,
                                                             name="cbx-text-count")
-        self._text_serial = 0            # guarded by _lock, as is _text_timer
+        self._text_serial = 0
         self._text_timer = None
         self.current: HistoryEntry | None = None
         self.history: list[HistoryEntry] = []
@@ -196,6 +200,14 @@ class DashboardController:
     def model_state(self) -> str:
         return self.busy if self.busy in (LOADING, UNLOADING) else \
             str(self.model.get("state", "not_loaded"))
+
+    @property
+    def status_text(self) -> str:
+        """The status line the page shows: while cancelling, that (it is a state, not a
+        message, so it ends when the state does), else the last message."""
+        if self.busy == CANCELLING:
+            return "Cancelling: stopping within the current chunk..."
+        return self.status_line
 
     # --------------------------------------------------------------- model manager
     def _connect_manager(self) -> None:
@@ -329,6 +341,16 @@ class DashboardController:
         self._emit("voices", "error", "status")
         return True
 
+    def refuse_upload(self, filename: str, size: int) -> None:
+        """The browser found the chosen file over the clip limit and sent only its name
+        and size: say so; the previous voice stays selected."""
+        from ..voices import too_large_error
+
+        self.error = too_large_error(f"The upload {filename!r}", size,
+                                     VARIANTS[self.variant])
+        self.voice_message = ""
+        self._emit("error", "voices")
+
     # ------------------------------------------------------------------------ text
     def set_text(self, text: str) -> None:
         """Keep the text at once; count its chunks at once while that is instant, and
@@ -400,13 +422,14 @@ class DashboardController:
         self.set_text(self.text)
 
     # ----------------------------------------------------------------- background
-    def _start(self, busy: str, work: Callable[[], None]) -> bool:
+    def _start(self, busy: str, work: Callable[[], None], cancel_token=None) -> bool:
         """Run `work` on the worker thread unless something is already running."""
         with self._lock:
             if self.busy is not IDLE or self.session_ended:
                 return False
             self.busy = busy
             self.error = None
+            self._cancel_token = cancel_token
         self._emit("busy", "error")
 
         def run() -> None:
@@ -522,7 +545,6 @@ class DashboardController:
             self.live.add(index, total, data, _seconds(wav, sample_rate))
 
         def work() -> None:
-            self._cancel_token = token
             self.chunks_done = []
             self.progress = {"chunk": 0, "total": max(self.text_info.get("chunks") or 0, 1),
                              "tokens": 0, "elapsed": 0.0, "eta": None, "stage": "starting"}
@@ -550,7 +572,7 @@ class DashboardController:
             self.live.finish()
             self._finish(result)
 
-        return self._start(GENERATING, work)
+        return self._start(GENERATING, work, cancel_token=token)
 
     def _finish(self, result) -> None:
         """Save the result with its sidecar, put it in the player and the history."""
@@ -583,7 +605,7 @@ class DashboardController:
             first_audio_seconds=timings.get("first_audio"),
             settings=dict(result.settings or {}), wav_bytes=wav_bytes,
             sidecar_json=sidecar, filename=(saved_path.name if saved_path else filename),
-            saved_path=saved_path)
+            saved_path=saved_path, notes=list(getattr(result, "notes", []) or []))
         self.history.insert(0, entry)
         self.current = entry
         self.progress = None
@@ -593,15 +615,19 @@ class DashboardController:
         self._emit("result", "history", "progress", "chunk", "status", "error")
 
     def cancel(self) -> bool:
-        """Ask the running generation to stop (it ends within the current chunk)."""
-        token = self._cancel_token
-        if self.busy != GENERATING or token is None:
-            return False
+        """Ask the running generation to stop (it ends within the current chunk).
+
+        The check and the change of state happen under the lock, from the one state
+        they apply to: a Cancel that arrives as the last chunk finishes finds the page
+        idle and does nothing, instead of leaving it "cancelling" for ever."""
+        with self._lock:
+            token = self._cancel_token
+            if self.busy != GENERATING or token is None:
+                return False
+            self.busy = CANCELLING
         token.cancel()
         self.backend.cancel_running()
         self.live.stop()
-        self.busy = CANCELLING
-        self.status_line = "Cancelling: stopping within the current chunk..."
         self._emit("busy", "status")
         return True
 

@@ -123,6 +123,9 @@ def model_rows(model: dict, state: str) -> list[tuple[str, str]]:
         seconds = model.get("load_seconds")
         if isinstance(seconds, (int, float)):
             rows.append(("Load time", f"{seconds:.1f} s"))
+        watermark = str(model.get("watermark", "on"))
+        rows.append(("Watermark", "on (Perth)" if watermark == "on" else
+                     f"<span class='cbx-warn'>{e(watermark)}</span>"))
     return rows
 
 
@@ -297,7 +300,9 @@ def result_summary(entry) -> str:
         bits.append(f"first audio after {entry.first_audio_seconds:.1f} s")
     saved = (f"<br><span class='cbx-hint'>Saved to {e(str(entry.saved_path))}</span>"
              if entry.saved_path else "")
-    return " &middot; ".join(bits) + saved
+    notes = "".join(f"<br><span class='cbx-warn cbx-result-note'>{e(note)}</span>"
+                    for note in entry.notes)
+    return " &middot; ".join(bits) + saved + notes
 
 
 def history_row_html(entry) -> str:
