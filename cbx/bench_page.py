@@ -143,7 +143,7 @@ def run_page(root: Path, clip: Path, scratch: Path, idle_seconds: float,
                 page.wait_for_selector(".cbx-health-panel table", timeout=PAGE_TIMEOUT_MS)
                 idle("fresh")
                 with page.expect_file_chooser() as chooser:
-                    page.click(".widget-upload")
+                    page.click(".cbx-upload button")
                 chooser.value.set_files(str(clip))
                 _wait_text(page, ".cbx-card", "Saved voice")
                 idle("voice uploaded")

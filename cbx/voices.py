@@ -394,11 +394,7 @@ def load_voice(source, name: str | None = None, *, variant: str = DEFAULT_VARIAN
         original = name
         display = f"The upload {name!r}" if name else "The uploaded file"
         if len(data) > MAX_VOICE_BYTES:
-            raise InvalidVoiceFile(
-                f"{display} is {clip_too_large(len(data))}",
-                "Trim the clip to 10-20 s of speech (Chatterbox reads at most "
-                f"{v.voice_seconds_used:g} s) and upload that.",
-            )
+            raise too_large_error(display, len(data), v)
     elif isinstance(source, (str, os.PathLike)):
         saved = _saved_voice_named(source, lib, v)
         if saved is not None:
@@ -446,10 +442,14 @@ def load_voice(source, name: str | None = None, *, variant: str = DEFAULT_VARIAN
     return voice
 
 
-def clip_too_large(size: int) -> str:
-    """The one wording of "this clip is over the limit" (files, uploads, the page)."""
-    return (f"{size / 2**20:.1f} MB, over the limit for a voice clip: the limit is "
-            f"{MAX_VOICE_BYTES // 2**20} MB.")
+def too_large_error(display: str, size: int, variant: Variant) -> InvalidVoiceFile:
+    """The one "this clip is over the limit" error (files, uploads, the page's button,
+    which checks the size in the browser and sends only name and size)."""
+    return InvalidVoiceFile(
+        f"{display} is {size / 2**20:.1f} MB, over the limit for a voice clip: the limit "
+        f"is {MAX_VOICE_BYTES // 2**20} MB.",
+        "Trim the clip to 10-20 s of speech (Chatterbox reads at most "
+        f"{variant.voice_seconds_used:g} s) and use that.")
 
 
 def read_capped(path: Path, limit: int, too_large) -> bytes:
@@ -478,10 +478,8 @@ def _read_clip(path: Path, variant: Variant) -> bytes:
             f"'{path}' is not a regular file (a pipe, device or socket cannot be a clip).",
             f"Save the recording to a file first. {valid}")
     try:
-        return read_capped(path, MAX_VOICE_BYTES, too_large=lambda size: InvalidVoiceFile(
-            f"'{path}' is {clip_too_large(size)}",
-            "Trim the clip to 10-20 s of speech (Chatterbox reads at most "
-            f"{variant.voice_seconds_used:g} s) and use that."))
+        return read_capped(path, MAX_VOICE_BYTES,
+                           too_large=lambda size: too_large_error(f"'{path}'", size, variant))
     except PermissionError as exc:
         raise VoiceFileNotFound(f"The voice file '{path}' cannot be read: permission denied.",
                                 "Copy it to a folder you own, or fix its permissions.") from exc

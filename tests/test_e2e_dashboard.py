@@ -71,7 +71,7 @@ def shot(page, name: str) -> None:
 
 def upload_file(page, path: Path) -> None:
     with page.expect_file_chooser() as chooser:
-        page.click(".widget-upload")
+        page.click(".cbx-upload button")
     chooser.value.set_files(str(path))
 
 
@@ -270,6 +270,17 @@ def test_no_weights_page_explains_the_fix(browser, empty_server, tmp_path):
         wait_text(page, ".cbx-error-box", "invalid_voice_file")
         assert "How to fix" in page.locator(".cbx-error-box").inner_text()
         shot(page, "08_invalid_upload")
+
+        # Issue 15 (18): a file over the cap used to drop the websocket silently. The
+        # browser checks the size and only the name and size reach the kernel.
+        huge = tmp_path / "huge.wav"
+        with open(huge, "wb") as handle:           # sparse: 110 MiB, nothing written
+            handle.truncate(110 * 2**20)
+        upload_file(page, huge)
+        wait_text(page, ".cbx-error-box", "110.0 MB")
+        error = page.locator(".cbx-error-box").inner_text()
+        assert "invalid_voice_file" in error and "limit is 50 MB" in error
+        assert "huge.wav" in error
 
         type_text(page, "Hello there.")
         page.click("button.cbx-generate")

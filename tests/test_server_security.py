@@ -64,3 +64,47 @@ def test_the_machine_itself_still_gets_the_page_and_the_websocket(server, kernel
     host = host.format(port=server.port)
     assert status_of(server.port, f"/api/kernels/{kernel_id}/channels", host,
                      websocket=True) == 101
+
+
+def test_request_states_from_a_local_client_does_not_grow_the_server(server, kernel_id):
+    """Issue 15 (17): one ~300-byte `request_states` comm message on the legacy
+    websocket made the server grow by ~40 MB/s; it came from a foreign Host, refused
+    above now. From a local client, the same message (and a malformed one) must leave
+    the server's memory where it was."""
+    import json
+    import time
+    import uuid
+
+    import psutil
+    websocket = pytest.importorskip("websocket")
+
+    def message(msg_type, content):
+        return json.dumps({"header": {"msg_id": uuid.uuid4().hex, "msg_type": msg_type,
+                                      "session": "s", "username": "u", "date": "",
+                                      "version": "5.3"},
+                           "parent_header": {}, "metadata": {}, "content": content,
+                           "channel": "shell", "buffers": []})
+
+    proc = psutil.Process(server.proc.pid)
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels"
+        f"?session_id={uuid.uuid4().hex}", origin=f"http://127.0.0.1:{server.port}")
+    try:
+        before = proc.memory_info().rss
+        comm = uuid.uuid4().hex
+        ws.send(message("comm_open", {"comm_id": comm, "target_name":
+                                      "jupyter.widget.control", "data": {}}))
+        ws.send(message("comm_msg", {"comm_id": comm, "data": {"method": "request_states"}}))
+        ws.send(message("comm_msg", {"comm_id": "no-such-comm",
+                                     "data": {"method": "request_states"}}))
+        ws.settimeout(0.5)
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            try:
+                ws.recv()
+            except websocket.WebSocketTimeoutException:
+                pass
+        grown = (proc.memory_info().rss - before) / 2**20
+    finally:
+        ws.close()
+    assert grown < 50, f"the server grew by {grown:.0f} MiB in 8 s"

@@ -6,7 +6,6 @@ import base64
 import re
 import threading
 import time
-from datetime import datetime, timezone
 
 import pytest
 
@@ -25,10 +24,10 @@ def make(backend, **kwargs) -> Dashboard:
 
 
 def upload(view: Dashboard, data: bytes, name: str) -> None:
-    """What the browser's FileUpload sends: a tuple with one file dict."""
-    view.upload.value = ({"name": name, "type": "audio/wav", "size": len(data),
-                          "content": memoryview(data),
-                          "last_modified": datetime.now(timezone.utc)},)
+    """What the browser's upload button sends for a file within the limit: its name and
+    size, and the bytes as one binary buffer."""
+    view.upload._received(view.upload, {"kind": "file", "name": name, "size": len(data)},
+                          [memoryview(data)])
 
 
 def test_page_sections_and_initial_buttons(backend):
@@ -137,7 +136,22 @@ def test_upload_widget_saves_and_plays_voice(backend, env):
     assert view.voice_pick.value.lower().startswith("alice")
     assert view.voice_audio.value[:4] == b"RIFF"
     assert "6.0 s" in view.voice_info.value
-    assert view.upload.value == (), "the upload resets so the same file can be re-sent"
+    assert not view.upload.busy
+
+
+def test_an_upload_over_the_limit_is_refused_with_size_and_limit(backend, env):
+    """Issue 15 (18): a 110 MiB upload dropped the websocket and showed nothing. The
+    browser sends only the name and size of a file over the limit; the page names both."""
+    view = make(backend)
+    upload(view, clip_bytes(env), "Alice sample.wav")
+    chosen = view.voice_pick.value
+    assert view.upload.max_bytes == 50 * 2**20
+    view.upload._received(view.upload, {"kind": "too_large", "name": "huge.wav",
+                                        "size": 110 * 2**20}, [])
+    assert "invalid_voice_file" in view.error.value
+    assert "110.0 MB" in view.error.value and "limit is 50 MB" in view.error.value
+    assert "huge.wav" in view.error.value
+    assert view.voice_pick.value == chosen, "the voice chosen before stays"
 
 
 def test_non_audio_upload_shows_invalid_voice_file(backend):

@@ -15,6 +15,8 @@ from typing import Callable
 
 from ..variants import ALL_SETTINGS, VARIANTS
 from . import playback, render
+from ..voices import MAX_VOICE_BYTES
+from .upload import ClipUpload
 from .controller import (BUILTIN, CANCELLING, DEVICES, DTYPES, GENERATING,
                          DashboardController)
 
@@ -188,10 +190,9 @@ class Dashboard:
         self.error.add_class("cbx-error-box")
 
         # Voice
-        self.upload = w.FileUpload(accept=ACCEPTED_UPLOADS, multiple=False,
-                                   description="Upload clip", icon="upload",
-                                   layout=w.Layout(width="160px"))
-        self.upload.observe(self._on_upload, names="value")
+        self.upload = ClipUpload(on_file=lambda data, name: self.c.upload_voice(data, name),
+                                 on_too_large=self.c.refuse_upload, accept=ACCEPTED_UPLOADS,
+                                 max_bytes=MAX_VOICE_BYTES, layout=w.Layout(width="160px"))
         self.voice_hint = w.HTML()
         self.voice_pick = w.Dropdown(description="Voice", style=desc,
                                      layout=w.Layout(width="100%"))
@@ -343,15 +344,6 @@ class Dashboard:
         self.root.add_class("cbx-app")
 
     # ----------------------------------------------------------- widget events
-    def _on_upload(self, change) -> None:
-        if self._syncing or not change["new"]:
-            return
-        item = change["new"][0]
-        name = item["name"] if isinstance(item, dict) else item.name
-        content = item["content"] if isinstance(item, dict) else item.content
-        self.c.upload_voice(bytes(content), name)
-        self._sync(setattr, self.upload, "value", ())
-
     def _on_voice_pick(self, change) -> None:
         if not self._syncing:
             self.c.select_voice(change["new"])
@@ -427,7 +419,7 @@ class Dashboard:
         self._render_settings_enabled()
 
     def _render_status(self) -> None:
-        self.status.value = f"<div class='cbx-status'>{render.e(self.c.status_line)}</div>"
+        self.status.value = f"<div class='cbx-status'>{render.e(self.c.status_text)}</div>"
 
     def _render_error(self) -> None:
         self.error.value = render.error_card(self.c.error)
@@ -542,7 +534,8 @@ class Dashboard:
         self.voice_pick.value = c.voice_choice if c.voice_choice in values else values[0]
         variant = VARIANTS[c.variant]
         self.voice_hint.value = (
-            f"<span class='cbx-hint'>WAV, FLAC, OGG or MP3, up to 50 MB. Best: "
+            f"<span class='cbx-hint'>WAV, FLAC, OGG or MP3, up to "
+            f"{MAX_VOICE_BYTES // 2**20} MB. Best: "
             f"{max(variant.min_voice_seconds, 5):g}-{variant.voice_seconds_used:g} s of one "
             f"person speaking clearly, no music (at least {variant.min_voice_seconds:g} s)."
             "</span>")

@@ -1,0 +1,80 @@
+"""The dashboard's "Upload clip" button: a small anywidget that checks the file's size in
+the browser before sending it.
+
+Why not ipywidgets' FileUpload: it sends every file, whatever its size, in one websocket
+message. A file over the server's message cap (100 MiB) never arrives: the websocket
+drops, reconnects, and the page says nothing. Here the browser compares the file's size
+with the clip limit first, and a file over it sends only its name and size, so the
+kernel answers with `invalid_voice_file` naming both. A file within the limit travels as
+one binary buffer, as with FileUpload.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import anywidget
+import traitlets
+
+ESM = """
+function render({ model, el }) {
+  const input = document.createElement("input");
+  input.type = "file";
+  input.style.display = "none";
+  const button = document.createElement("button");
+  button.className = "jupyter-button widget-button cbx-upload-button";
+  const sync = () => {
+    input.accept = model.get("accept");
+    button.disabled = model.get("disabled");
+    button.textContent = model.get("busy") ? "Reading clip..." : model.get("label");
+  };
+  button.addEventListener("click", () => input.click());
+  input.addEventListener("change", async () => {
+    const file = input.files[0];
+    input.value = "";                       // the same file can be chosen again
+    if (!file) return;
+    if (file.size > model.get("max_bytes")) {
+      model.send({ kind: "too_large", name: file.name, size: file.size });
+      return;
+    }
+    model.set("busy", true);
+    model.save_changes();
+    const data = await file.arrayBuffer();
+    model.send({ kind: "file", name: file.name, size: file.size }, undefined, [data]);
+  });
+  ["change:accept", "change:disabled", "change:label", "change:busy"].forEach(
+    (name) => model.on(name, sync));
+  sync();
+  el.classList.add("cbx-upload");
+  el.append(button, input);
+}
+export default { render };
+"""
+
+
+class ClipUpload(anywidget.AnyWidget):
+    """A button that opens the file chooser; `on_file(data, name)` gets a file within
+    `max_bytes`, `on_too_large(name, size)` the name and size of one over it."""
+
+    _esm = traitlets.Unicode(ESM).tag(sync=True)
+    accept = traitlets.Unicode("").tag(sync=True)
+    label = traitlets.Unicode("Upload clip").tag(sync=True)
+    max_bytes = traitlets.Int(0).tag(sync=True)
+    disabled = traitlets.Bool(False).tag(sync=True)
+    busy = traitlets.Bool(False).tag(sync=True)     # set by the browser while it reads
+
+    def __init__(self, on_file: Callable[[bytes, str], None],
+                 on_too_large: Callable[[str, int], None], **kwargs):
+        super().__init__(**kwargs)
+        self._on_file = on_file
+        self._on_too_large = on_too_large
+        self.on_msg(self._received)
+
+    def _received(self, _widget, content: dict, buffers: list) -> None:
+        name = str(content.get("name", ""))
+        try:
+            if content.get("kind") == "too_large":
+                self._on_too_large(name, int(content.get("size", 0)))
+            elif content.get("kind") == "file" and buffers:
+                self._on_file(bytes(buffers[0]), name)
+        finally:
+            self.busy = False
