@@ -25,7 +25,10 @@ function render({ model, el }) {
   const sync = () => {
     input.accept = model.get("accept");
     button.disabled = model.get("disabled");
-    button.textContent = model.get("busy") ? "Reading clip..." : model.get("label");
+    const icon = document.createElement("i");
+    icon.className = "fa fa-upload";
+    button.replaceChildren(icon, " " + (model.get("busy") ? "Reading clip..." :
+                                        model.get("label")));
   };
   button.addEventListener("click", () => input.click());
   input.addEventListener("change", async () => {
