@@ -11,6 +11,7 @@ import html
 import io
 import itertools
 import json
+import os
 import secrets
 import threading
 import time
@@ -22,7 +23,7 @@ from . import options
 from . import text as textmod
 from . import voices as voicemod
 from .errors import (CbxError, CUDA_OOM_SOLUTION, GenerationCancelled, GenerationFailed,
-                     InvalidSetting, InvalidText, NoVoiceLoaded)
+                     InvalidSetting, InvalidText, InvalidVoiceFile, NoVoiceLoaded)
 from .manager import (SUPPORTED_DTYPES, attention_kernels, free_cuda_cache, get_manager,
                       is_cuda_oom)
 from .variants import ALL_SETTINGS, get_variant
@@ -220,10 +221,30 @@ def _unknown_characters(tts, text: str) -> set[str]:
     return {ch for ch in set(text) if not ch.isspace() and unk in inner.encode(ch).ids}
 
 
+VOICE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, voicemod.Voice)
+
+
+def _check_call(voice, progress, cancel, on_chunk) -> None:
+    """The non-setting arguments of speak(), checked before anything loads."""
+    if voice is not None and not isinstance(voice, VOICE_TYPES):
+        raise InvalidVoiceFile(
+            f"A voice must be a saved voice's name, a file path or the bytes of an audio "
+            f"file, not {type(voice).__name__}.",
+            "Pass the path of a WAV, FLAC, OGG or MP3 file, a name from "
+            "cbx.saved_voices(), or None for the built-in voice.")
+    for name, value in (("progress", progress), ("on_chunk", on_chunk)):
+        if value is not None and not callable(value):
+            raise InvalidSetting(f"{name}={value!r} is not a function.",
+                                 f"Pass a function (or None) as {name}.")
+    if cancel is not None and not isinstance(getattr(cancel, "cancelled", None), bool):
+        raise InvalidSetting(f"cancel={cancel!r} is not a cancel token.",
+                             "Pass a cbx.CancelToken() (or None).")
+
+
 def _voice_from(source, variant: str) -> "voicemod.Voice":
     """A clip path or bytes is validated and saved; any other string names a saved voice."""
-    if isinstance(source, (bytes, bytearray)) or Path(source).exists() or \
-            not isinstance(source, str) or any(sep in source for sep in ("/", "\\")) or \
+    if not isinstance(source, str) or Path(source).exists() or \
+            any(sep in source for sep in ("/", "\\")) or \
             Path(source).suffix.lower() in AUDIO_SUFFIXES:
         return voicemod.load_voice(source, variant=variant)
     return voicemod.get_voice(source)
@@ -288,6 +309,7 @@ def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_cha
 
     text = textmod.validate_text(text)
     seed = options.seed(seed)
+    _check_call(voice, progress, cancel, on_chunk)
     manager = get_manager()
     current = manager.loaded
     # Unspecified variant, device and dtype mean "what is loaded", so speak() after

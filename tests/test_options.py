@@ -69,3 +69,17 @@ def test_bad_load_arguments_are_invalid_setting(kwargs):
 def test_text_with_nothing_to_speak_is_refused_before_loading(text, nothing_loads):
     with pytest.raises(InvalidText, match="nothing to speak"):
         cbx.speak(text)
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"voice": 123}, "InvalidVoiceFile"), ({"voice": [b"RIFF"]}, "InvalidVoiceFile"),
+    ({"progress": "yes"}, "InvalidSetting"), ({"on_chunk": 5}, "InvalidSetting"),
+    ({"cancel": "stop"}, "InvalidSetting"), ({"cancel": object()}, "InvalidSetting"),
+])
+def test_other_speak_arguments_of_the_wrong_type_are_coded_before_loading(kwargs, error,
+                                                                        nothing_loads):
+    from cbx.errors import CbxError
+
+    with pytest.raises(CbxError) as info:
+        cbx.speak("Hello there.", **kwargs)
+    assert type(info.value).__name__ == error
