@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from . import paths
+from .settings import DTYPES
 from .variants import VARIANTS, get_variant
 
 RESULT_MARKER = "CBX_BENCH_RESULT "
@@ -543,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="original", choices=sorted(VARIANTS))
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="float32",
-                        choices=("float32", "float16", "bfloat16"),
+                        choices=DTYPES,
                         help="cbx's T3 precision (upstream always float32)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="repetitions per side (medians are reported)")

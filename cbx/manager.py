@@ -25,11 +25,11 @@ from .holds import (ModelHolds, exclusive_devices, now_iso, process_create_time,
                     session_label, write_json_atomic)
 from .envsettings import DEFAULT_IDLE_UNLOAD_MINUTES
 from .errors import CUDA_OOM_SOLUTION, GenerationFailed, ModelBusy
+from .settings import DTYPES
 from .variants import DEFAULT_VARIANT, get_variant
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 MODEL_LIBRARIES = ("torch", "torchaudio", "chatterbox", "transformers", "librosa",
                    "soundfile", "psutil")
 
@@ -171,7 +171,7 @@ class ModelManager:
         switching variant, device or dtype unloads the previous model first.
         """
         spec = get_variant(variant)
-        options.choice("dtype", dtype, SUPPORTED_DTYPES)
+        options.choice("dtype", dtype, DTYPES)
         envcheck.require_libraries(MODEL_LIBRARIES)
         resolved = envcheck.resolve_device(device)
         with self._lock:

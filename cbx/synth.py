@@ -15,6 +15,7 @@ import os
 import secrets
 import threading
 import time
+import wave
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,9 +25,9 @@ from . import text as textmod
 from . import voices as voicemod
 from .errors import (CbxError, CUDA_OOM_SOLUTION, GenerationCancelled, GenerationFailed,
                      InvalidSetting, InvalidText, InvalidVoiceFile, NoVoiceLoaded)
-from .manager import (SUPPORTED_DTYPES, attention_kernels, free_cuda_cache, get_manager,
-                      is_cuda_oom)
-from .variants import ALL_SETTINGS, get_variant
+from .manager import attention_kernels, free_cuda_cache, get_manager, is_cuda_oom
+from .settings import ALL_SETTINGS, DTYPES, SETTINGS
+from .variants import get_variant
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 MIN_ENGLISH_CFG_WEIGHT = 1e-3
@@ -37,14 +38,21 @@ PROGRESS_INTERVAL = 0.25     # seconds between token-level progress callbacks
 # size"). It is retried with the next seeds, this many times.
 FEW_TOKENS = 3
 NO_SPEECH_RETRIES = 2
-SETTING_RANGES = {
-    "exaggeration": (0.0, 2.0),
-    "cfg_weight": (0.0, 1.0),
-    "temperature": (0.05, 5.0),
-    "min_p": (0.0, 1.0),
-    "top_p": (0.0, 1.0),
-    "repetition_penalty": (1.0, 3.0),
-}
+
+
+def encode_wav(wav, sample_rate: int) -> bytes:
+    """16-bit mono WAV bytes of a float waveform, clipped to [-1, 1]: the one encoder
+    for saved files, downloads and every player on the page."""
+    import numpy as np
+
+    data = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(np.round(data * 32767.0).astype("<i2").tobytes())
+    return buffer.getvalue()
 
 
 class CancelToken:
@@ -120,11 +128,7 @@ class Result:
         }
 
     def to_wav_bytes(self) -> bytes:
-        import soundfile as sf
-
-        buffer = io.BytesIO()
-        sf.write(buffer, self.wav, self.sample_rate, format="WAV", subtype="PCM_16")
-        return buffer.getvalue()
+        return encode_wav(self.wav, self.sample_rate)
 
     def save(self, path) -> Path:
         """Write a 16-bit WAV and a JSON sidecar (same name, .json) with the settings, and
@@ -176,7 +180,7 @@ def _check_settings(variant: str, settings: dict) -> tuple[dict, list[str]]:
     for name, value in settings.items():
         if value is None:
             continue
-        value = options.number(name, value, *SETTING_RANGES[name])
+        value = options.number(name, value, SETTINGS[name].low, SETTINGS[name].high)
         if name in spec.ignored_settings:
             if value != float(spec.defaults[name]):
                 notes.append(f"{spec.label} ignores {name}; it was not used.")
@@ -317,7 +321,7 @@ def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_cha
     variant = get_variant(variant or (current.variant if current else "original")).name
     device = options.device(device or (current.device if current else "auto"))
     dtype = options.choice("dtype", dtype or (current.dtype if current else "float32"),
-                           SUPPORTED_DTYPES)
+                           DTYPES)
     language = _resolve_language(variant, language)
     merged, notes = _check_settings(variant, settings)
     # split_text checks both sizes (InvalidSetting) before anything is loaded

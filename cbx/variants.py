@@ -8,10 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ALL_SETTINGS = ("exaggeration", "cfg_weight", "temperature", "min_p", "top_p",
-                "repetition_penalty")
-
-
 @dataclass(frozen=True)
 class Variant:
     name: str                      # folder name in model_cache/ and the API's variant id

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CbxError, GenerationCancelled, GenerationFailed, InvalidSetting
+from ..synth import encode_wav
 from ..text import CHARS_PER_SECOND, DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS
 from ..variants import DEFAULT_VARIANT, VARIANTS
 from .playback import LivePlayback, Schedule, thread_timer
@@ -29,7 +30,7 @@ from .playback import LivePlayback, Schedule, thread_timer
 log = logging.getLogger(__name__)
 
 # What the busy states mean on the page.
-IDLE = None
+NOT_BUSY = None         # no background action: every button that applies is enabled
 LOADING = "loading"
 GENERATING = "generating"
 CANCELLING = "cancelling"
@@ -41,8 +42,6 @@ INSTANT_COUNT_CHARS = 20_000
 TEXT_COUNT_DELAY = 0.5
 
 BUILTIN = "__builtin__"        # voice choice meaning "the variant's bundled voice"
-DEVICES = ("auto", "cuda", "cpu")
-DTYPES = ("float32", "float16", "bfloat16")
 DEFAULT_MAX_CHUNK_CHARS = DEFAULT_MAX_CHARS
 
 # Events the view listens to (each names the part of the page to redraw).
@@ -123,7 +122,7 @@ class DashboardController:
         self._cancel_token = None
 
         # page state
-        self.busy: str | None = IDLE
+        self.busy: str | None = NOT_BUSY
         self.status_line = "Ready. Pick a voice, type some text and press Generate."
         self.error: CbxError | None = None
         self.progress: dict | None = None
@@ -181,7 +180,7 @@ class DashboardController:
     # -------------------------------------------------------------- derived flags
     @property
     def can_generate(self) -> bool:
-        return self.busy is IDLE and not self.session_ended
+        return self.busy is NOT_BUSY and not self.session_ended
 
     @property
     def can_cancel(self) -> bool:
@@ -189,11 +188,11 @@ class DashboardController:
 
     @property
     def can_load(self) -> bool:
-        return self.busy is IDLE and not self.session_ended
+        return self.busy is NOT_BUSY and not self.session_ended
 
     @property
     def can_unload(self) -> bool:
-        return self.busy is IDLE and self.model.get("state") == "ready" \
+        return self.busy is NOT_BUSY and self.model.get("state") == "ready" \
             and not self.session_ended
 
     @property
@@ -425,7 +424,7 @@ class DashboardController:
     def _start(self, busy: str, work: Callable[[], None], cancel_token=None) -> bool:
         """Run `work` on the worker thread unless something is already running."""
         with self._lock:
-            if self.busy is not IDLE or self.session_ended:
+            if self.busy is not NOT_BUSY or self.session_ended:
                 return False
             self.busy = busy
             self.error = None
@@ -437,7 +436,7 @@ class DashboardController:
                 work()
             finally:
                 with self._lock:
-                    self.busy = IDLE
+                    self.busy = NOT_BUSY
                     self._cancel_token = None
                 self.refresh_health(emit=False)
                 self._emit("busy", "health", "model", "status", "error")
@@ -539,7 +538,7 @@ class DashboardController:
             self._emit("progress", "status")
 
         def on_chunk(index, total, wav, sample_rate) -> None:
-            data = _wav_bytes(wav, sample_rate)
+            data = encode_wav(wav, sample_rate)
             self.chunks_done.append((index, total, data))
             self._emit("chunk")
             self.live.add(index, total, data, _seconds(wav, sample_rate))
@@ -650,7 +649,7 @@ class DashboardController:
     def end_session(self) -> bool:
         """Unload, then stop this kernel process: the complete deload. The page must be
         reloaded afterwards, which starts a fresh kernel."""
-        if self.busy is not IDLE or self._exit_process is None:
+        if self.busy is not NOT_BUSY or self._exit_process is None:
             return False
         self.session_ended = True
         self.live.stop()
@@ -674,23 +673,5 @@ def _seconds(wav, sample_rate: int) -> float:
     return np.asarray(wav).size / float(sample_rate)
 
 
-def _wav_bytes(wav, sample_rate: int) -> bytes:
-    """16-bit WAV bytes for a float numpy chunk (standard library only)."""
-    import io
-    import wave
-
-    import numpy as np
-
-    data = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    pcm = (data * 32767.0).astype("<i2").tobytes()
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(int(sample_rate))
-        out.writeframes(pcm)
-    return buffer.getvalue()
-
-
-__all__ = ["DashboardController", "HistoryEntry", "parse_seed", "BUILTIN", "DEVICES", "DTYPES",
-           "IDLE", "LOADING", "GENERATING", "CANCELLING", "UNLOADING"]
+__all__ = ["DashboardController", "HistoryEntry", "parse_seed", "BUILTIN",
+           "NOT_BUSY", "LOADING", "GENERATING", "CANCELLING", "UNLOADING"]

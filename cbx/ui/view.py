@@ -13,26 +13,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..variants import ALL_SETTINGS, VARIANTS
-from . import playback, render
+from ..settings import ALL_SETTINGS, DEVICES, DTYPES, SETTINGS
+from ..variants import VARIANTS
 from ..voices import MAX_VOICE_BYTES
+from . import playback, render
+from .controller import BUILTIN, CANCELLING, GENERATING, DashboardController
 from .upload import ClipUpload
-from .controller import (BUILTIN, CANCELLING, DEVICES, DTYPES, GENERATING,
-                         DashboardController)
 
-SLIDER_SPECS = {
-    # name: (label, min, max, step, help)
-    "exaggeration": ("Exaggeration", 0.0, 2.0, 0.05,
-                     "Emotion intensity: 0.5 is neutral, higher is more dramatic."),
-    "cfg_weight": ("CFG / pace", 0.0, 1.0, 0.05,
-                   "How closely delivery follows the reference; lower is slower and calmer."),
-    "temperature": ("Temperature", 0.05, 2.0, 0.05,
-                    "Randomness of the speech tokens; higher is more varied."),
-    "min_p": ("min_p", 0.0, 1.0, 0.01, "Drops tokens below this share of the best one."),
-    "top_p": ("top_p", 0.0, 1.0, 0.01, "Samples only from the most likely tokens up to this mass."),
-    "repetition_penalty": ("Repetition penalty", 1.0, 3.0, 0.05,
-                           "Discourages repeated sounds; raise it if words loop."),
-}
 BASIC_SETTINGS = ("exaggeration", "cfg_weight", "temperature")
 ADVANCED_SETTINGS = ("min_p", "top_p", "repetition_penalty")
 ACCEPTED_UPLOADS = ".wav,.flac,.ogg,.mp3"
@@ -229,9 +216,10 @@ class Dashboard:
         self.device.observe(self._on_device, names="value")
         self.sliders = {}
         for name in ALL_SETTINGS:
-            label, lo, hi, step, _help = SLIDER_SPECS[name]
-            slider = w.FloatSlider(description=label, min=lo, max=hi, step=step,
-                                   value=c.settings.get(name, lo), style=desc, layout=full(),
+            spec = SETTINGS[name]
+            slider = w.FloatSlider(description=spec.label, min=spec.low, max=spec.high,
+                                   step=spec.step, value=c.settings.get(name, spec.low),
+                                   style=desc, layout=full(),
                                    readout_format=".2f", continuous_update=False)
             slider.observe(lambda change, n=name: self._on_slider(n, change), names="value")
             self.sliders[name] = slider
@@ -454,7 +442,7 @@ class Dashboard:
         audio plays again too), and silence means no player at all."""
         with self._live_lock:
             live = self.c.live.snapshot()
-            self.live_box.layout.display = "none" if live.state == playback.IDLE else None
+            self.live_box.layout.display = "none" if live.state == playback.NOT_STARTED else None
             self.live_info.value = render.live_status_html(live)
             if live.serial == self._live_serial:
                 return
@@ -590,7 +578,7 @@ class Dashboard:
         ignored = set(c.ignored_settings())
         label = VARIANTS[c.variant].label
         for name, slider in self.sliders.items():
-            help_text = SLIDER_SPECS[name][4]
+            help_text = SETTINGS[name].help
             if name in ignored:
                 slider.disabled = True
                 slider.tooltip = f"{label} ignores {name}; it has no effect with this model."
