@@ -34,6 +34,9 @@ import subprocess  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from cbx.scripts import UsageParser  # noqa: E402 - layer 1 of the checkout: stdlib only
+from cbx.units import format_bytes  # noqa: E402
+
 SCRIPT_ROOT = Path(__file__).resolve().parent
 VENV_DIR_NAME = ".venv_chatterbox"
 GROUPS = ("env", "models", "hub", "voices", "outputs", "caches")
@@ -72,13 +75,6 @@ exit codes:
 
 def say(msg: str = "") -> None:
     print(msg, flush=True)
-
-
-def fmt_size(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}" if unit == "GB" else f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 # ---------------------------------------------------------------------------------------
@@ -558,15 +554,8 @@ def processes_using(paths: list[Path]) -> list[Proc] | None:
 # Command line
 # ---------------------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python cleanup.py",
+    p = UsageParser(prog="python cleanup.py", usage_exit_code=EXIT_USAGE,
                 description="Show the disk used by Chatterbox Studio's environment, model "
                             "weights, Hugging Face cache, voices, outputs and caches, then "
                             "remove what you choose (everything by default, after asking).",
@@ -611,14 +600,14 @@ def print_table(items: list[Item], extra_notes: list[str]) -> None:
     for group in GROUPS:
         for item in (i for i in items if i.group == group):
             mark = "x" if item.selected else " "
-            say(f"  [{mark}] {item.label:<{width}}  {fmt_size(item.size):>10}   "
+            say(f"  [{mark}] {item.label:<{width}}  {format_bytes(item.size):>10}   "
                 f"{item.paths[0] if len(item.paths) == 1 else str(len(item.paths)) + ' folders'}")
             for note in (item.blocked, item.note):
                 if note:
                     say(f"        {'':<{width}}  {'':>10}   ({note})")
     chosen = sum(i.size for i in items if i.selected)
-    say(f"  {'total found':<{width + 4}}  {fmt_size(sum(i.size for i in items)):>10}")
-    say(f"  {'to remove':<{width + 4}}  {fmt_size(chosen):>10}")
+    say(f"  {'total found':<{width + 4}}  {format_bytes(sum(i.size for i in items)):>10}")
+    say(f"  {'to remove':<{width + 4}}  {format_bytes(chosen):>10}")
     for note in extra_notes:
         say(f"  note: {note}")
 
@@ -658,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         return finish(EXIT_OK)
     total = sum(i.size for i in chosen)
     if args.dry_run:
-        out(f"Dry run: nothing removed; this would free about {fmt_size(total)}.")
+        out(f"Dry run: nothing removed; this would free about {format_bytes(total)}.")
         return finish(EXIT_OK)
 
     env_items = [p for i in chosen if i.group == "env" for p in i.paths]
@@ -690,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
             return finish(EXIT_DECLINED)
         try:
             answer = input(f"Remove the {len(chosen)} item(s) marked x "
-                           f"({fmt_size(total)})? [y/N] ")
+                           f"({format_bytes(total)})? [y/N] ")
         except EOFError:
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
@@ -714,14 +703,14 @@ def main(argv: list[str] | None = None) -> int:
         item.freed = max(item.size - left, 0)
         if item.failures:
             failed += 1
-            out(f"  FAILED  {item.label}: freed {fmt_size(item.freed)}, "
-                f"{fmt_size(left)} left")
+            out(f"  FAILED  {item.label}: freed {format_bytes(item.freed)}, "
+                f"{format_bytes(left)} left")
             for f in item.failures:
                 out(f"          {f}")
         else:
-            out(f"  removed {item.label} ({fmt_size(item.freed)})")
+            out(f"  removed {item.label} ({format_bytes(item.freed)})")
     freed = sum(i.freed for i in chosen)
-    out(f"Freed {fmt_size(freed)}.")
+    out(f"Freed {format_bytes(freed)}.")
     if any(i.group == "env" and not i.failures for i in chosen):
         out("To set up again: python setup_env.py")
     if failed:

@@ -92,11 +92,6 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _fmt_gb(n_bytes: float) -> str:
-    gb = n_bytes / 1e9
-    return f"{gb:.2f} GB" if gb >= 0.1 else f"{n_bytes / 1e6:.1f} MB"
-
-
 # ---------------------------------------------------------------------------------------
 # Pins: pyproject.toml's [project] dependencies are the single source of truth.
 # ---------------------------------------------------------------------------------------
@@ -848,18 +843,11 @@ def parse_models(value: str, variants: dict) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on bad arguments, but 2 here means "wrong Python"."""
-
-    def error(self, message: str):
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="python setup_env.py",
+    from cbx.scripts import UsageParser   # layer 1 of this checkout: standard library only
+
+    p = UsageParser(
+        prog="python setup_env.py", usage_exit_code=EXIT_USAGE,
         description="Create the Chatterbox Studio environment, install the PyTorch build "
                     "that fits this machine and the pinned packages, download model "
                     "weights and verify them. Safe to re-run: finished steps are skipped.",
@@ -1129,6 +1117,8 @@ def _status_report(env: Env) -> dict | None:
 
 
 def summary(env: Env, models, failed, broken, paths, variants, started) -> None:
+    from cbx.units import format_bytes   # layer 1 of this checkout: standard library only
+
     say("")
     say("Summary")
     report = _status_report(env)
@@ -1162,12 +1152,12 @@ def summary(env: Env, models, failed, broken, paths, variants, started) -> None:
         elif m in broken:
             state = f"INCOMPLETE: {broken[m]}"
         else:
-            state = f"complete, {_fmt_gb(tree_bytes(dest))}"
+            state = f"complete, {format_bytes(tree_bytes(dest))}"
         say(f"  weights:    {v.label}: {state}  [{dest}]")
     if not models:
         say("  weights:    none requested (--no-models)")
-    say(f"  disk used:  environment {_fmt_gb(tree_bytes(env.prefix))} in {env.prefix}; "
-        f"model cache {_fmt_gb(tree_bytes(paths.model_dir()))} in {paths.model_dir()}")
+    say(f"  disk used:  environment {format_bytes(tree_bytes(env.prefix))} in {env.prefix}; "
+        f"model cache {format_bytes(tree_bytes(paths.model_dir()))} in {paths.model_dir()}")
     say(f"  took:       {time.monotonic() - started:.0f} s")
     say("")
     start = "start_windows.bat" if os.name == "nt" else "./start_linux.sh"

@@ -183,7 +183,7 @@ def test_models_only_removes_exactly_the_weights(tree, tmp_path):
     assert (root / "model_cache" / ".gitkeep").exists()
     assert (hub / "models--someone--other-model" / "blobs" / "zzz").exists()
     freed = sum(it["bytes"] for it in chosen)
-    assert f"Freed {cleanup.fmt_size(freed)}" in r.stdout
+    assert f"Freed {cleanup.format_bytes(freed)}" in r.stdout
 
 
 def test_variant_flag_limits_models_and_hub(tree):

@@ -9,6 +9,7 @@ import base64
 import html
 from typing import Iterable
 
+from ..units import format_bytes
 from ..variants import VARIANTS
 from . import playback
 
@@ -101,12 +102,6 @@ def errors_html(errors: Iterable) -> str:
     return "".join(error_card(err) for err in errors)
 
 
-def _mib(n) -> str:
-    if n is None:
-        return "?"
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
 def state_pill(state: str) -> str:
     label = STATE_LABELS.get(state, state.replace("_", " ").capitalize())
     kind = "ready" if state == "ready" else ("off" if state == "not_loaded" else "busy")
@@ -170,7 +165,7 @@ def health_html(report, model: dict, state: str, voice_label: str,
     out.append("<h4>Model files</h4><table>")
     for name, weights in report.weights.items():
         if weights.complete:
-            value = f"<span class='cbx-ok'>present</span> ({_mib(weights.total_bytes)})"
+            value = f"<span class='cbx-ok'>present</span> ({format_bytes(weights.total_bytes)})"
         elif weights.any_present:
             broken = ", ".join(f.name for f in weights.broken_files)
             value = f"<span class='cbx-bad'>incomplete</span>: {e(broken)}"
@@ -189,15 +184,15 @@ def health_html(report, model: dict, state: str, voice_label: str,
         row("Uses", e(f"{d.resolved or 'unavailable'} (asked: {d.requested})"))
         if d.cuda_available:
             row("GPU", e(d.cuda_device_name or "CUDA device"))
-            row("VRAM", e(f"{_mib(d.vram_used_bytes)} used of {_mib(d.vram_total_bytes)}"))
-            row("This kernel", e(f"{_mib(d.torch_allocated_bytes)} allocated, "
-                                 f"{_mib(d.torch_reserved_bytes)} reserved"))
+            row("VRAM", e(f"{format_bytes(d.vram_used_bytes)} used of {format_bytes(d.vram_total_bytes)}"))
+            row("This kernel", e(f"{format_bytes(d.torch_allocated_bytes)} allocated, "
+                                 f"{format_bytes(d.torch_reserved_bytes)} reserved"))
         else:
             row("GPU", "none (CPU mode: works, slowly)")
         if d.device_error:
             row("Problem", f"<span class='cbx-bad'>{e(d.device_error)}</span>")
-    row("RAM", e(f"this kernel {_mib(d.process_rss_bytes)}; system "
-                 f"{_mib(d.ram_available_bytes)} free of {_mib(d.ram_total_bytes)}"))
+    row("RAM", e(f"this kernel {format_bytes(d.process_rss_bytes)}; system "
+                 f"{format_bytes(d.ram_available_bytes)} free of {format_bytes(d.ram_total_bytes)}"))
     out.append("".join(rows) + "</table>")
     out.append(f"<p class='cbx-hint'>Checked {e(str(report.created_at)[11:19])} - models in "
                f"{e(str(report.model_dir))}</p></div>")
