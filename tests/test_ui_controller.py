@@ -557,7 +557,7 @@ def test_live_playback_plays_chunks_in_order_while_the_rest_is_made(backend):
                "And a fourth sentence, at last.")
     total = c.text_info["chunks"]
     assert total == 3
-    assert c.live.state == playback.IDLE
+    assert c.live.state == playback.NOT_STARTED
     backend.gate = threading.Event()
     assert c.generate()
     wait_for(lambda: c.live.state == playback.WAITING)

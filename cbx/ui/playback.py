@@ -19,7 +19,7 @@ from typing import Callable, Protocol
 LIVE_GAP_SECONDS = 0.4
 
 # Live states
-IDLE = "idle"            # no generation yet: the player is hidden
+NOT_STARTED = "not_started"  # no generation yet: the player is hidden
 WAITING = "waiting"      # playback has caught up: the next chunk plays when it arrives
 PLAYING = "playing"      # a chunk is in the player and has not had time to finish
 DONE = "done"            # generation is over and every finished chunk has played
@@ -75,7 +75,7 @@ class LivePlayback:
         self._lock = threading.Lock()
         self._queue: list[LiveChunk] = []
         self._current: LiveChunk | None = None
-        self._state = IDLE
+        self._state = NOT_STARTED
         self._serial = 0
         self._epoch = 0            # bumps on begin/stop so stale timers do nothing
         self._timer: TimerHandle | None = None
@@ -102,7 +102,7 @@ class LivePlayback:
     def add(self, index: int, total: int, data: bytes, seconds: float) -> None:
         """A chunk has finished: play it now if playback has caught up, else queue it."""
         with self._lock:
-            if self._state in (IDLE, STOPPED, DONE):
+            if self._state in (NOT_STARTED, STOPPED, DONE):
                 return            # stopped (e.g. cancelled) or not begun: nothing plays
             self._total = total
             self._queue.append(LiveChunk(index, total, data, max(float(seconds), 0.0)))
@@ -113,7 +113,7 @@ class LivePlayback:
     def finish(self) -> None:
         """No more chunks will come; the queued ones still play to the end."""
         with self._lock:
-            if self._state in (IDLE, STOPPED):
+            if self._state in (NOT_STARTED, STOPPED):
                 return
             self._finished = True
             if self._state == WAITING and not self._queue:
@@ -127,7 +127,7 @@ class LivePlayback:
     # ----------------------------------------------------------------- internals
     def _reset(self, state: str, total: int | None) -> None:
         with self._lock:
-            if state == STOPPED and self._state in (IDLE, STOPPED):
+            if state == STOPPED and self._state in (NOT_STARTED, STOPPED):
                 return
             timer, self._timer = self._timer, None
             if timer is not None:
@@ -170,4 +170,4 @@ class LivePlayback:
 
 
 __all__ = ["LivePlayback", "LiveChunk", "LiveState", "LIVE_GAP_SECONDS",
-           "IDLE", "WAITING", "PLAYING", "DONE", "STOPPED", "thread_timer"]
+           "NOT_STARTED", "WAITING", "PLAYING", "DONE", "STOPPED", "thread_timer"]
