@@ -69,13 +69,6 @@ def idle_cpu_percent(user_data_dir: str, seconds: float, settle: float = 2.0) ->
 
 
 # ------------------------------------------------------------------------ the page
-def _wait_text(page, selector: str, needle: str, timeout: int = PAGE_TIMEOUT_MS) -> None:
-    page.wait_for_function(
-        "([sel, needle]) => { const el = document.querySelector(sel); "
-        "return el && el.textContent.includes(needle); }",
-        arg=[selector, needle], timeout=timeout)
-
-
 def _wait_idle(page) -> None:
     page.wait_for_function("() => !document.querySelector('button.cbx-generate').disabled",
                            timeout=GENERATION_TIMEOUT_MS)
@@ -84,6 +77,8 @@ def _wait_idle(page) -> None:
 def _first_audio_seconds(page, text: str) -> float:
     """Generate `text`; seconds from the click to the live player's first 'playing'.
     Waits until the live player has played every chunk, so the next run starts quiet."""
+    from tests.voila_server import wait_text
+
     page.evaluate(
         "() => { if (window.__cbxPlaying) return; window.__cbxPlaying = [];"
         " document.addEventListener('playing', ev => {"
@@ -93,14 +88,14 @@ def _first_audio_seconds(page, text: str) -> float:
     if area.input_value() != text:
         area.fill(text)
         area.press("End")
-        _wait_text(page, ".cbx-textinfo", "chunk")
+        wait_text(page, ".cbx-textinfo", "chunk", PAGE_TIMEOUT_MS)
     clicked = page.evaluate("() => performance.now()")
     page.click("button.cbx-generate")
     first = page.wait_for_function(
         "clicked => window.__cbxPlaying.find(t => t > clicked)", arg=clicked,
         timeout=GENERATION_TIMEOUT_MS).json_value()
     _wait_idle(page)
-    _wait_text(page, ".cbx-live-info", "Played all", GENERATION_TIMEOUT_MS)
+    wait_text(page, ".cbx-live-info", "Played all", GENERATION_TIMEOUT_MS)
     return (first - clicked) / 1000.0
 
 
@@ -108,7 +103,7 @@ def run_page(root: Path, clip: Path, scratch: Path, idle_seconds: float,
              repeats: int, say) -> dict:
     from playwright.sync_api import sync_playwright
 
-    from tests.voila_server import CHROMIUM, CHROMIUM_ARGS, VoilaServer
+    from tests.voila_server import CHROMIUM, CHROMIUM_ARGS, VoilaServer, wait_text
 
     figures: dict = {"idle_cpu_percent": {}, "dashboard_first_audio_s": []}
     trivial = scratch / "trivial.ipynb"
@@ -145,10 +140,10 @@ def run_page(root: Path, clip: Path, scratch: Path, idle_seconds: float,
                 with page.expect_file_chooser() as chooser:
                     page.click(".cbx-upload button")
                 chooser.value.set_files(str(clip))
-                _wait_text(page, ".cbx-card", "Saved voice")
+                wait_text(page, ".cbx-card", "Saved voice", PAGE_TIMEOUT_MS)
                 idle("voice uploaded")
                 page.click("button.cbx-load")
-                _wait_text(page, ".cbx-health-panel", "Ready", GENERATION_TIMEOUT_MS)
+                wait_text(page, ".cbx-health-panel", "Ready", GENERATION_TIMEOUT_MS)
                 _wait_idle(page)
                 idle("after Load")
                 page.fill(".cbx-seed input", str(SEED))
@@ -159,12 +154,12 @@ def run_page(root: Path, clip: Path, scratch: Path, idle_seconds: float,
                     say(f"  dashboard: Generate to first audio {seconds:.1f} s")
                 idle(f"after {repeats} results")
                 page.click("button.cbx-generate")
-                _wait_text(page, ".cbx-progress-text", "Chunk 1 of", GENERATION_TIMEOUT_MS)
+                wait_text(page, ".cbx-progress-text", "Chunk 1 of", GENERATION_TIMEOUT_MS)
                 page.click("button.cbx-cancel")
-                _wait_text(page, ".cbx-status-line", "Cancelled", GENERATION_TIMEOUT_MS)
+                wait_text(page, ".cbx-status-line", "Cancelled", GENERATION_TIMEOUT_MS)
                 idle("after Cancel")
                 page.click("button.cbx-unload")
-                _wait_text(page, ".cbx-health-panel", "Not loaded", GENERATION_TIMEOUT_MS)
+                wait_text(page, ".cbx-health-panel", "Not loaded", GENERATION_TIMEOUT_MS)
                 _wait_idle(page)
                 idle("after Unload")
             finally:

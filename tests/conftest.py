@@ -83,6 +83,30 @@ def turbo_root():
     return checkpoints.cached_checkpoint_root(("turbo",))
 
 
+@pytest.fixture(scope="module")
+def model_env(checkpoint_root):
+    """CBX_MODEL_DIR at the `original` fixture for a whole module, which shares one loaded
+    model (a load costs ~15 s and ~3 GB); it is unloaded when the module ends."""
+    from cbx.manager import get_manager
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CBX_MODEL_DIR", str(checkpoint_root))
+    yield checkpoint_root
+    get_manager().unload()
+    patch.undo()
+
+
+@pytest.fixture
+def loaded(model_env, monkeypatch):
+    """The kernel's model manager with the `original` fixture loaded on the CPU."""
+    import cbx
+    from cbx.manager import get_manager
+
+    monkeypatch.setenv("CBX_MODEL_DIR", str(model_env))
+    cbx.load("original", device="cpu")
+    return get_manager()
+
+
 # --------------------------------------------------------------------------- clips
 
 @pytest.fixture(scope="session")

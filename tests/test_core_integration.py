@@ -24,23 +24,6 @@ THREE_SENTENCES = ("The quick brown fox jumps over the lazy dog. "
                    "And a third sentence ends the little story.")
 
 
-@pytest.fixture(scope="module")
-def model_env(checkpoint_root, tmp_path_factory):
-    """One loaded model for the whole module (a load costs ~15 s and ~3 GB)."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("CBX_MODEL_DIR", str(checkpoint_root))
-    yield checkpoint_root
-    get_manager().unload()
-    patch.undo()
-
-
-@pytest.fixture
-def loaded(model_env, monkeypatch):
-    monkeypatch.setenv("CBX_MODEL_DIR", str(model_env))
-    cbx.load("original", device="cpu")
-    return get_manager()
-
-
 def test_status_before_and_after_load(model_env, monkeypatch):
     monkeypatch.setenv("CBX_MODEL_DIR", str(model_env))
     get_manager().unload()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import audio_clips
-from tests.voila_server import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VoilaServer
+from tests.voila_server import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VoilaServer, wait_text
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
 
@@ -92,13 +92,6 @@ def type_text(page, text: str) -> None:
     area = page.locator(".cbx-text textarea")
     area.fill(text)
     area.press("End")           # make sure the widget syncs the last keystroke
-
-
-def wait_text(page, selector: str, needle: str, timeout: int = PAGE_TIMEOUT_MS) -> None:
-    page.wait_for_function(
-        "([sel, needle]) => { const el = document.querySelector(sel); "
-        "return el && el.textContent.includes(needle); }",
-        arg=[selector, needle], timeout=timeout)
 
 
 def record_live_playback(page) -> None:

@@ -20,22 +20,6 @@ pytestmark = pytest.mark.model
 TWO_SENTENCES = "The first sentence is here. The second sentence ends it."
 
 
-@pytest.fixture(scope="module")
-def model_env(checkpoint_root):
-    patch = pytest.MonkeyPatch()
-    patch.setenv("CBX_MODEL_DIR", str(checkpoint_root))
-    yield checkpoint_root
-    get_manager().unload()
-    patch.undo()
-
-
-@pytest.fixture
-def loaded(model_env, monkeypatch):
-    monkeypatch.setenv("CBX_MODEL_DIR", str(model_env))
-    cbx.load("original", device="cpu")
-    return get_manager().loaded
-
-
 def stops_at_once(monkeypatch, tts, calls_to_cut):
     """Make the real T3 keep no speech token on the given (0-based) calls."""
     real = tts.t3.inference
@@ -51,7 +35,7 @@ def stops_at_once(monkeypatch, tts, calls_to_cut):
 
 
 def test_a_chunk_with_almost_no_speech_is_retried_with_the_next_seed(loaded, monkeypatch):
-    seen = stops_at_once(monkeypatch, loaded.tts, {1})     # chunk 2's first try
+    seen = stops_at_once(monkeypatch, loaded.loaded.tts, {1})     # chunk 2's first try
     result = cbx.speak(TWO_SENTENCES, seed=10, max_chunk_chars=40)
     assert len(result.chunks) == 2 and seen["n"] == 3
     assert any("Chunk 2 of 2" in note and "seed 12" in note for note in result.notes), \
@@ -65,7 +49,7 @@ def test_a_chunk_with_almost_no_speech_is_retried_with_the_next_seed(loaded, mon
 
 def test_a_chunk_that_never_speaks_names_itself_and_keeps_finished_chunks(loaded,
                                                                            monkeypatch):
-    stops_at_once(monkeypatch, loaded.tts, {1, 2, 3})      # chunk 2, every try
+    stops_at_once(monkeypatch, loaded.loaded.tts, {1, 2, 3})      # chunk 2, every try
     finished = []
     with pytest.raises(GenerationFailed) as info:
         cbx.speak(TWO_SENTENCES, seed=10, max_chunk_chars=40,

@@ -98,8 +98,8 @@ def test_buttons_and_progress_while_generating(backend, env):
     assert view.preview.children == ()
 
 
-def test_cancel_button(backend):
-    view = make(backend)
+def cancel_a_running_generation(view: Dashboard, backend) -> None:
+    """Start a 2-chunk generation, press Cancel during chunk 1, let it end."""
     view.chunk_chars.value = 60
     view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
     backend.gate = threading.Event()
@@ -108,6 +108,11 @@ def test_cancel_button(backend):
     view.cancel.click()
     assert view.cancel.disabled
     backend.gate.set()
+
+
+def test_cancel_button(backend):
+    view = make(backend)
+    cancel_a_running_generation(view, backend)
     view.c.wait(10)
     assert "Cancelled" in view.status.value
     assert not view.generate.disabled
@@ -263,13 +268,7 @@ def test_no_player_without_audio_none_loops_and_only_live_autoplays(backend, env
     check("history of several results")
     assert len(view.history.children) == 3
     assert view.result_audio.value == view.c.current.wav_bytes
-    view.chunk_chars.value = 60
-    view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
-    backend.gate = threading.Event()
-    view.generate.click()
-    backend.chunk_started.wait(5)
-    view.cancel.click()
-    backend.gate.set()
+    cancel_a_running_generation(view, backend)
     assert view.c.wait(10)
     assert "Cancelled" in view.status.value
     check("cancelled")

@@ -80,3 +80,11 @@ class VoilaServer:
                 kid.kill()
         psutil.wait_procs(kids, timeout=10)
         self._log.close()
+
+
+def wait_text(page, selector: str, needle: str, timeout: int = 120_000) -> None:
+    """Wait until the first element matching `selector` contains `needle` (Playwright)."""
+    page.wait_for_function(
+        "([sel, needle]) => { const el = document.querySelector(sel); "
+        "return el && el.textContent.includes(needle); }",
+        arg=[selector, needle], timeout=timeout)
