@@ -28,10 +28,9 @@ import importlib
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from .variants import get_variant
+from .variants import BUILTIN_VOICE_FILE, get_variant
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +43,12 @@ class FastLoadUnsupported(Exception):
     """The fast path cannot guarantee upstream's result; the caller uses from_local."""
 
 
-@dataclass(frozen=True)
-class _Part:
-    attr: str            # "ve", "t3", "s3gen"
-    filename: str
-    strict: bool         # as upstream's load_state_dict call
-
-
-# What each variant's from_local loads (chatterbox-tts 0.1.7).
+# Which parts each variant's from_local loads, in its order, and whether it loads them
+# strictly (chatterbox-tts 0.1.7); the file of each part is in the variant table.
 RECIPES = {
-    "original": (_Part("ve", "ve.safetensors", True),
-                 _Part("t3", "t3_cfg.safetensors", True),
-                 _Part("s3gen", "s3gen.safetensors", False)),
-    "multilingual": (_Part("ve", "ve.pt", True),
-                     _Part("t3", "t3_mtl23ls_v2.safetensors", True),
-                     _Part("s3gen", "s3gen.pt", True)),
-    "turbo": (_Part("ve", "ve.safetensors", True),
-              _Part("t3", "t3_turbo_v1.safetensors", True),
-              _Part("s3gen", "s3gen_meanflow.safetensors", True)),
+    "original": (("ve", True), ("t3", True), ("s3gen", False)),
+    "multilingual": (("ve", True), ("t3", True), ("s3gen", True)),
+    "turbo": (("ve", True), ("t3", True), ("s3gen", True)),
 }
 
 
@@ -107,19 +94,19 @@ def fast_from_local(variant: str, folder, device: str, t3_dtype: str | None = No
 
     build = _builders(variant)
     modules = {}
-    for part in RECIPES[variant]:
-        float_dtype = getattr(torch, t3_dtype) if t3_dtype and part.attr == "t3" else None
-        module = _load_part(build[part.attr], folder / part.filename, part.strict, device_obj,
-                            float_dtype)
-        if variant == "turbo" and part.attr == "t3":
-            del module.tfmr.wte          # from_local: turbo feeds embeddings, not ids
-        modules[part.attr] = module.to(device).eval()
-
     spec = get_variant(variant)
+    for attr, strict in RECIPES[variant]:
+        float_dtype = getattr(torch, t3_dtype) if t3_dtype and attr == "t3" else None
+        module = _load_part(build[attr], folder / spec.part_files[attr], strict, device_obj,
+                            float_dtype)
+        if variant == "turbo" and attr == "t3":
+            del module.tfmr.wte          # from_local: turbo feeds embeddings, not ids
+        modules[attr] = module.to(device).eval()
+
     module = importlib.import_module(spec.module)
-    tokenizer = _tokenizer(variant, folder)
+    tokenizer = _tokenizer(spec, folder)
     conds = None
-    builtin_voice = folder / "conds.pt"
+    builtin_voice = folder / BUILTIN_VOICE_FILE
     if builtin_voice.exists():
         conds = module.Conditionals.load(builtin_voice, map_location=map_location).to(device)
     cls = getattr(module, spec.class_name)
@@ -173,14 +160,14 @@ def turbo_t3_config():
     return hp
 
 
-def _tokenizer(variant: str, folder: Path):
+def _tokenizer(spec, folder: Path):
     """The text tokenizer exactly as from_local makes it."""
-    if variant == "original":
+    if spec.name == "original":
         from chatterbox.models.tokenizers import EnTokenizer
-        return EnTokenizer(str(folder / "tokenizer.json"))
-    if variant == "multilingual":
+        return EnTokenizer(str(folder / spec.tokenizer_file))
+    if spec.name == "multilingual":
         from chatterbox.models.tokenizers import MTLTokenizer
-        return MTLTokenizer(str(folder / "grapheme_mtl_merged_expanded_v1.json"))
+        return MTLTokenizer(str(folder / spec.tokenizer_file))
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+BUILTIN_VOICE_FILE = "conds.pt"    # a variant's built-in voice (its conditionals)
+
 @dataclass(frozen=True)
 class Variant:
     name: str                      # folder name in model_cache/ and the API's variant id
@@ -16,7 +18,11 @@ class Variant:
     module: str                    # chatterbox module holding the class
     class_name: str
     required_files: tuple[str, ...]
-    optional_files: tuple[str, ...] = ()
+    # which required file holds which model part (ve, t3, s3gen), and the text tokenizer's
+    # file (None: a Hugging Face tokenizer folder); the loader reads these names
+    part_files: dict = field(default_factory=dict)
+    tokenizer_file: str | None = None
+    optional_files: tuple[str, ...] = (BUILTIN_VOICE_FILE,)
     download_patterns: tuple[str, ...] = ()   # extra globs setup_env.py fetches (tokenizer files)
     hub_cache_files: tuple[str, ...] = ()     # files upstream itself reads via the Hub cache
     warm_pkuseg: bool = False                 # upstream builds spacy_pkuseg (downloads once)
@@ -47,7 +53,9 @@ VARIANTS: dict[str, Variant] = {
             class_name="ChatterboxTTS",
             required_files=("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors",
                             "tokenizer.json"),
-            optional_files=("conds.pt",),
+            part_files=dict(ve="ve.safetensors", t3="t3_cfg.safetensors",
+                            s3gen="s3gen.safetensors"),
+            tokenizer_file="tokenizer.json",
             defaults=dict(exaggeration=0.5, cfg_weight=0.5, temperature=0.8, min_p=0.05,
                           top_p=1.0, repetition_penalty=1.2),
             min_voice_seconds=2.0,
@@ -62,7 +70,8 @@ VARIANTS: dict[str, Variant] = {
             class_name="ChatterboxTurboTTS",
             required_files=("ve.safetensors", "t3_turbo_v1.safetensors",
                             "s3gen_meanflow.safetensors", "vocab.json", "merges.txt"),
-            optional_files=("conds.pt",),
+            part_files=dict(ve="ve.safetensors", t3="t3_turbo_v1.safetensors",
+                            s3gen="s3gen_meanflow.safetensors"),
             download_patterns=("*.json", "*.txt"),
             defaults=dict(exaggeration=0.0, cfg_weight=0.0, temperature=0.8, min_p=0.0,
                           top_p=0.95, repetition_penalty=1.2),
@@ -79,7 +88,9 @@ VARIANTS: dict[str, Variant] = {
             class_name="ChatterboxMultilingualTTS",
             required_files=("ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt",
                             "grapheme_mtl_merged_expanded_v1.json"),
-            optional_files=("conds.pt", "Cangjie5_TC.json"),
+            part_files=dict(ve="ve.pt", t3="t3_mtl23ls_v2.safetensors", s3gen="s3gen.pt"),
+            tokenizer_file="grapheme_mtl_merged_expanded_v1.json",
+            optional_files=(BUILTIN_VOICE_FILE, "Cangjie5_TC.json"),
             hub_cache_files=("Cangjie5_TC.json",),
             warm_pkuseg=True,
             defaults=dict(exaggeration=0.5, cfg_weight=0.5, temperature=0.8, min_p=0.05,

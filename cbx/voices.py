@@ -34,7 +34,7 @@ from pathlib import Path
 
 from . import paths
 from .errors import CbxError, InvalidVoiceFile, NoVoiceLoaded, VoiceFileNotFound
-from .variants import DEFAULT_VARIANT, VARIANTS, Variant, get_variant
+from .variants import BUILTIN_VOICE_FILE, DEFAULT_VARIANT, VARIANTS, Variant, get_variant
 
 MAX_VOICE_BYTES = 50 * 1024 * 1024
 """Larger uploads are refused: a 50 MB clip is ~5 min of WAV, far beyond what any
@@ -767,7 +767,7 @@ def prepare_conditionals(model, voice: Voice, variant: str, *, exaggeration: flo
     conditionals_cls = importlib.import_module(v.module).Conditionals
     device = model.device
     if voice.builtin:
-        builtin = paths.variant_dir(variant, model_dir) / "conds.pt"
+        builtin = paths.variant_dir(variant, model_dir) / BUILTIN_VOICE_FILE
         if not builtin.is_file():
             raise NoVoiceLoaded(
                 f"{v.label} has no built-in voice here ({builtin} is missing).",

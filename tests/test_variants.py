@@ -52,3 +52,4 @@ def test_turbo_needs_a_longer_clip_and_says_what_it_ignores(turbo_root, monkeypa
     assert any("cfg_weight" in note for note in result.notes)
     assert any("exaggeration" in note for note in result.notes)
     assert "cfg_weight" not in result.settings or result.settings["cfg_weight"] == 0.0
+

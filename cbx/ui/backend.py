@@ -63,8 +63,9 @@ class CbxBackend:
     def builtin_voice(self, variant: str):
         """The variant's bundled voice (conds.pt) or None when it has none on disk."""
         from ..paths import variant_dir
+        from ..variants import BUILTIN_VOICE_FILE
 
-        if not (variant_dir(variant, self.model_dir) / "conds.pt").is_file():
+        if not (variant_dir(variant, self.model_dir) / BUILTIN_VOICE_FILE).is_file():
             return None
         from ..voices import Voice
 
