@@ -29,7 +29,6 @@ from .manager import attention_kernels, free_cuda_cache, get_manager, is_cuda_oo
 from .settings import ALL_SETTINGS, DTYPES, SETTINGS
 from .variants import get_variant
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 MIN_ENGLISH_CFG_WEIGHT = 1e-3
 PAUSE_SECONDS = 0.3          # silence between chunks: a short breath between sentences
 PROGRESS_INTERVAL = 0.25     # seconds between token-level progress callbacks
@@ -247,11 +246,9 @@ def _check_call(voice, progress, cancel, on_chunk) -> None:
 
 def _voice_from(source, variant: str) -> "voicemod.Voice":
     """A clip path or bytes is validated and saved; any other string names a saved voice."""
-    if not isinstance(source, str) or Path(source).exists() or \
-            any(sep in source for sep in ("/", "\\")) or \
-            Path(source).suffix.lower() in AUDIO_SUFFIXES:
-        return voicemod.load_voice(source, variant=variant)
-    return voicemod.get_voice(source)
+    if voicemod.is_voice_name(source):
+        return voicemod.get_voice(source)
+    return voicemod.load_voice(source, variant=variant)
 
 
 def _resolve_conditionals(loaded, voice, variant: str, exaggeration: float):

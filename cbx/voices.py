@@ -488,9 +488,17 @@ def _read_clip(path: Path, variant: Variant) -> bytes:
                                 f"Copy it to a local folder and try again. {valid}") from exc
 
 
+def is_voice_name(source) -> bool:
+    """The one rule for "a saved voice's name, not a clip's path": a string with no
+    folder separator and no audio file extension, naming no existing file."""
+    return (isinstance(source, str) and not any(sep in source for sep in ("/", "\\"))
+            and source.rpartition(".")[2].lower() not in _AUDIO_EXTENSIONS
+            and not Path(source).expanduser().exists())
+
+
 def _saved_voice_named(source, lib: Path, variant: Variant) -> Voice | None:
-    """A plain name (no file of that name exists) that matches a saved voice."""
-    if not isinstance(source, str) or Path(source).expanduser().exists():
+    """A plain name (see is_voice_name) that matches a saved voice."""
+    if not is_voice_name(source):
         return None
     if _clean_name(source) != source or not (lib / source / META_FILE).is_file():
         return None

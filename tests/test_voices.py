@@ -698,3 +698,12 @@ def test_results_saved_at_once_under_one_name_never_overwrite_each_other(tmp_pat
         assert json.loads(path.with_suffix(".json").read_text())["seed"] == seed
         data, _rate = sf.read(str(path), dtype="float32")
         assert abs(float(data[0]) - seed / 100) < 1e-3, "each WAV belongs to its sidecar"
+
+
+def test_one_rule_tells_a_saved_voice_name_from_a_clip_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "alice").write_bytes(b"a file of that name")
+    assert V.is_voice_name("Narrator") and V.is_voice_name("my.voice")
+    for path_like in ("alice", "clips/alice", "C:\\\\clips\\\\bob", "bob.wav", "bob.MP3",
+                      "x.flac", b"RIFF", 5, None):
+        assert not V.is_voice_name(path_like), path_like
