@@ -78,8 +78,11 @@ class GenerationCancelled(CbxError):
     code = "generation_cancelled"
 
 
-class GenerationFailed(CbxError):
-    code = "generation_failed"
+class UnexpectedError(CbxError):
+    """Something cbx did not foresee; the full traceback is kept for the page's toggle.
+    Each subclass names the action that failed."""
+
+    code = "unexpected_error"
 
     def __init__(self, message: str, solution: str, *, details: str | None = None,
                  traceback: str | None = None):
@@ -87,7 +90,7 @@ class GenerationFailed(CbxError):
         self.traceback = traceback
 
     @classmethod
-    def from_exception(cls, exc: BaseException, solution: str | None = None) -> "GenerationFailed":
+    def from_exception(cls, exc: BaseException, solution: str | None = None):
         """Wrap an unexpected exception, keeping its full traceback for the toggle."""
         tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
         return cls(
@@ -102,6 +105,30 @@ class GenerationFailed(CbxError):
         if self.traceback:
             data["traceback"] = self.traceback
         return data
+
+
+class GenerationFailed(UnexpectedError):
+    """Generating audio failed (CUDA out of memory included)."""
+
+    code = "generation_failed"
+
+
+class ModelLoadFailed(UnexpectedError):
+    """The weights are there but building the model from them failed."""
+
+    code = "model_load_failed"
+
+
+class HealthCheckFailed(UnexpectedError):
+    """Checking libraries, files or the device failed (the page still shows the rest)."""
+
+    code = "health_check_failed"
+
+
+class OutputNotSaved(UnexpectedError):
+    """The audio was made but could not be written to the output folder."""
+
+    code = "output_not_saved"
 
 
 CUDA_OOM_SOLUTION = (

@@ -24,7 +24,7 @@ from . import envcheck, options, paths
 from .holds import (ModelHolds, exclusive_devices, now_iso, process_create_time,
                     session_label, write_json_atomic)
 from .envsettings import DEFAULT_IDLE_UNLOAD_MINUTES
-from .errors import CUDA_OOM_SOLUTION, GenerationFailed, ModelBusy
+from .errors import CUDA_OOM_SOLUTION, ModelBusy, ModelLoadFailed
 from .settings import DTYPES
 from .variants import DEFAULT_VARIANT, get_variant
 
@@ -216,9 +216,9 @@ class ModelManager:
             self._set_state("not_loaded")
             free_cuda_cache()
             if is_cuda_oom(exc):
-                raise GenerationFailed(f"Out of GPU memory while loading {variant}.",
-                                       CUDA_OOM_SOLUTION) from exc
-            raise GenerationFailed.from_exception(
+                raise ModelLoadFailed(f"Out of GPU memory while loading {variant}.",
+                                      CUDA_OOM_SOLUTION) from exc
+            raise ModelLoadFailed.from_exception(
                 exc, f"Loading {variant} from {folder} failed. If the files are damaged, "
                      f"run `python setup_env.py --models {variant}` again.") from exc
         self._model = LoadedModel(

@@ -121,3 +121,20 @@ def _try(fn):
         return fn()
     except Exception as exc:
         return exc
+
+
+def test_a_load_that_fails_inside_upstream_is_model_load_failed(monkeypatch, tmp_path):
+    monkeypatch.setattr(M.envcheck, "require_weights", lambda variant, model_dir=None: tmp_path)
+
+    def broken(*_args):
+        raise RuntimeError("size mismatch for t3.tfmr")
+
+    monkeypatch.setattr(M, "_load_upstream", broken)
+    mgr = M.ModelManager()
+    from cbx.errors import ModelLoadFailed
+
+    with pytest.raises(ModelLoadFailed) as info:
+        mgr.load("original", device="cpu")
+    assert info.value.code == "model_load_failed" and "size mismatch" in info.value.message
+    assert "setup_env.py --models original" in info.value.solution and info.value.traceback
+    assert mgr.state == "not_loaded" and mgr.holds.live() == []

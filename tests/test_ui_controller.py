@@ -710,3 +710,32 @@ def test_cancel_before_and_after_a_generation_does_nothing(backend):
     assert c.generate()
     assert c.wait(10)
     assert c.cancel() is False and c.busy is None and c.can_generate
+
+
+def test_each_failing_action_has_a_code_that_says_what_happened(backend, monkeypatch):
+    """Issue 9 (6): a failed load is not generation_failed; nor is a failed health
+    check, an upload the decoder chokes on, or a result that could not be saved."""
+    c, _events = make_controller(backend)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("something inside broke")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(backend, "load", broken)
+        assert c.load() and c.wait(10)
+    assert c.error.code == "model_load_failed" and "something inside broke" in c.error.message
+
+    with monkeypatch.context() as patch:
+        patch.setattr(backend, "status", broken)
+        c.refresh_health()
+    assert c.health_error.code == "health_check_failed"
+
+    with monkeypatch.context() as patch:
+        patch.setattr(backend, "save_voice", broken)
+        assert c.upload_voice(b"RIFF....", "clip.wav") is False
+    assert c.error.code == "invalid_voice_file" and "RuntimeError" in c.error.details
+
+    monkeypatch.setattr(backend, "output_dir", lambda: "/proc/no/such/folder")
+    c.set_text("Hello there.")
+    assert c.generate() and c.wait(10)
+    assert c.error.code == "output_not_saved" and c.current is not None

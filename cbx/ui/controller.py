@@ -16,12 +16,15 @@ import json
 import logging
 import re
 import threading
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import CbxError, GenerationCancelled, GenerationFailed, InvalidSetting
+from ..errors import (CbxError, GenerationCancelled, GenerationFailed, HealthCheckFailed,
+                      InvalidSetting, InvalidVoiceFile, ModelLoadFailed, OutputNotSaved,
+                      UnexpectedError)
 from ..synth import encode_wav
 from ..text import CHARS_PER_SECOND, DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS
 from ..variants import DEFAULT_VARIANT, VARIANTS
@@ -220,7 +223,7 @@ class DashboardController:
         except CbxError as exc:
             self.health_error = exc
         except Exception as exc:     # e.g. a broken install: explain it on the page
-            self.health_error = GenerationFailed.from_exception(
+            self.health_error = HealthCheckFailed.from_exception(
                 exc, "The model manager could not start. Run `python setup_env.py`, then "
                      "reload the page.")
 
@@ -248,7 +251,7 @@ class DashboardController:
         except CbxError as exc:
             self.health_error = exc
         except Exception as exc:     # the health panel must explain, never crash the page
-            self.health_error = GenerationFailed.from_exception(
+            self.health_error = HealthCheckFailed.from_exception(
                 exc, "The health check failed. Run `python -m cbx status` in a terminal for "
                      "details.")
         if emit:
@@ -327,8 +330,10 @@ class DashboardController:
             self._emit("error", "voices")
             return False
         except Exception as exc:    # an unexpected decoder failure still gets the taxonomy
-            self.error = GenerationFailed.from_exception(
-                exc, "The clip could not be read. Convert it to a 16-bit WAV and upload again.")
+            self.error = InvalidVoiceFile(
+                f"The clip could not be decoded ({type(exc).__name__}: {exc}).",
+                "Convert it to a 16-bit WAV and upload again.",
+                details="".join(traceback.format_exception(exc)))
             self._emit("error", "voices")
             return False
         self.refresh_voices(emit=False)
@@ -457,8 +462,10 @@ class DashboardController:
             return not worker.is_alive()
         return True
 
-    def _fail(self, exc: BaseException) -> None:
-        self.error = exc if isinstance(exc, CbxError) else GenerationFailed.from_exception(exc)
+    def _fail(self, exc: BaseException, unexpected: type[UnexpectedError]) -> None:
+        """Show a failure; one cbx did not foresee is wrapped as `unexpected`, the code
+        of the action that failed."""
+        self.error = exc if isinstance(exc, CbxError) else unexpected.from_exception(exc)
         self.status_line = f"Failed: {self.error.message}"
         self._emit("error", "status")
 
@@ -473,7 +480,7 @@ class DashboardController:
             try:
                 info = self.backend.load(variant, device, dtype)
             except BaseException as exc:   # every failure reaches the page
-                self._fail(exc)
+                self._fail(exc, ModelLoadFailed)
                 return
             self.model = dict(info) if isinstance(info, dict) else self.backend.describe_model()
             seconds = self.model.get("load_seconds")
@@ -490,7 +497,7 @@ class DashboardController:
             try:
                 report = self.backend.unload()
             except BaseException as exc:
-                self._fail(exc)
+                self._fail(exc, UnexpectedError)
                 return
             self.model_note = report.summary()
             self.status_line = "Model unloaded. " + self.model_note
@@ -565,7 +572,7 @@ class DashboardController:
             except BaseException as exc:
                 self.live.finish()     # the chunks made before the failure still play
                 self.progress = None
-                self._fail(exc)
+                self._fail(exc, GenerationFailed)
                 self._emit("progress")
                 return
             self.live.finish()
@@ -591,7 +598,7 @@ class DashboardController:
                 sidecar = sidecar_path.read_text(encoding="utf-8")
             note = f" Saved to {saved_path}."
         except OSError as exc:
-            self.error = GenerationFailed(
+            self.error = OutputNotSaved(
                 f"The audio was made but could not be saved: {exc}",
                 "Free some disk space or set CBX_OUTPUT_DIR to a writable folder; the "
                 "Download link below still works.")
