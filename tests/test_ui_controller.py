@@ -20,6 +20,7 @@ from cbx.errors import GenerationFailed, InvalidVoiceFile
 from cbx.synth import CancelToken, Progress, Result
 from cbx.text import DEFAULT_FIRST_CHUNK_CHARS, split_text
 from cbx.ui import playback
+from cbx.ui.backend import Backend
 from cbx.ui import render
 from cbx.ui.controller import BUILTIN, GENERATING, DashboardController, parse_seed
 from cbx.variants import VARIANTS
@@ -58,7 +59,7 @@ class FakeUnloadReport:
         return f"Unloaded {self.variant}: process RAM 3000 -> 900 MiB; all model memory released."
 
 
-class FakeBackend:
+class FakeBackend(Backend):
     """The real cbx helpers around a pretend model that makes sine-wave chunks.
 
     `gate` (when set) makes each chunk wait until the test releases it, so a test can

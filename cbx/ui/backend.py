@@ -9,12 +9,50 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from ..text import DEFAULT_FIRST_CHUNK_CHARS   # standard library only
 
 
-class CbxBackend:
+class Backend(Protocol):
+    """What the dashboard's controller may ask of cbx: nothing else crosses the seam.
+    The real `CbxBackend` and the tests' fake both implement it (tests/test_ui_seam.py
+    checks that their methods match)."""
+
+    def status(self, model_state: dict | None = None, device: str = "auto"):
+        """The environment report (libraries, weight files, device, memory)."""
+    def describe_model(self) -> dict:
+        """The model manager's state: {"state": ..., "variant": ..., ...}."""
+    def load(self, variant: str, device: str, dtype: str) -> dict:
+        """Load (or keep) the model; returns describe_model()."""
+    def unload(self):
+        """Free the model; returns a report with .summary()."""
+    def add_model_listener(self, callback: Callable[..., Any]) -> None:
+        """Call `callback(describe_model())` whenever the model's state changes."""
+    def start_idle_unload(self, minutes: float) -> None:
+        """Unload after `minutes` without use (0: never)."""
+    def list_voices(self, variant: str = "original") -> list:
+        """The saved voices, with notes for `variant`."""
+    def save_voice(self, data: bytes, filename: str, variant: str):
+        """Validate an uploaded clip and save it in the voice library."""
+    def builtin_voice(self, variant: str):
+        """The variant's bundled voice, or None when it has none on disk."""
+    def split_text(self, text: str, max_chars: int, *,
+                   first_chunk_chars: int | None = DEFAULT_FIRST_CHUNK_CHARS) -> list[str]:
+        """The chunks speak() will make."""
+    def estimate_seconds(self, text: str) -> float:
+        """About how long `text` takes to say."""
+    def make_cancel_token(self):
+        """A token speak() checks between tokens."""
+    def speak(self, text: str, voice, **kwargs):
+        """Generate (see cbx.speak)."""
+    def cancel_running(self) -> bool:
+        """Ask a running generation to stop."""
+    def output_dir(self) -> Path:
+        """Where results are saved."""
+
+
+class CbxBackend(Backend):
     """The real backend: status, model manager, voice library, text helpers and speak()."""
 
     def __init__(self, model_dir: str | os.PathLike | None = None):
