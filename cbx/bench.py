@@ -15,7 +15,7 @@ short sentence and the text), so it rests on more than a handful of tokens.  The
 shows medians; the last line of output is one JSON object with every figure, the
 ratios and the notes.
 
-Without ``--model-dir`` the random-weight test fixture (tests/checkpoints.py) is built
+Without ``--model-dir`` the random-weight test fixture (cbx/fixture.py) is built
 or reused: every ``generate()`` of it yields the same 8 tokens whatever the text, so
 runs are comparable, but time-to-first-audio ratios understate what real weights give
 (see the note printed with the results).  ``--fixture-length R`` fixes that: it uses a
@@ -324,7 +324,7 @@ def _offline_context(task: dict):
 
     if task.get("fixture") and task["variant"] == "multilingual":
         sys.path.insert(0, str(paths.REPO_ROOT))
-        from tests.checkpoints import offline_multilingual
+        from .fixture import offline_multilingual
         return offline_multilingual()
     return contextlib.nullcontext()
 
@@ -337,7 +337,7 @@ def _fixture_root(variant: str, stop_after: int | None = None) -> Path:
     if str(paths.REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(paths.REPO_ROOT))
     try:
-        from tests.checkpoints import DEFAULT_STOP_AFTER, cached_checkpoint_root
+        from .fixture import DEFAULT_STOP_AFTER, cached_checkpoint_root
     except ImportError as exc:
         raise SystemExit(f"No --model-dir given and the test fixture builder is not "
                          f"available ({exc}). Pass --model-dir with a folder that holds "

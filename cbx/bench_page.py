@@ -14,7 +14,7 @@ Playwright, and prints:
   beside `cbx.speak`'s `on_chunk` time for the same text, voice and seed in a plain
   Jupyter kernel (model loaded and voice prepared on both sides; medians).
 
-Without `--model-dir` it uses the random-weight test fixture (tests/checkpoints.py),
+Without `--model-dir` it uses the random-weight test fixture (cbx/fixture.py),
 so it needs the dev install (`python setup_env.py --dev`: Playwright) and Chromium.
 The last line of output is one JSON object with every figure.
 """
@@ -77,7 +77,7 @@ def _wait_idle(page) -> None:
 def _first_audio_seconds(page, text: str) -> float:
     """Generate `text`; seconds from the click to the live player's first 'playing'.
     Waits until the live player has played every chunk, so the next run starts quiet."""
-    from tests.voila_server import wait_text
+    from .pageserver import wait_text
 
     page.evaluate(
         "() => { if (window.__cbxPlaying) return; window.__cbxPlaying = [];"
@@ -103,7 +103,7 @@ def run_page(root: Path, clip: Path, scratch: Path, idle_seconds: float,
              repeats: int, say) -> dict:
     from playwright.sync_api import sync_playwright
 
-    from tests.voila_server import CHROMIUM, CHROMIUM_ARGS, VoilaServer, wait_text
+    from .pageserver import CHROMIUM, CHROMIUM_ARGS, VoilaServer, wait_text
 
     figures: dict = {"idle_cpu_percent": {}, "dashboard_first_audio_s": []}
     trivial = scratch / "trivial.ipynb"

@@ -3,10 +3,10 @@
 Model checkpoints
     Real weights cannot be downloaded here (DESIGN.md), so `checkpoint_root` is a model
     root (what ``CBX_MODEL_DIR`` points to) holding ``original/`` with random weights in
-    the real on-disk layout, built by tests/checkpoints.py once per machine and cached in
+    the real on-disk layout, built by cbx/fixture.py once per machine and cached in
     ``$CBX_FIXTURE_CACHE`` (default ``<repo>/.fixture_cache``).  Every ``generate()`` of
-    such a model yields exactly ``checkpoints.DEFAULT_STOP_AFTER`` (8) speech tokens =
-    ``checkpoints.expected_samples(variant)`` samples at 24 kHz.
+    such a model yields exactly ``fixture.DEFAULT_STOP_AFTER`` (8) speech tokens =
+    ``fixture.expected_samples(variant)`` samples at 24 kHz.
 
     A test that requests ``checkpoint_root`` gets ``CBX_MODEL_DIR`` set to it for its
     own duration.  Module- or session-scoped fixtures must set it themselves, e.g.::
@@ -30,14 +30,15 @@ User folders
 Clips
     ``speech_wav`` (8 s espeak-ng speech, 24 kHz 16-bit WAV), ``long_speech_wav``
     (20 s), ``short_speech_wav`` (1.5 s, below every variant's minimum), ``silent_wav``,
-    ``tone_wav``; made by tests/audio_clips.py, session-scoped and read-only by
+    ``tone_wav``; made by cbx/clips.py, session-scoped and read-only by
     convention (copy before modifying).
 """
 from __future__ import annotations
 
 import pytest
 
-from tests import audio_clips, checkpoints
+from cbx import clips
+from cbx import fixture
 
 
 def pytest_configure(config):
@@ -65,22 +66,22 @@ def _isolated_user_dirs(request, monkeypatch, tmp_path_factory):
 @pytest.fixture(scope="session")
 def checkpoint_root():
     """Model root with `original/` (random weights, real layout); built once, cached."""
-    return checkpoints.cached_checkpoint_root(("original",))
+    return fixture.cached_checkpoint_root(("original",))
 
 
 @pytest.fixture(scope="session")
 def multilingual_root():
     """Model root with `multilingual/`.  Loading it offline needs the pkuseg shim this
-    fixture installs for the session (see checkpoints.offline_multilingual)."""
-    root = checkpoints.cached_checkpoint_root(("multilingual",))
-    with checkpoints.offline_multilingual():
+    fixture installs for the session (see fixture.offline_multilingual)."""
+    root = fixture.cached_checkpoint_root(("multilingual",))
+    with fixture.offline_multilingual():
         yield root
 
 
 @pytest.fixture(scope="session")
 def turbo_root():
     """Model root with `turbo/` (GPT-2 T3, meanflow S3Gen, byte-level BPE tokenizer)."""
-    return checkpoints.cached_checkpoint_root(("turbo",))
+    return fixture.cached_checkpoint_root(("turbo",))
 
 
 @pytest.fixture(scope="module")
@@ -117,32 +118,32 @@ def clip_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def speech_wav(clip_dir):
     """8 s of English speech (espeak-ng; a voice-like signal if espeak-ng is missing)."""
-    return audio_clips.speech_clip(clip_dir / "speech_8s.wav", 8.0)
+    return clips.speech_clip(clip_dir / "speech_8s.wav", 8.0)
 
 
 @pytest.fixture(scope="session")
 def long_speech_wav(clip_dir):
     """20 s of speech: longer than any variant reads, for trimming/limit tests."""
-    return audio_clips.speech_clip(clip_dir / "speech_20s.wav", 20.0)
+    return clips.speech_clip(clip_dir / "speech_20s.wav", 20.0)
 
 
 @pytest.fixture(scope="session")
 def short_speech_wav(clip_dir):
     """1.5 s of speech: shorter than every variant's minimum voice length."""
-    return audio_clips.speech_clip(clip_dir / "speech_1_5s.wav", 1.5)
+    return clips.speech_clip(clip_dir / "speech_1_5s.wav", 1.5)
 
 
 @pytest.fixture(scope="session")
 def silent_wav(clip_dir):
-    return audio_clips.silent_clip(clip_dir / "silent_5s.wav", 5.0)
+    return clips.silent_clip(clip_dir / "silent_5s.wav", 5.0)
 
 
 @pytest.fixture(scope="session")
 def tone_wav(clip_dir):
-    return audio_clips.tone_clip(clip_dir / "tone_5s.wav", 5.0)
+    return clips.tone_clip(clip_dir / "tone_5s.wav", 5.0)
 
 
 @pytest.fixture
 def no_espeak(monkeypatch):
     """Pretend espeak-ng is not installed (the fallback clip path)."""
-    monkeypatch.setattr(audio_clips, "_espeak_binary", lambda: None)
+    monkeypatch.setattr(clips, "_espeak_binary", lambda: None)

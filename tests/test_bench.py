@@ -130,7 +130,7 @@ def test_length_model_caps_each_generate_by_the_text_length(checkpoint_root):
 
     import cbx
     from cbx.manager import get_manager
-    from tests import checkpoints
+    from cbx import fixture
 
     cbx.load("original", device="cpu", model_dir=checkpoint_root)
     try:
@@ -144,8 +144,8 @@ def test_length_model_caps_each_generate_by_the_text_length(checkpoint_root):
                 wav = tts.generate(text)
             run, = probe.runs
             assert run["max_new_tokens"] == max(2, round(rate * text_tokens))
-            assert run["max_new_tokens"] < checkpoints.DEFAULT_STOP_AFTER
-            assert wav.shape[-1] == run["max_new_tokens"] * checkpoints.SAMPLES_PER_TOKEN
+            assert run["max_new_tokens"] < fixture.DEFAULT_STOP_AFTER
+            assert wav.shape[-1] == run["max_new_tokens"] * fixture.SAMPLES_PER_TOKEN
             lengths[text] = wav.shape[-1]
         assert len(set(lengths.values())) == 2        # longer text, more audio
     finally:

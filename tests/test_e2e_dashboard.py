@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests import audio_clips
-from tests.voila_server import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VoilaServer, wait_text
+from cbx import clips
+from cbx.pageserver import CHROMIUM, CHROMIUM_ARGS, VoilaServer, wait_text
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
 
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 PAGE_TIMEOUT_MS = 120_000      # notebook execution imports torch on a slow CPU
 GENERATION_TIMEOUT_MS = 240_000
 
@@ -133,7 +134,8 @@ def audio_duration(page, selector: str) -> float:
 @pytest.fixture(scope="module")
 def model_server(checkpoint_root, tmp_path_factory):
     _require_browser()
-    server = VoilaServer(checkpoint_root, tmp_path_factory.mktemp("voila_model"), "model")
+    server = VoilaServer(checkpoint_root, tmp_path_factory.mktemp("voila_model"), "model",
+                         log_dir=ARTIFACTS)
     yield server
     server.close()
 
@@ -143,7 +145,7 @@ def empty_server(tmp_path_factory):
     _require_browser()
     work = tmp_path_factory.mktemp("voila_empty")
     (work / "models").mkdir()
-    server = VoilaServer(work / "models", work, "empty")
+    server = VoilaServer(work / "models", work, "empty", log_dir=ARTIFACTS)
     yield server
     server.close()
 
@@ -162,7 +164,7 @@ def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
     assert page.locator("audio").count() == 0, "no player before there is audio"
     shot(page, "01_start")
 
-    clip = audio_clips.speech_clip(tmp_path / "Reference Speaker.wav", 8.0)
+    clip = clips.speech_clip(tmp_path / "Reference Speaker.wav", 8.0)
     upload_file(page, clip)
     wait_text(page, ".cbx-card", "Saved voice")
     assert page.locator("audio.cbx-voice-player").count() == 1

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 from cbx import fastload  # noqa: E402
 from cbx.variants import get_variant  # noqa: E402
-from tests import checkpoints  # noqa: E402
+from cbx import fixture  # noqa: E402
 
 
 # --------------------------------------------------------------------------- reader
@@ -289,14 +289,14 @@ def test_bfloat16_speaks_through_cbx(checkpoint_root, monkeypatch, speech_wav):
         assert seen and set(seen) == {torch.bfloat16}
         assert estimator_inputs and set(estimator_inputs) == {torch.bfloat16}
         assert result.dtype == "bfloat16" and result.wav.dtype == np.float32
-        assert len(result.wav) == checkpoints.expected_samples("original")
+        assert len(result.wav) == fixture.expected_samples("original")
         assert np.isfinite(result.wav).all() and np.abs(result.wav).max() > 0
         cached = next(iter(manager.loaded.conds_cache.values()))
         assert cached.t3.speaker_emb.dtype == torch.float32   # the cache stays float32
         # no device/dtype given: speak() keeps the loaded bf16 model instead of reloading
         builtin = cbx.speak("And the built in voice.", seed=6)
         assert manager.loaded.tts.t3 is t3 and builtin.dtype == "bfloat16"
-        assert len(builtin.wav) == checkpoints.expected_samples("original")
+        assert len(builtin.wav) == fixture.expected_samples("original")
     finally:
         manager.unload()
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import audio_clips, checkpoints
+from cbx import clips
+from cbx import fixture
 
 sf = pytest.importorskip("soundfile")
 
@@ -24,7 +25,7 @@ def _read(path):
 
 
 def test_speech_clip_is_24k_16bit_speech_of_the_asked_length(tmp_path):
-    path = audio_clips.speech_clip(tmp_path / "s.wav", 8.0)
+    path = clips.speech_clip(tmp_path / "s.wav", 8.0)
     info = sf.info(str(path))
     assert (info.samplerate, info.channels, info.subtype) == (24000, 1, "PCM_16")
     assert info.frames == 8 * 24000
@@ -36,14 +37,14 @@ def test_speech_clip_is_24k_16bit_speech_of_the_asked_length(tmp_path):
     assert (energy < 0.1 * energy.max()).mean() > 0.05
 
 
-@pytest.mark.skipif(not audio_clips.espeak_available(), reason="espeak-ng not installed")
+@pytest.mark.skipif(not clips.espeak_available(), reason="espeak-ng not installed")
 def test_speech_comes_from_espeak_when_installed():
-    wav, source = audio_clips.speech(3.0)
+    wav, source = clips.speech(3.0)
     assert source == "espeak" and len(wav) == 3 * 24000
 
 
 def test_fallback_voice_without_espeak(no_espeak, tmp_path):
-    wav, source = audio_clips.speech(6.0)
+    wav, source = clips.speech(6.0)
     assert source == "synthetic" and len(wav) == 6 * 24000
     assert float(np.abs(wav).max()) == pytest.approx(0.8, abs=1e-3)
     # voiced: the spectrum peaks in the speech pitch range, not at one pure tone
@@ -51,13 +52,13 @@ def test_fallback_voice_without_espeak(no_espeak, tmp_path):
     freqs = np.fft.rfftfreq(len(wav), 1 / 24000)
     assert 80 < freqs[spec.argmax()] < 3000
     assert (spec > 0.1 * spec.max()).sum() > 50
-    path = audio_clips.speech_clip(tmp_path / "fallback.wav", 6.0)
+    path = clips.speech_clip(tmp_path / "fallback.wav", 6.0)
     assert sf.info(str(path)).frames == 6 * 24000
 
 
 def test_silent_and_tone_clips(tmp_path):
-    silent, _ = _read(audio_clips.silent_clip(tmp_path / "silent.wav", 3.0))
-    tone, sr = _read(audio_clips.tone_clip(tmp_path / "tone.wav", 3.0, freq=440.0))
+    silent, _ = _read(clips.silent_clip(tmp_path / "silent.wav", 3.0))
+    tone, sr = _read(clips.tone_clip(tmp_path / "tone.wav", 3.0, freq=440.0))
     assert len(silent) == len(tone) == 3 * 24000 and not silent.any()
     spec = np.abs(np.fft.rfft(tone))
     assert np.fft.rfftfreq(len(tone), 1 / sr)[spec.argmax()] == pytest.approx(440, abs=1)
@@ -65,9 +66,9 @@ def test_silent_and_tone_clips(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".flac", ".ogg", ".mp3"])
 def test_other_containers_round_trip(tmp_path, suffix):
-    if not audio_clips.can_write(suffix):
+    if not clips.can_write(suffix):
         pytest.skip(f"libsndfile here cannot write {suffix}")
-    path = audio_clips.speech_clip_as(tmp_path / f"clip{suffix}", 4.0)
+    path = clips.speech_clip_as(tmp_path / f"clip{suffix}", 4.0)
     info = sf.info(str(path))
     assert info.format == suffix[1:].upper()
     assert info.duration == pytest.approx(4.0, abs=0.1)
@@ -75,7 +76,7 @@ def test_other_containers_round_trip(tmp_path, suffix):
 
 def test_unknown_suffix_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unsupported clip suffix"):
-        audio_clips.speech_clip(tmp_path / "clip.aac", 2.0)
+        clips.speech_clip(tmp_path / "clip.aac", 2.0)
 
 
 # --------------------------------------------------------------------------- tokenizers
@@ -84,7 +85,7 @@ def test_english_tokenizer_fits_t3_and_lacks_cjk_and_emoji(tmp_path):
     from chatterbox.models.t3.modules.t3_config import T3Config
     from chatterbox.models.tokenizers import EnTokenizer
 
-    checkpoints.write_english_tokenizer(tmp_path / "tokenizer.json")
+    fixture.write_english_tokenizer(tmp_path / "tokenizer.json")
     tok = EnTokenizer(str(tmp_path / "tokenizer.json"))
     vocab = tok.tokenizer.get_vocab()
     hp = T3Config.english_only()
@@ -105,8 +106,8 @@ def test_multilingual_tokenizer_has_language_tags(tmp_path):
     from chatterbox.mtl_tts import SUPPORTED_LANGUAGES
 
     path = tmp_path / "grapheme_mtl_merged_expanded_v1.json"
-    checkpoints.write_multilingual_tokenizer(path)
-    with checkpoints.offline_multilingual():
+    fixture.write_multilingual_tokenizer(path)
+    with fixture.offline_multilingual():
         start = time.perf_counter()
         tok = MTLTokenizer(str(path))
         assert time.perf_counter() - start < 10, "offline shim should avoid Hub retries"
@@ -125,7 +126,7 @@ def test_multilingual_tokenizer_has_language_tags(tmp_path):
 def test_turbo_tokenizer_is_a_gpt2_tokenizer(tmp_path):
     from transformers import AutoTokenizer
 
-    checkpoints.write_turbo_tokenizer(tmp_path, seed=0)
+    fixture.write_turbo_tokenizer(tmp_path, seed=0)
     assert (tmp_path / "vocab.json").is_file() and (tmp_path / "merges.txt").is_file()
     tok = AutoTokenizer.from_pretrained(str(tmp_path))
     ids = tok("Hello there, how are you?", return_tensors="pt").input_ids
@@ -145,27 +146,27 @@ def fake_builds(monkeypatch, tmp_path):
         calls.append((variant, stop_after, seed))
         time.sleep(0.2)                      # long enough for concurrent callers to collide
         dest.mkdir(parents=True)
-        for name in checkpoints.LAYOUT[variant]:
+        for name in fixture.LAYOUT[variant]:
             (dest / name).write_bytes(b"x")
         return {"variant": variant}
 
-    monkeypatch.setattr(checkpoints, "_build", fake_build)
-    monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(fixture, "_build", fake_build)
+    monkeypatch.setenv(fixture.CACHE_ENV, str(tmp_path / "cache"))
     return calls
 
 
 def test_cache_builds_once_and_is_keyed(fake_builds, tmp_path):
-    root = checkpoints.cached_checkpoint_root(("original",), in_subprocess=False)
+    root = fixture.cached_checkpoint_root(("original",), in_subprocess=False)
     assert root.parent == tmp_path / "cache"
-    assert checkpoints.chatterbox_version() in root.name
-    assert f"builder-{checkpoints.BUILDER_VERSION}" in root.name
+    assert fixture.chatterbox_version() in root.name
+    assert f"builder-{fixture.BUILDER_VERSION}" in root.name
     assert sorted(p.name for p in (root / "original").iterdir()) == \
-        sorted(checkpoints.LAYOUT["original"])
-    first = checkpoints.build_record(root, "original")
-    assert checkpoints.cached_checkpoint_root("original", in_subprocess=False) == root
-    assert checkpoints.build_record(root, "original") == first
+        sorted(fixture.LAYOUT["original"])
+    first = fixture.build_record(root, "original")
+    assert fixture.cached_checkpoint_root("original", in_subprocess=False) == root
+    assert fixture.build_record(root, "original") == first
     assert fake_builds == [("original", 8, 0)]
-    other = checkpoints.cached_checkpoint_root(("original",), stop_after=12, in_subprocess=False)
+    other = fixture.cached_checkpoint_root(("original",), stop_after=12, in_subprocess=False)
     assert other != root and fake_builds[-1] == ("original", 12, 0)
     # no temp build folders are left behind
     assert [p.name for p in root.iterdir() if p.name.startswith(".original-building")] == []
@@ -176,7 +177,7 @@ def test_concurrent_callers_build_once(fake_builds):
 
     def ask():
         try:
-            roots.append(checkpoints.cached_checkpoint_root(("original", "turbo"),
+            roots.append(fixture.cached_checkpoint_root(("original", "turbo"),
                                                             in_subprocess=False))
         except Exception as exc:   # surfaced by the assert below
             errors.append(exc)
@@ -196,31 +197,31 @@ def test_failed_build_leaves_nothing_half_built(fake_builds, monkeypatch, tmp_pa
         (dest / "ve.safetensors").write_bytes(b"x")
         raise MemoryError("simulated")
 
-    monkeypatch.setattr(checkpoints, "_build", broken)
+    monkeypatch.setattr(fixture, "_build", broken)
     with pytest.raises(MemoryError):
-        checkpoints.cached_checkpoint_root(("original",), in_subprocess=False)
-    root = tmp_path / "cache" / checkpoints.cache_key()
+        fixture.cached_checkpoint_root(("original",), in_subprocess=False)
+    root = tmp_path / "cache" / fixture.cache_key()
     assert [p.name for p in root.iterdir() if not p.name.endswith(".lock")] == []
 
 
 def test_cli_builds_into_dest_and_prints_the_root(fake_builds, tmp_path, capsys):
     dest = tmp_path / "models"
-    assert checkpoints.main(["--variants", "original", "multilingual", "--dest", str(dest)]) == 0
+    assert fixture.main(["--variants", "original", "multilingual", "--dest", str(dest)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(dest.resolve())
     assert (dest / "multilingual" / "t3_mtl23ls_v2.safetensors").is_file()
-    assert checkpoints.main(["--variants", "original", "--dest", str(dest)]) == 0
+    assert fixture.main(["--variants", "original", "--dest", str(dest)]) == 0
     assert [c[0] for c in fake_builds] == ["original", "multilingual"]   # reused
 
 
 def test_unknown_variant_is_refused(fake_builds):
     with pytest.raises(ValueError, match="unknown variant"):
-        checkpoints.cached_checkpoint_root(("large",), in_subprocess=False)
+        fixture.cached_checkpoint_root(("large",), in_subprocess=False)
 
 
 def test_child_build_failure_is_reported_with_its_output(tmp_path):
-    # The child interpreter must find `tests.checkpoints`; argparse then refuses the variant.
+    # The child interpreter must find `cbx.fixture`; argparse then refuses the variant.
     with pytest.raises(RuntimeError, match=r"(?s)exit 2.*invalid choice: 'large'"):
-        checkpoints._build_in_child("large", tmp_path, stop_after=8, seed=0)
+        fixture._build_in_child("large", tmp_path, stop_after=8, seed=0)
 
 
 # --------------------------------------------------------------------------- real builds
@@ -253,7 +254,7 @@ def _assert_keys_match(file: Path, module):
 def _assert_audio(wav, variant):
     import torch
 
-    assert wav.shape == (1, checkpoints.expected_samples(variant))
+    assert wav.shape == (1, fixture.expected_samples(variant))
     assert torch.isfinite(wav).all()
     assert float(wav.abs().max()) > 1e-3     # noise, but not silence
 
@@ -270,15 +271,15 @@ def original_model(checkpoint_root):
 class TestOriginal:
     def test_loads_with_upstream_from_local(self, checkpoint_root, original_model):
         folder = checkpoint_root / "original"
-        assert sorted(p.name for p in folder.iterdir()) == sorted(checkpoints.LAYOUT["original"])
+        assert sorted(p.name for p in folder.iterdir()) == sorted(fixture.LAYOUT["original"])
         _assert_keys_match(folder / "ve.safetensors", original_model.ve)
         _assert_keys_match(folder / "t3_cfg.safetensors", original_model.t3)
         # upstream loads s3gen with strict=False, so check the keys here
         _assert_keys_match(folder / "s3gen.safetensors", original_model.s3gen)
         assert original_model.conds is not None          # the built-in voice
         assert tuple(original_model.conds.t3.cond_prompt_speech_tokens.shape) == (1, 150)
-        record = checkpoints.build_record(checkpoint_root, "original")
-        assert record["stop_after"] == checkpoints.DEFAULT_STOP_AFTER
+        record = fixture.build_record(checkpoint_root, "original")
+        assert record["stop_after"] == fixture.DEFAULT_STOP_AFTER
 
     @pytest.mark.parametrize("text, settings", [
         ("Hello world, this is a test.", {}),
@@ -291,7 +292,7 @@ class TestOriginal:
         wav = original_model.generate(text, **settings)
         assert len(seen) == 1
         tokens = seen[0]
-        assert tokens.numel() == checkpoints.expected_tokens("original")
+        assert tokens.numel() == fixture.expected_tokens("original")
         assert int(tokens.max()) < 6561
         _assert_audio(wav, "original")
 
@@ -300,12 +301,12 @@ class TestOriginal:
 def test_cache_is_reused(checkpoint_root):
     t3_file = checkpoint_root / "original" / "t3_cfg.safetensors"
     mtime = t3_file.stat().st_mtime_ns
-    record = checkpoints.build_record(checkpoint_root, "original")
+    record = fixture.build_record(checkpoint_root, "original")
     start = time.perf_counter()
-    assert checkpoints.cached_checkpoint_root(("original",)) == checkpoint_root
+    assert fixture.cached_checkpoint_root(("original",)) == checkpoint_root
     assert time.perf_counter() - start < 5
     assert t3_file.stat().st_mtime_ns == mtime
-    assert checkpoints.build_record(checkpoint_root, "original") == record
+    assert fixture.build_record(checkpoint_root, "original") == record
 
 
 @pytest.mark.model
@@ -314,11 +315,11 @@ def test_multilingual_checkpoint_loads_and_stops(multilingual_root):
 
     folder = multilingual_root / "multilingual"
     assert sorted(p.name for p in folder.iterdir()) == \
-        sorted(checkpoints.LAYOUT["multilingual"])
+        sorted(fixture.LAYOUT["multilingual"])
     model = ChatterboxMultilingualTTS.from_local(folder, "cpu")   # every load is strict
     seen = _record_tokens(model)
     wav = model.generate("Bonjour tout le monde, ceci est un essai un peu plus long.", "fr")
-    assert seen[0].numel() == checkpoints.expected_tokens("multilingual")
+    assert seen[0].numel() == fixture.expected_tokens("multilingual")
     _assert_audio(wav, "multilingual")
 
 
@@ -327,11 +328,11 @@ def test_turbo_checkpoint_loads_and_stops(turbo_root):
     from chatterbox.tts_turbo import ChatterboxTurboTTS
 
     folder = turbo_root / "turbo"
-    assert {p.name for p in folder.iterdir()} >= set(checkpoints.LAYOUT["turbo"])
+    assert {p.name for p in folder.iterdir()} >= set(fixture.LAYOUT["turbo"])
     model = ChatterboxTurboTTS.from_local(folder, "cpu")
     seen = _record_tokens(model)
     wav = model.generate("Hello there, this is the fast model talking.")
-    assert seen[0].numel() == checkpoints.expected_tokens("turbo")
+    assert seen[0].numel() == fixture.expected_tokens("turbo")
     record = json.loads((turbo_root / "turbo.fixture.json").read_text(encoding="utf-8"))
-    assert seen[0][: checkpoints.DEFAULT_STOP_AFTER].tolist() == record["stop"]["chain"]
+    assert seen[0][: fixture.DEFAULT_STOP_AFTER].tolist() == record["stop"]["chain"]
     _assert_audio(wav, "turbo")

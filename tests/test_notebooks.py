@@ -11,7 +11,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-from tests import audio_clips  # noqa: E402
+from cbx import clips  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -61,7 +61,7 @@ def test_dashboard_notebook_is_one_line():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_top_to_bottom(path, checkpoint_root, tmp_path, monkeypatch):
     _env(monkeypatch, tmp_path, checkpoint_root)
-    clip = audio_clips.speech_clip(tmp_path / "my_voice.wav", 8.0)
+    clip = clips.speech_clip(tmp_path / "my_voice.wav", 8.0)
     monkeypatch.setenv("CBX_EXAMPLE_VOICE", str(clip))
     nb = _execute(path, tmp_path)
     for cell in nb.cells:

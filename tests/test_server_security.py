@@ -10,10 +10,11 @@ import os
 import re
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from tests.voila_server import VoilaServer
+from cbx.pageserver import VoilaServer
 
 ATTACKER = "attacker.example"
 
@@ -22,7 +23,8 @@ ATTACKER = "attacker.example"
 def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("voila_security")
     (work / "models").mkdir()
-    server = VoilaServer(work / "models", work, "security")
+    server = VoilaServer(work / "models", work, "security",
+                         log_dir=Path(__file__).resolve().parent / "artifacts")
     yield server
     server.close()
 

@@ -24,7 +24,7 @@ from cbx.ui.backend import Backend
 from cbx.ui import render
 from cbx.ui.controller import BUILTIN, GENERATING, DashboardController, parse_seed
 from cbx.variants import VARIANTS
-from tests import audio_clips
+from cbx import clips
 
 SR = 24_000
 
@@ -259,7 +259,7 @@ def make_controller(backend, **kwargs) -> tuple[DashboardController, list[str]]:
 
 
 def clip_bytes(tmp_path: Path, seconds: float = 6.0) -> bytes:
-    return audio_clips.speech_clip(tmp_path / "ref.wav", seconds).read_bytes()
+    return clips.speech_clip(tmp_path / "ref.wav", seconds).read_bytes()
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:

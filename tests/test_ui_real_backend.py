@@ -15,7 +15,7 @@ from cbx.manager import get_manager
 from cbx.ui import playback
 from cbx.ui.backend import CbxBackend
 from cbx.ui.controller import DashboardController
-from tests import checkpoints
+from cbx import fixture
 
 pytestmark = pytest.mark.model
 
@@ -51,7 +51,7 @@ def test_generate_with_uploaded_voice_then_unload(controller, speech_wav):
     entry = c.current
     audio, rate = sf.read(io.BytesIO(entry.wav_bytes))
     pause = int(0.3 * rate)          # the joined chunks have one short pause between them
-    assert len(audio) == 2 * checkpoints.expected_samples("original") + pause
+    assert len(audio) == 2 * fixture.expected_samples("original") + pause
     assert entry.seed == 5 and entry.voice == c.voice_choice
     assert entry.saved_path.is_file() and entry.saved_path.with_suffix(".json").is_file()
     stages = {p["stage"] for p in progress}

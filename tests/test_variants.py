@@ -7,7 +7,7 @@ import pytest
 import cbx
 from cbx import errors
 from cbx.manager import get_manager
-from tests import audio_clips
+from cbx import clips
 
 pytestmark = pytest.mark.model
 
@@ -40,7 +40,7 @@ def test_turbo_needs_a_longer_clip_and_says_what_it_ignores(turbo_root, monkeypa
                                                             fresh_manager, speech_wav,
                                                             tmp_path):
     monkeypatch.setenv("CBX_MODEL_DIR", str(turbo_root))
-    short = audio_clips.speech_clip(tmp_path / "four_seconds.wav", 4.0)
+    short = clips.speech_clip(tmp_path / "four_seconds.wav", 4.0)
     with pytest.raises(errors.InvalidVoiceFile) as info:
         cbx.voice(short, variant="turbo")
     assert "5" in info.value.message

@@ -38,7 +38,7 @@ Building a full-size variant takes about a minute and ~5 GB RAM, so
 ``cached_checkpoint_root`` builds once per machine into ``$CBX_FIXTURE_CACHE``
 (default ``<repo>/.fixture_cache``), atomically and under a file lock.
 
-CLI: ``python -m tests.checkpoints --variants original [multilingual turbo]
+CLI: ``python -m cbx.fixture --variants original [multilingual turbo]
 [--dest DIR]`` prints the model root (the folder CBX_MODEL_DIR should point to).
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import REPO_ROOT
 
 # Bump when anything about the built files changes, so old caches are not reused.
 BUILDER_VERSION = 1
@@ -189,7 +189,7 @@ def write_turbo_tokenizer(folder: Path, seed: int) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2TokenizerFast
 
-    from tests.audio_clips import DEFAULT_TEXT
+    from .clips import DEFAULT_TEXT
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -389,7 +389,7 @@ def _build_seeded(variant: str, dest: Path, *, stop_after: int, seed: int) -> di
     _save(ve, dest / ve_file)
 
     # The built-in voice: real Conditionals computed by the model's own code from a clip.
-    from tests.audio_clips import speech, write
+    from .clips import speech, write
     wav, info["conds_clip"] = speech(CONDS_CLIP_SECONDS, seed=seed)
     with tempfile.TemporaryDirectory(prefix="cbx_conds_") as tmp:
         clip = write(Path(tmp) / "builtin_voice.wav", wav)
@@ -495,7 +495,7 @@ def _build_in_child(variant: str, root: Path, *, stop_after: int, seed: int) -> 
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "tests.checkpoints", "--variants", variant, "--dest", str(root),
+    cmd = [sys.executable, "-m", "cbx.fixture", "--variants", variant, "--dest", str(root),
            "--stop-after", str(stop_after), "--seed", str(seed), "--force"]
     proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -537,7 +537,7 @@ def cached_checkpoint_root(variants=("original",), *, stop_after: int = DEFAULT_
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.checkpoints",
+        prog="python -m cbx.fixture",
         description="Build random-weight Chatterbox checkpoints (test fixture). Prints the "
                     "model root to point CBX_MODEL_DIR at.")
     parser.add_argument("--variants", nargs="+", default=["original"], choices=VARIANTS)

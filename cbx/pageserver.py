@@ -1,5 +1,6 @@
-"""A real Voila server as users start it (`python -m cbx.ui`), for the end-to-end tests
-and the page benchmark (`python -m cbx.bench_page`), and the Chromium they drive."""
+"""The dashboard's real server on a free port, started as users start it (`python -m
+cbx.ui`), and how to start the Chromium that drives it: for the page benchmark
+(`python -m cbx.bench_page`) and the browser tests."""
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+from .paths import REPO_ROOT
+
 CHROMIUM = os.environ.get("CBX_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
@@ -28,22 +29,25 @@ class VoilaServer:
     """`python -m cbx.ui` on a free port; stops the server and its kernels at close()."""
 
     def __init__(self, model_dir: Path, work: Path, name: str, notebook: Path | None = None,
-                 env: dict | None = None):
+                 env: dict | None = None, log_dir: Path | None = None):
+        """User folders go under `work`; the server's log is `voila_<name>.log` in
+        `log_dir` (default: `work`)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         work.mkdir(parents=True, exist_ok=True)
         extra_env, env = env, dict(os.environ)
         env.update(CBX_MODEL_DIR=str(model_dir), CBX_VOICE_DIR=str(work / "voices"),
                    CBX_OUTPUT_DIR=str(work / "outputs"), CBX_STATE_DIR=str(work / "state"),
-                   PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+                   PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
         env.update(extra_env or {})
-        self.log_path = ARTIFACTS / f"voila_{name}.log"
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        log_dir = log_dir or work
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"voila_{name}.log"
         self._log = self.log_path.open("w", encoding="utf-8")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cbx.ui", "--no-browser", f"--port={self.port}",
              *([f"--notebook={notebook}"] if notebook is not None else [])],
-            cwd=str(REPO), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            cwd=str(REPO_ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
