@@ -27,6 +27,12 @@ ACCEPTED_UPLOADS = ".wav,.flac,.ogg,.mp3"
 # them; each change is a websocket message and a re-layout in the browser.
 PAGE_UPDATES_PER_SECOND = 4
 THROTTLED_EVENTS = ("progress", "status")
+DESCRIPTION_STYLE = {"description_width": "110px"}
+
+
+def _full_width(w):
+    """A Layout of its own for each widget: hiding one hides every widget sharing it."""
+    return w.Layout(width="100%")
 AUDIO_FORMATS = {".wav": "wav", ".flac": "flac", ".ogg": "ogg", ".mp3": "mpeg"}
 
 
@@ -161,35 +167,54 @@ class Dashboard:
         return box
 
     # ------------------------------------------------------------------- build
-    def _build(self) -> None:
+    def _button(self, description: str, icon: str, css_class: str, on_click,
+                width: str = "110px", height: str | None = None, **style):
         w = self.w
-        c = self.c
-        def full():
-            return w.Layout(width="100%")   # one Layout per widget: hiding one hides all sharers
-        desc = {"description_width": "110px"}
+        button = w.Button(description=description, icon=icon, **style,
+                          layout=w.Layout(width=width, **({"height": height} if height else {})))
+        if css_class:
+            button.add_class(css_class)
+        button.on_click(lambda _b: on_click())
+        return button
 
+    def _html(self, css_class: str = "", value: str = ""):
+        widget = self.w.HTML(value)
+        if css_class:
+            widget.add_class(css_class)
+        return widget
+
+    def _build(self) -> None:
+        """The page: a header and message lines over two columns of cards."""
+        w = self.w
         self.header = w.HTML(render.CSS + render.header_html())
-        self.problems = w.HTML()
-        self.problems.add_class("cbx-problems")
-        self.status = w.HTML()
-        self.status.add_class("cbx-status-line")
-        self.error = w.HTML()
-        self.error.add_class("cbx-error-box")
+        self.problems = self._html("cbx-problems")
+        self.status = self._html("cbx-status-line")
+        self.error = self._html("cbx-error-box")
+        main = w.VBox([self._voice_card(), self._text_card(), self._settings_card(),
+                       self._run_card(), self._output_card(), self._history_card()],
+                      layout=w.Layout(width="62%", padding="0 12px 0 0"))
+        side = w.VBox([self._model_card(), self._health_card()],
+                      layout=w.Layout(width="38%"))
+        self.root = w.VBox([self.header, self.problems, self.status, self.error,
+                            w.HBox([main, side], layout=w.Layout(width="100%"))])
+        self.root.add_class("cbx-app")
 
-        # Voice
+    def _voice_card(self):
+        w = self.w
         self.upload = ClipUpload(on_file=lambda data, name: self.c.upload_voice(data, name),
                                  on_too_large=self.c.refuse_upload, accept=ACCEPTED_UPLOADS,
                                  max_bytes=MAX_VOICE_BYTES, layout=w.Layout(width="160px"))
         self.voice_hint = w.HTML()
-        self.voice_pick = w.Dropdown(description="Voice", style=desc,
+        self.voice_pick = w.Dropdown(description="Voice", style=DESCRIPTION_STYLE,
                                      layout=w.Layout(width="100%"))
         self.voice_pick.observe(self._on_voice_pick, names="value")
         self.voice_info = w.HTML()
         self.voice_audio = AudioSlot(w, "cbx-voice-player", height="40px")
-        voice_card = self._card("1 &middot; Voice", w.HBox([self.upload, self.voice_hint]),
-                                self.voice_pick, self.voice_info, self.voice_audio.box)
+        return self._card("1 &middot; Voice", w.HBox([self.upload, self.voice_hint]),
+                          self.voice_pick, self.voice_info, self.voice_audio.box)
 
-        # Text
+    def _text_card(self):
+        w = self.w
         self.text = w.Textarea(placeholder="Type or paste the text to speak. Long text is "
                                            "split into sentence chunks automatically.",
                                continuous_update=True,
@@ -197,40 +222,33 @@ class Dashboard:
         self.text.add_class("cbx-text")
         self.text.observe(self._on_text, names="value")
         self.text_info = w.HTML()
-        text_card = self._card("2 &middot; Text", self.text, self.text_info)
+        return self._card("2 &middot; Text", self.text, self.text_info)
 
-        # Settings
+    def _settings_card(self):
+        w, c = self.w, self.c
+        desc = DESCRIPTION_STYLE
         self.variant = w.Dropdown(description="Variant",
                                   options=[(v.label, k) for k, v in VARIANTS.items()],
-                                  value=c.variant, style=desc, layout=full())
+                                  value=c.variant, style=desc, layout=_full_width(w))
         self.variant.observe(self._on_variant, names="value")
-        self.language = w.Dropdown(description="Language", style=desc, layout=full(),
+        self.language = w.Dropdown(description="Language", style=desc, layout=_full_width(w),
                                    options=list(VARIANTS["multilingual"].languages),
                                    value="en")
         self.language.observe(self._on_language, names="value")
         self.device = w.ToggleButtons(description="Device", options=list(DEVICES),
-                                      value=c.device, style={"description_width": "110px",
-                                                             "button_width": "70px"},
+                                      value=c.device, style={**desc, "button_width": "70px"},
                                       tooltips=["GPU if available, else CPU",
                                                 "NVIDIA GPU", "CPU (slow, always works)"])
         self.device.observe(self._on_device, names="value")
-        self.sliders = {}
-        for name in ALL_SETTINGS:
-            spec = SETTINGS[name]
-            slider = w.FloatSlider(description=spec.label, min=spec.low, max=spec.high,
-                                   step=spec.step, value=c.settings.get(name, spec.low),
-                                   style=desc, layout=full(),
-                                   readout_format=".2f", continuous_update=False)
-            slider.observe(lambda change, n=name: self._on_slider(n, change), names="value")
-            self.sliders[name] = slider
+        self.sliders = {name: self._slider(name) for name in ALL_SETTINGS}
         self.seed = w.Text(description="Seed", placeholder="random", style=desc,
                            layout=w.Layout(width="260px"),
                            tooltip="Same seed + same settings + same voice = same audio.")
         self.seed.add_class("cbx-seed")
         self.seed.observe(self._on_seed, names="value")
         self.chunk_chars = w.IntSlider(description="Chunk size", min=50, max=600, step=10,
-                                       value=c.max_chunk_chars, style=desc, layout=full(),
-                                       continuous_update=False,
+                                       value=c.max_chunk_chars, style=desc,
+                                       layout=_full_width(w), continuous_update=False,
                                        tooltip="Longest chunk in characters; smaller chunks "
                                                "give the first audio sooner.")
         self.chunk_chars.add_class("cbx-chunk-chars")
@@ -239,97 +257,81 @@ class Dashboard:
                                 style=desc, layout=w.Layout(width="260px"),
                                 tooltip="float16 halves GPU memory for the token model.")
         self.dtype.observe(self._on_dtype, names="value")
-        self.reset = w.Button(description="Reset to defaults", icon="undo",
-                              layout=w.Layout(width="160px"))
-        self.reset.on_click(lambda _b: self.c.set_variant(self.c.variant))
+        self.reset = self._button("Reset to defaults", "undo", "",
+                                  lambda: self.c.set_variant(self.c.variant), width="160px")
         self.settings_hint = w.HTML()
         advanced = w.VBox([*(self.sliders[n] for n in ADVANCED_SETTINGS), self.chunk_chars,
                            self.dtype])
         self.advanced = w.Accordion(children=[advanced], titles=("Advanced settings",),
-                                    selected_index=None, layout=full())
-        settings_card = self._card(
+                                    selected_index=None, layout=_full_width(w))
+        return self._card(
             "3 &middot; Settings", self.variant, self.language, self.device,
             *(self.sliders[n] for n in BASIC_SETTINGS), w.HBox([self.seed, self.reset]),
             self.settings_hint, self.advanced)
 
-        # Generate / Cancel
-        self.generate = w.Button(description="Generate", button_style="primary", icon="play",
-                                 layout=w.Layout(width="160px", height="40px"))
-        self.generate.add_class("cbx-generate")
-        self.generate.on_click(lambda _b: self.c.generate())
-        self.cancel = w.Button(description="Cancel", button_style="warning", icon="stop",
-                               layout=w.Layout(width="120px", height="40px"))
-        self.cancel.add_class("cbx-cancel")
-        self.cancel.on_click(lambda _b: self.c.cancel())
+    def _slider(self, name: str):
+        spec = SETTINGS[name]
+        slider = self.w.FloatSlider(description=spec.label, min=spec.low, max=spec.high,
+                                    step=spec.step, value=self.c.settings.get(name, spec.low),
+                                    style=DESCRIPTION_STYLE, layout=_full_width(self.w),
+                                    readout_format=".2f", continuous_update=False)
+        slider.observe(lambda change: self._on_slider(name, change), names="value")
+        return slider
+
+    def _run_card(self):
+        w = self.w
+        self.generate = self._button("Generate", "play", "cbx-generate", self.c.generate,
+                                     width="160px", height="40px", button_style="primary")
+        self.cancel = self._button("Cancel", "stop", "cbx-cancel", self.c.cancel,
+                                   width="120px", height="40px", button_style="warning")
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0,
                                         layout=w.Layout(width="100%"))
         self.progress.add_class("cbx-progress")
-        self.progress_text = w.HTML()
-        self.progress_text.add_class("cbx-progress-text")
+        self.progress_text = self._html("cbx-progress-text")
         # Live: autoplay, fed the next finished chunk by the controller's playback timer
-        self.live_info = w.HTML()
-        self.live_info.add_class("cbx-live-info")
+        self.live_info = self._html("cbx-live-info")
         self.live_audio = AudioSlot(w, "cbx-live-player", height="40px", autoplay=True)
-        self.live_box = w.VBox([self.live_info, self.live_audio.box], layout=full())
+        self.live_box = w.VBox([self.live_info, self.live_audio.box], layout=_full_width(w))
         self.live_box.add_class("cbx-live")
         self.preview = w.VBox()
         self.preview.add_class("cbx-preview")
-        run_card = self._card("4 &middot; Generate",
-                              w.HBox([self.generate, self.cancel]),
-                              self.progress, self.progress_text, self.live_box, self.preview)
+        return self._card("4 &middot; Generate", w.HBox([self.generate, self.cancel]),
+                          self.progress, self.progress_text, self.live_box, self.preview)
 
-        # Output
-        self.result_info = w.HTML()
-        self.result_info.add_class("cbx-result-info")
-        self.result_audio = AudioSlot(w, "cbx-player", height="48px")
-        self.downloads = w.HTML()
-        self.downloads.add_class("cbx-download")
-        output_card = self._card("5 &middot; Output", self.result_info, self.result_audio.box,
-                                 self.downloads)
-        self.history = w.VBox()
-        self.history_hint = w.HTML()
-        history_card = self._card("History (this session)", self.history_hint, self.history)
+    def _output_card(self):
+        self.result_info = self._html("cbx-result-info")
+        self.result_audio = AudioSlot(self.w, "cbx-player", height="48px")
+        self.downloads = self._html("cbx-download")
+        return self._card("5 &middot; Output", self.result_info, self.result_audio.box,
+                          self.downloads)
 
-        # Model
-        self.load = w.Button(description="Load", icon="download",
-                             layout=w.Layout(width="110px"))
-        self.load.add_class("cbx-load")
-        self.load.on_click(lambda _b: self.c.load())
-        self.unload = w.Button(description="Unload", icon="eject",
-                               layout=w.Layout(width="110px"))
-        self.unload.add_class("cbx-unload")
-        self.unload.on_click(lambda _b: self.c.unload())
-        self.model_note = w.HTML()
-        self.model_note.add_class("cbx-model-note")
-        self.end = w.Button(description="End session...", icon="power-off",
-                            layout=w.Layout(width="150px"))
-        self.end_confirm = w.Button(description="Yes, stop this kernel",
-                                    button_style="danger", layout=w.Layout(width="190px"))
+    def _history_card(self):
+        self.history = self.w.VBox()
+        self.history_hint = self.w.HTML()
+        return self._card("History (this session)", self.history_hint, self.history)
+
+    def _model_card(self):
+        w = self.w
+        self.load = self._button("Load", "download", "cbx-load", self.c.load)
+        self.unload = self._button("Unload", "eject", "cbx-unload", self.c.unload)
+        self.model_note = self._html("cbx-model-note")
+        self.end = self._button("End session...", "power-off", "", self._toggle_end_confirm,
+                                width="150px")
+        self.end_confirm = self._button("Yes, stop this kernel", "", "", self.c.end_session,
+                                        width="190px", button_style="danger")
         self.end_confirm.layout.display = "none"
-        self.end.on_click(self._on_end)
-        self.end_confirm.on_click(lambda _b: self.c.end_session())
         lifecycle = w.HTML(
             "<p class='cbx-hint'>Load is optional: Generate loads the model on first use. "
             "Unload frees the model and shows the memory it gave back. The complete deload "
             "is ending the session (this stops the kernel process); reload the page "
             "afterwards for a fresh one. An idle model unloads itself automatically.</p>")
-        model_card = self._card("Model", w.HBox([self.load, self.unload]), self.model_note,
-                                lifecycle, w.HBox([self.end, self.end_confirm]))
+        return self._card("Model", w.HBox([self.load, self.unload]), self.model_note,
+                          lifecycle, w.HBox([self.end, self.end_confirm]))
 
-        # Health
-        self.health = w.HTML()
-        self.health.add_class("cbx-health-panel")
-        self.refresh = w.Button(description="Refresh", icon="refresh",
-                                layout=w.Layout(width="110px"))
-        self.refresh.on_click(lambda _b: self.c.refresh_health())
-        health_card = self._card("Health", self.health, self.refresh)
-
-        main = w.VBox([voice_card, text_card, settings_card, run_card, output_card,
-                       history_card], layout=w.Layout(width="62%", padding="0 12px 0 0"))
-        side = w.VBox([model_card, health_card], layout=w.Layout(width="38%"))
-        self.root = w.VBox([self.header, self.problems, self.status, self.error,
-                            w.HBox([main, side], layout=w.Layout(width="100%"))])
-        self.root.add_class("cbx-app")
+    def _health_card(self):
+        self.health = self._html("cbx-health-panel")
+        self.refresh = self._button("Refresh", "refresh", "", self.c.refresh_health)
+        return self._card("Health", self.health, self.refresh)
 
     # ----------------------------------------------------------- widget events
     def _on_voice_pick(self, change) -> None:
@@ -368,7 +370,7 @@ class Dashboard:
         if not self._syncing:
             self.c.set_max_chunk_chars(change["new"])
 
-    def _on_end(self, _button) -> None:
+    def _toggle_end_confirm(self) -> None:
         self.end_confirm.layout.display = None if self.end_confirm.layout.display == "none" \
             else "none"
 
