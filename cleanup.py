@@ -649,15 +649,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         out(f"Dry run: nothing removed; this would free about {format_bytes(total)}.")
         return finish(EXIT_OK)
+    refusal = in_use(chosen, out)
+    if refusal is not None:
+        code, extra = refusal
+        return finish(code, **extra)
+    if not args.yes and not confirmed(chosen, total, out):
+        return finish(EXIT_DECLINED)
+    freed, failed = remove_items(chosen, root, out)
+    out(f"Freed {format_bytes(freed)}.")
+    if any(i.group == "env" and not i.failures for i in chosen):
+        out("To set up again: python setup_env.py")
+    if failed:
+        out(f"{failed} item(s) could not be removed completely; close programs using them "
+            "and run cleanup.py again.")
+        return finish(EXIT_FAILED, freed=freed)
+    return finish(EXIT_OK, freed=freed)
 
+
+def in_use(chosen: list[Item], out) -> tuple[int, dict] | None:
+    """(exit code, extra JSON) when something running uses what would be removed."""
     env_items = [p for i in chosen if i.group == "env" for p in i.paths]
     if os.name == "nt" and any(_within(Path(sys.prefix).resolve(), Path(p).resolve())
                                for p in env_items):
         print("error: this is the environment's own Python, which Windows cannot delete "
               "while it runs. Run cleanup.py with the system Python (py cleanup.py).",
               file=sys.stderr)
-        return finish(EXIT_BUSY)
-
+        return EXIT_BUSY, {}
     busy = processes_using([p for i in chosen for p in i.paths])
     if busy:
         print("These running processes use what would be removed; nothing was removed:",
@@ -666,26 +683,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  pid {proc.pid}: {proc.command}\n      uses {proc.uses}", file=sys.stderr)
         print("Stop them first (Ctrl+C in the window running the dashboard, shut down the "
               "notebook kernel), then run cleanup.py again.", file=sys.stderr)
-        return finish(EXIT_BUSY, busy=[p.__dict__ for p in busy])
+        return EXIT_BUSY, {"busy": [p.__dict__ for p in busy]}
     if busy is None:
         out("warning: could not list running processes; make sure the dashboard and any "
             "notebook kernels are stopped.")
+    return None
 
-    if not args.yes:
-        if not sys.stdin or not sys.stdin.isatty():
-            print("Not removing anything: no terminal to ask for confirmation. Re-run with "
-                  "--yes to remove the items marked x, or --dry-run to only look.",
-                  file=sys.stderr)
-            return finish(EXIT_DECLINED)
-        try:
-            answer = input(f"Remove the {len(chosen)} item(s) marked x "
-                           f"({format_bytes(total)})? [y/N] ")
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
-            out("Nothing removed.")
-            return finish(EXIT_DECLINED)
 
+def confirmed(chosen: list[Item], total: int, out) -> bool:
+    """Ask on the terminal; no terminal means no."""
+    if not sys.stdin or not sys.stdin.isatty():
+        print("Not removing anything: no terminal to ask for confirmation. Re-run with "
+              "--yes to remove the items marked x, or --dry-run to only look.",
+              file=sys.stderr)
+        return False
+    try:
+        answer = input(f"Remove the {len(chosen)} item(s) marked x "
+                       f"({format_bytes(total)})? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        out("Nothing removed.")
+        return False
+    return True
+
+
+def remove_items(chosen: list[Item], root: Path, out) -> tuple[int, int]:
+    """Remove each chosen item (each path checked again first); (bytes freed, number of
+    items not removed completely)."""
     failed = 0
     hub_real = Path(os.path.realpath(hub_cache_dir()))
     for item in chosen:
@@ -709,15 +734,7 @@ def main(argv: list[str] | None = None) -> int:
                 out(f"          {f}")
         else:
             out(f"  removed {item.label} ({format_bytes(item.freed)})")
-    freed = sum(i.freed for i in chosen)
-    out(f"Freed {format_bytes(freed)}.")
-    if any(i.group == "env" and not i.failures for i in chosen):
-        out("To set up again: python setup_env.py")
-    if failed:
-        out(f"{failed} item(s) could not be removed completely; close programs using them "
-            "and run cleanup.py again.")
-        return finish(EXIT_FAILED, freed=freed)
-    return finish(EXIT_OK, freed=freed)
+    return sum(i.freed for i in chosen), failed
 
 
 if __name__ == "__main__":
