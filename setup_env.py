@@ -901,23 +901,74 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+@dataclass
+class Plan:
+    """What setup will do, found read-only before anything changes."""
+
+    env: Env
+    state: EnvState
+    action: str                 # diagnose_env's: create, ok, repair-pip, recreate
+    action_why: str
+    creator: str | None         # the interpreter a venv is (re)created with
+    creator_version: tuple
+    torch_plan: "TorchPlan"
+    requirements: list[str]
+    models: list[str]
+    to_download: list[str]
+    weights_state: dict
+    torch_needed: bool = True
+    torch_force: bool = False
+    project_done: bool = False
+    pins_unmet: list[str] = field(default_factory=list)
+    torch_unmet: list[str] = field(default_factory=list)
+    needed_gb: float = 0.0
+
+
 def _main(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(ROOT))
     from cbx import envcheck, paths, variants   # layer 1-2: standard library only
 
-    system = platform.system()
-    mode = "conda" if args.conda else "venv" if args.venv else "auto"
-    env = pick_env(mode)
-
+    env = pick_env("conda" if args.conda else "venv" if args.venv else "auto")
     if args.where:
-        state = probe_env(env)
-        if state.exists and "voila" in state.dists:
-            say(str(env.python))
-            return EXIT_OK
-        print(f"not set up: {env.label} " + ("has no voila" if state.exists else "missing"),
-              file=sys.stderr)
-        return 1
+        return _where(env)
+    plan = _make_plan(args, env, envcheck, variants)
+    _print_plan(plan, args, paths, variants)
+    if args.dry_run:
+        say("Dry run: nothing was changed. Run without --dry-run to do the [do] steps.")
+        return EXIT_OK
+    if plan.needed_gb and not args.skip_disk_check:
+        free = free_bytes(ROOT)
+        if free < plan.needed_gb * 1e9:
+            raise SetupError(EXIT_DISK, f"About {plan.needed_gb:.1f} GB is needed but only "
+                                        f"{free / 1e9:.1f} GB is free. Free some space "
+                                        "(python cleanup.py lists what it can remove), "
+                                        "download fewer variants, or pass "
+                                        "--skip-disk-check.")
+    started = time.monotonic()
+    env = _install(plan, args)
+    failed_downloads, broken = _fetch_and_verify(plan, env, envcheck, paths, variants)
+    summary(env, plan.models, failed_downloads, broken, paths, variants, started)
+    if failed_downloads:
+        return EXIT_DOWNLOAD
+    if broken:
+        return EXIT_VERIFY
+    return EXIT_OK
 
+
+def _where(env: Env) -> int:
+    """--where: print the environment's python when it is set up (the start scripts)."""
+    state = probe_env(env)
+    if state.exists and "voila" in state.dists:
+        say(str(env.python))
+        return EXIT_OK
+    print(f"not set up: {env.label} " + ("has no voila" if state.exists else "missing"),
+          file=sys.stderr)
+    return 1
+
+
+def _make_plan(args: argparse.Namespace, env: Env, envcheck, variants) -> Plan:
+    """Everything setup needs to know, read-only: environment, PyTorch build, pins."""
+    system = platform.system()
     models = [] if args.no_models else parse_models(args.models, variants.VARIANTS)
     runtime, dev = read_pins()
     pins = {_normalize(split_requirement(r)[0]): split_requirement(r)[1] for r in runtime}
@@ -925,9 +976,7 @@ def _main(args: argparse.Namespace) -> int:
     probe = probe_gpu(system) if (want == "auto" and not args.torch_index) else GpuProbe(False)
     torch_plan = choose_torch(system, probe, want, args.torch_index,
                               pins.get("torch") or "2.6.0", pins.get("torchaudio") or "2.6.0")
-    requirements = runtime + (dev if args.dev else [])
-
-    # ---- what is already done (read-only) ----
+    creator, creator_version = None, ()
     if env.kind == "venv":
         creator = args.python or sys.executable
         creator_version = (tuple(sys.version_info[:3]) if creator == sys.executable
@@ -945,141 +994,154 @@ def _main(args: argparse.Namespace) -> int:
                                       "torch 2.6.0 does not support. Remove it (python "
                                       "cleanup.py --env-only) and re-run with Python "
                                       f"3.10-3.12. {python_install_hint(system)}")
-    torch_unmet = unmet_pins([torch_plan.torch_spec, torch_plan.torchaudio_spec], state.dists)
-    pins_unmet = unmet_pins(requirements, state.dists)
-    project_done = state.exists and not pins_unmet and cbx_installed_here(state)
+    if not state.exists and env.kind == "venv" and not python_supported(creator_version):
+        raise SetupError(EXIT_PYTHON, f"Python {'.'.join(map(str, creator_version))} "
+                                      f"({creator}) cannot run torch 2.6.0, which "
+                                      "chatterbox-tts 0.1.7 pins. "
+                                      + python_install_hint(system))
+    requirements = runtime + (dev if args.dev else [])
     weights_state = {m: envcheck.check_weights(m) for m in models}
-    to_download = [m for m in models if not weights_state[m].complete]
+    plan = Plan(env=env, state=state, action=action, action_why=action_why, creator=creator,
+                creator_version=creator_version, torch_plan=torch_plan,
+                requirements=requirements, models=models,
+                to_download=[m for m in models if not weights_state[m].complete],
+                weights_state=weights_state)
+    plan.torch_unmet = unmet_pins([torch_plan.torch_spec, torch_plan.torchaudio_spec],
+                                  state.dists)
+    plan.pins_unmet = unmet_pins(requirements, state.dists)
+    plan.project_done = state.exists and not plan.pins_unmet and cbx_installed_here(state)
+    return plan
 
-    # ---- the plan ----
+
+def _print_plan(plan: Plan, args: argparse.Namespace, paths, variants) -> None:
+    """Say what will be done ([do]) and what is already done ([skip]); sets the torch
+    decision and the disk estimate on the plan."""
+    env, state, torch_plan = plan.env, plan.state, plan.torch_plan
     say("Chatterbox Studio setup" + ("  (dry run: nothing will be changed)" if args.dry_run
                                      else ""))
-    say(f"  machine:     {system} {platform.machine()}, running Python "
+    say(f"  machine:     {platform.system()} {platform.machine()}, running Python "
         f"{platform.python_version()} ({sys.executable})")
     say(f"  environment: {env.label}  [{env.reason}]")
     say(f"  PyTorch:     {torch_plan.build.upper()} build, {torch_plan.torch_spec} "
         f"{torch_plan.torchaudio_spec} from {torch_plan.source}")
     say(f"               why: {torch_plan.reason}")
     say("")
-    steps_needed_gb = 0.0
-    env_gb = ENV_GB.get(torch_plan.size_key, ENV_GB_DEFAULT)
     say("Plan:")
-    if state.exists and action == "repair-pip":
-        say(f"  [do]   1. repair pip in {env.label} with `python -m ensurepip --upgrade` "
-            f"({action_why}); the venv is recreated if that fails")
-    elif state.exists:
-        say(f"  [skip] 1. environment exists: {env.python} (Python "
-            f"{'.'.join(map(str, state.python_version))})")
-    else:
-        steps_needed_gb += env_gb
-        if env.kind == "venv":
-            if not python_supported(creator_version):
-                raise SetupError(EXIT_PYTHON, f"Python {'.'.join(map(str, creator_version))} "
-                                              f"({creator}) cannot run torch 2.6.0, which "
-                                              "chatterbox-tts 0.1.7 pins. "
-                                              + python_install_hint(system))
-            verb = "recreate" if action == "recreate" else "create"
-            say(f"  [do]   1. {verb} venv {env.prefix} with Python "
-                f"{'.'.join(map(str, creator_version))} ({creator})"
-                + (f": {action_why}" if action == "recreate" else ""))
-        else:
-            say(f"  [do]   1. {' '.join(conda_create_cmd(env))}")
-    if state.exists and not torch_unmet:
-        ok, detail = torch_build_matches(env, torch_plan)   # read-only: imports torch
-        if ok:
-            say(f"  [skip] 2. torch {state.dists.get('torch')} / torchaudio "
-                f"{state.dists.get('torchaudio')} already installed"
-                + (f" ({detail})" if detail else ""))
-            torch_needed, torch_force = False, False
-        else:
-            say(f"  [do]   2. reinstall torch/torchaudio as the {torch_plan.build.upper()} "
-                f"build from {torch_plan.source} ({detail})")
-            torch_needed, torch_force = True, True
-    else:
-        torch_needed, torch_force = True, False
-        if state.exists:
-            steps_needed_gb += env_gb / 2   # torch is most of the environment
-        why = "; ".join(torch_unmet) if state.exists else "new environment"
-        say(f"  [do]   2. install {torch_plan.torch_spec} {torch_plan.torchaudio_spec} from "
-            f"{torch_plan.source} ({why})")
-    if project_done:
-        say(f"  [skip] 3. all {len(requirements)} pinned packages and cbx (editable, this "
-            "checkout) already installed")
+    _plan_environment(plan)
+    _plan_torch(plan)
+    if plan.project_done:
+        say(f"  [skip] 3. all {len(plan.requirements)} pinned packages and cbx (editable, "
+            "this checkout) already installed")
     else:
         extra = "[dev]" if args.dev else ""
-        detail = (f"{len(pins_unmet)} unmet: " + ", ".join(pins_unmet[:6])
-                  + (" ..." if len(pins_unmet) > 6 else "")) if state.exists and pins_unmet \
+        detail = (f"{len(plan.pins_unmet)} unmet: " + ", ".join(plan.pins_unmet[:6])
+                  + (" ..." if len(plan.pins_unmet) > 6 else "")) \
+            if state.exists and plan.pins_unmet \
             else "cbx not installed from this checkout" if state.exists else \
-            f"{len(requirements)} pinned packages"
+            f"{len(plan.requirements)} pinned packages"
         say(f"  [do]   3. pip install -e .{extra}  ({detail})")
-    for i, m in enumerate(models, start=4):
+    for i, m in enumerate(plan.models, start=4):
         v = variants.VARIANTS[m]
         dest = paths.variant_dir(m)
-        if m in to_download:
-            steps_needed_gb += v.approx_download_gb
-            broken = "; ".join(f"{f.name}: {f.problem}" for f in weights_state[m].broken_files)
+        if m in plan.to_download:
+            plan.needed_gb += v.approx_download_gb
+            broken = "; ".join(f"{f.name}: {f.problem}"
+                               for f in plan.weights_state[m].broken_files)
             say(f"  [do]   {i}. download {v.label} from {v.repo_id} -> {dest} "
                 f"(about {v.approx_download_gb:g} GB; files: {', '.join(v.all_files)}; "
                 f"now: {broken})")
         else:
             say(f"  [skip] {i}. {v.label} weights complete in {dest}")
-    if not models:
+    if not plan.models:
         say("  [skip] weights: --no-models")
-    say(f"  disk:  about {steps_needed_gb:.1f} GB needed, "
+    say(f"  disk:  about {plan.needed_gb:.1f} GB needed, "
         f"{free_bytes(ROOT) / 1e9:.1f} GB free on the checkout's drive")
     say("")
 
-    if args.dry_run:
-        say("Dry run: nothing was changed. Run without --dry-run to do the [do] steps.")
-        return EXIT_OK
 
-    if steps_needed_gb and not args.skip_disk_check:
-        free = free_bytes(ROOT)
-        if free < steps_needed_gb * 1e9:
-            raise SetupError(EXIT_DISK, f"About {steps_needed_gb:.1f} GB is needed but only "
-                                        f"{free / 1e9:.1f} GB is free. Free some space "
-                                        "(python cleanup.py lists what it can remove), "
-                                        "download fewer variants, or pass "
-                                        "--skip-disk-check.")
+def _plan_environment(plan: Plan) -> None:
+    env, state = plan.env, plan.state
+    if state.exists and plan.action == "repair-pip":
+        say(f"  [do]   1. repair pip in {env.label} with `python -m ensurepip --upgrade` "
+            f"({plan.action_why}); the venv is recreated if that fails")
+    elif state.exists:
+        say(f"  [skip] 1. environment exists: {env.python} (Python "
+            f"{'.'.join(map(str, state.python_version))})")
+    else:
+        plan.needed_gb += ENV_GB.get(plan.torch_plan.size_key, ENV_GB_DEFAULT)
+        if env.kind == "venv":
+            verb = "recreate" if plan.action == "recreate" else "create"
+            say(f"  [do]   1. {verb} venv {env.prefix} with Python "
+                f"{'.'.join(map(str, plan.creator_version))} ({plan.creator})"
+                + (f": {plan.action_why}" if plan.action == "recreate" else ""))
+        else:
+            say(f"  [do]   1. {' '.join(conda_create_cmd(env))}")
 
-    # ---- do it ----
-    started = time.monotonic()
-    if action != "ok":
-        env, state, fresh = ensure_env(env, action, action_why,
-                                       creator if env.kind == "venv" else None)
+
+def _plan_torch(plan: Plan) -> None:
+    env, state, torch_plan = plan.env, plan.state, plan.torch_plan
+    if state.exists and not plan.torch_unmet:
+        ok, detail = torch_build_matches(env, torch_plan)   # read-only: imports torch
+        if ok:
+            say(f"  [skip] 2. torch {state.dists.get('torch')} / torchaudio "
+                f"{state.dists.get('torchaudio')} already installed"
+                + (f" ({detail})" if detail else ""))
+            plan.torch_needed, plan.torch_force = False, False
+        else:
+            say(f"  [do]   2. reinstall torch/torchaudio as the {torch_plan.build.upper()} "
+                f"build from {torch_plan.source} ({detail})")
+            plan.torch_needed, plan.torch_force = True, True
+        return
+    plan.torch_needed, plan.torch_force = True, False
+    if state.exists:
+        plan.needed_gb += ENV_GB.get(torch_plan.size_key, ENV_GB_DEFAULT) / 2   # torch is most of it
+    why = "; ".join(plan.torch_unmet) if state.exists else "new environment"
+    say(f"  [do]   2. install {torch_plan.torch_spec} {torch_plan.torchaudio_spec} from "
+        f"{torch_plan.source} ({why})")
+
+
+def _install(plan: Plan, args: argparse.Namespace) -> Env:
+    """Steps 1-3: the environment, PyTorch, the pinned packages and cbx."""
+    env, torch_plan = plan.env, plan.torch_plan
+    if plan.action != "ok":
+        env, state, fresh = ensure_env(env, plan.action, plan.action_why,
+                                       plan.creator if env.kind == "venv" else None)
         if fresh:   # nothing installed in it yet (also when a pip repair fell back)
-            torch_needed, torch_force, project_done = True, False, False
+            plan.torch_needed, plan.torch_force, plan.project_done = True, False, False
         if tuple(int(x) for x in re.findall(r"\d+", state.pip_version or "0")[:2]) < (23, 0):
             say("==>    upgrading pip (editable installs need a recent one)")
             run_step(pip_cmd(env, args) + ["--upgrade", "pip"], "Upgrading pip",
                      env=pip_env(args))
-
-    if torch_needed:
+    if plan.torch_needed:
         say(f"==> 2. installing PyTorch ({torch_plan.build.upper()} build)")
         cmd = pip_cmd(env, args) + [torch_plan.torch_spec, torch_plan.torchaudio_spec]
         if torch_plan.index_url:
             cmd += ["--index-url", torch_plan.index_url]
-        if torch_force:
+        if plan.torch_force:
             cmd += ["--force-reinstall", "--no-deps"]
         run_step(cmd, "Installing PyTorch", env=pip_env(args))
         ok, detail = torch_build_matches(env, torch_plan)
         if not ok:
             raise SetupError(EXIT_INSTALL, f"PyTorch installed but not as the "
                                            f"{torch_plan.build.upper()} build: {detail}.")
-
-    if not project_done:
+    if not plan.project_done:
         extra = "[dev]" if args.dev else ""
         say(f"==> 3. installing the pinned packages and cbx (pip install -e .{extra})")
         run_step(pip_cmd(env, args) + ["-e", f"{ROOT}{extra}"], "Installing the packages",
                  env=pip_env(args))
         state = probe_env(env)
-        still = unmet_pins(requirements, state.dists)
+        still = unmet_pins(plan.requirements, state.dists)
         if still or not cbx_installed_here(state):
             raise SetupError(EXIT_INSTALL, "pip finished but the environment still lacks: "
                                            + (", ".join(still) or "cbx from this checkout"))
+    return env
 
+
+def _fetch_and_verify(plan: Plan, env: Env, envcheck, paths,
+                      variants) -> tuple[list[str], dict[str, str]]:
+    """Download the missing weights, then check every chosen variant's files."""
     failed_downloads: list[str] = []
-    for m in to_download:
+    for m in plan.to_download:
         v = variants.VARIANTS[m]
         dest = paths.variant_dir(m)
         say(f"==> downloading {v.label} (about {v.approx_download_gb:g} GB) into {dest}")
@@ -1089,21 +1151,14 @@ def _main(args: argparse.Namespace) -> int:
         if not result.get("ok"):
             print(download_failure_message(v, dest, result), file=sys.stderr, flush=True)
             failed_downloads.append(m)
-
     broken: dict[str, str] = {}
-    for m in models:
+    for m in plan.models:
         if m in failed_downloads:
             continue
         w = envcheck.check_weights(m)
         if not w.complete:
             broken[m] = "; ".join(f"{f.name}: {f.problem}" for f in w.broken_files)
-
-    summary(env, models, failed_downloads, broken, paths, variants, started)
-    if failed_downloads:
-        return EXIT_DOWNLOAD
-    if broken:
-        return EXIT_VERIFY
-    return EXIT_OK
+    return failed_downloads, broken
 
 
 def _status_report(env: Env) -> dict | None:
