@@ -184,22 +184,117 @@ def _cuda_mb(device: str, what: str) -> float | None:
     return getattr(torch.cuda, what)() / 2**20
 
 
+class _Upstream:
+    """Upstream chatterbox's own calls, as its README uses them."""
+
+    def __init__(self, task: dict, module, spec):
+        self.task, self.module, self.spec = task, module, spec
+        self.kwargs = {"language_id": "en"} if task["variant"] == "multilingual" else {}
+
+    def load(self):
+        return getattr(self.module, self.spec.class_name).from_local(self.task["folder"],
+                                                                      self.task["device"])
+
+    def prepare_voice(self, tts, out: dict):
+        t0 = time.perf_counter()
+        tts.prepare_conditionals(self.task["clip"], exaggeration=0.5)
+        out["conds_first_s"] = time.perf_counter() - t0
+        return None
+
+    def short(self, tts, _voice) -> None:
+        import torch
+
+        torch.manual_seed(SEED)
+        tts.generate(SHORT_TEXT, **self.kwargs)
+
+    def e2e(self, tts, _voice, text: str, out: dict) -> None:
+        import torch
+
+        t0 = time.perf_counter()
+        torch.manual_seed(SEED)
+        wav = tts.generate(text, **self.kwargs)
+        out["e2e_total_s"] = out["e2e_first_audio_s"] = time.perf_counter() - t0
+        out["e2e_chunks"] = 1
+        out["e2e_audio_s"] = wav.shape[-1] / SAMPLE_RATE
+
+    def unload(self, out: dict) -> None:
+        import gc
+
+        gc.collect()
+        cuda = _cuda(self.task["device"])
+        if cuda is not None:
+            cuda.cuda.empty_cache()
+
+
+class _Cbx(_Upstream):
+    """The same steps through cbx's public API."""
+
+    def speak_kwargs(self) -> dict:
+        task = self.task
+        return dict(variant=task["variant"], device=task["device"], dtype=task["dtype"],
+                    seed=SEED, model_dir=task["model_root"],
+                    **({"language": "en"} if task["variant"] == "multilingual" else {}))
+
+    def load(self):
+        import cbx
+        from cbx.manager import get_manager
+
+        task = self.task
+        cbx.load(task["variant"], device=task["device"], dtype=task["dtype"],
+                 model_dir=task["model_root"])
+        return get_manager().loaded.tts
+
+    def prepare_voice(self, tts, out: dict):
+        import cbx
+        from cbx import voices as voicemod
+
+        variant = self.task["variant"]
+        voice = cbx.voice(self.task["clip"], name="bench voice", variant=variant)
+        for key in ("conds_first_s", "conds_reuse_s"):     # first use, then the cache
+            t0 = time.perf_counter()
+            voicemod.prepare_conditionals(tts, voice, variant, exaggeration=0.5)
+            out[key] = time.perf_counter() - t0
+        return voice
+
+    def short(self, _tts, voice) -> None:
+        import cbx
+
+        cbx.speak(SHORT_TEXT, voice=voice, **self.speak_kwargs())
+
+    def e2e(self, _tts, voice, text: str, out: dict) -> None:
+        import cbx
+
+        first = {}
+        t0 = time.perf_counter()
+        result = cbx.speak(text, voice=voice, max_chunk_chars=self.task["max_chunk_chars"],
+                           on_chunk=lambda *_a: first.setdefault("at", time.perf_counter()),
+                           **self.speak_kwargs())
+        out["e2e_total_s"] = time.perf_counter() - t0
+        out["e2e_first_audio_s"] = first["at"] - t0
+        out["e2e_chunks"] = len(result.chunks)
+        out["e2e_audio_s"] = result.duration
+
+    def unload(self, out: dict) -> None:
+        import cbx
+
+        out["unload_released"] = cbx.unload().released
+
+
 def run_worker(task: dict) -> dict:
     """One side, one repetition, in this (fresh) process."""
     import gc
     import importlib
 
-    side, variant, device = task["side"], task["variant"], task["device"]
-    spec = get_variant(variant)
-    out: dict = {"side": side}
+    device = task["device"]
+    spec = get_variant(task["variant"])
+    out: dict = {"side": task["side"]}
     started = time.perf_counter()
     import psutil  # noqa: F401 - before the RSS baseline
     import torch
     module = importlib.import_module(spec.module)
-    if side == "cbx":
-        import cbx
-        from cbx import voices as voicemod
-        from cbx.manager import get_manager
+    side = (_Cbx if task["side"] == "cbx" else _Upstream)(task, module, spec)
+    if task["side"] == "cbx":
+        import cbx  # noqa: F401 - its import time belongs here, not in load
     out["import_s"] = time.perf_counter() - started
     torch.manual_seed(0)
     cuda = _cuda(device)
@@ -209,78 +304,47 @@ def run_worker(task: dict) -> dict:
     gc.collect()
     rss_before = rss_mb()
     cuda_before = (_cuda_mb(device, "memory_allocated"), _cuda_mb(device, "memory_reserved"))
-    kwargs = {"language_id": "en"} if variant == "multilingual" else {}
-    speak_kwargs = {"language": "en"} if variant == "multilingual" else {}
 
-    # ---- load
+    tts = _measure_load(side, out, device)
+    voice = side.prepare_voice(tts, out)
+    _measure_generation(side, tts, voice, task, out)
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["peak_cuda_mb"] = _cuda_mb(device, "max_memory_allocated")
+
+    del tts      # this frame's reference goes first, or it would keep the model alive
+    side.unload(out)
+    out["unload_rss_retained_mb"] = rss_mb() - rss_before
+    allocated, reserved = (_cuda_mb(device, "memory_allocated"),
+                           _cuda_mb(device, "memory_reserved"))
+    out["unload_cuda_allocated_mb"] = None if allocated is None else allocated - cuda_before[0]
+    out["unload_cuda_reserved_mb"] = None if reserved is None else reserved - cuda_before[1]
+    return out
+
+
+def _measure_load(side: _Upstream, out: dict, device: str):
     t0 = time.perf_counter()
-    if side == "upstream":
-        tts = getattr(module, spec.class_name).from_local(task["folder"], device)
-    else:
-        cbx.load(variant, device=device, dtype=task["dtype"], model_dir=task["model_root"])
-        tts = get_manager().loaded.tts
+    tts = side.load()
     out["load_s"] = time.perf_counter() - t0
     out["load_peak_rss_mb"] = peak_rss_mb()
     out["load_peak_cuda_mb"] = _cuda_mb(device, "max_memory_allocated")
     out["loaded_rss_mb"] = rss_mb()
     weights = list(tts.t3.tfmr.parameters()) + list(tts.t3.speech_head.parameters())
     out["t3_weight_mb_per_token"] = sum(p.numel() * p.element_size() for p in weights) / 2**20
-    del weights      # a reference kept here would keep the model alive after unload
+    return tts
 
-    # ---- voice: first use of the clip; reuse of the saved voice
-    clip = task["clip"]
-    if side == "upstream":
-        t0 = time.perf_counter()
-        tts.prepare_conditionals(clip, exaggeration=0.5)
-        out["conds_first_s"] = time.perf_counter() - t0
-        voice = None
-    else:
-        voice = cbx.voice(clip, name="bench voice", variant=variant)
-        t0 = time.perf_counter()
-        voicemod.prepare_conditionals(tts, voice, variant, exaggeration=0.5)
-        out["conds_first_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        voicemod.prepare_conditionals(tts, voice, variant, exaggeration=0.5)
-        out["conds_reuse_s"] = time.perf_counter() - t0
 
-    # ---- T3 decode speed and S3Gen real-time factor on a short sentence
+def _measure_generation(side: _Upstream, tts, voice, task: dict, out: dict) -> None:
+    """T3 decode speed and S3Gen's real-time factor on a short sentence, then the
+    end-to-end text; decode speed counts every T3 call of this worker."""
     length_model = task.get("tokens_per_text_token")
     with _Probe(tts, length_model) as probe:
-        if side == "upstream":
-            torch.manual_seed(SEED)
-            tts.generate(SHORT_TEXT, **kwargs)
-        else:
-            cbx.speak(SHORT_TEXT, voice=voice, variant=variant, device=device,
-                      dtype=task["dtype"], seed=SEED, model_dir=task["model_root"],
-                      **speak_kwargs)
+        side.short(tts, voice)
     run = probe.runs[0]
     out["prefill_s"] = run["prefill_s"]
     out["s3gen_rtf"] = run["audio_s"] / run["s3gen_s"]
-    t3_runs = list(probe.runs)        # decode speed: over every T3 call of this worker
-
-    # ---- end to end: the 5-sentence text
-    text = " ".join(task["e2e_sentences"])
-    first = {}
-    t0 = time.perf_counter()
+    t3_runs = list(probe.runs)
     with _Probe(tts, length_model) as probe:
-        if side == "upstream":
-            torch.manual_seed(SEED)
-            wav = tts.generate(text, **kwargs)
-            out["e2e_total_s"] = out["e2e_first_audio_s"] = time.perf_counter() - t0
-            out["e2e_chunks"] = 1
-            out["e2e_audio_s"] = wav.shape[-1] / SAMPLE_RATE
-        else:
-            def on_chunk(index, total, wav, sample_rate):
-                first.setdefault("at", time.perf_counter())
-
-            result = cbx.speak(text, voice=voice, variant=variant, device=device,
-                               dtype=task["dtype"], seed=SEED, model_dir=task["model_root"],
-                               max_chunk_chars=task["max_chunk_chars"], on_chunk=on_chunk,
-                               **speak_kwargs)
-            out["e2e_total_s"] = time.perf_counter() - t0
-            out["e2e_first_audio_s"] = first["at"] - t0
-            out["e2e_chunks"] = len(result.chunks)
-            out["e2e_audio_s"] = result.duration
+        side.e2e(tts, voice, " ".join(task["e2e_sentences"]), out)
     out["e2e_t3_tokens"] = sum(r["t3_calls"] for r in probe.runs)
     t3_runs += probe.runs
     out["t3_decode_steps"] = sum(r["t3_calls"] - 1 for r in t3_runs)
@@ -288,24 +352,6 @@ def run_worker(task: dict) -> dict:
     out["t3_tokens_per_s"] = out["t3_decode_steps"] / decode_s if decode_s else 0
     out["t3_weight_gb_per_s"] = out["t3_weight_mb_per_token"] * 2**20 * \
         out["t3_tokens_per_s"] / 1e9
-    out["peak_rss_mb"] = peak_rss_mb()
-    out["peak_cuda_mb"] = _cuda_mb(device, "max_memory_allocated")
-
-    # ---- unload (this frame's references go first, or they would keep the model)
-    del tts, probe
-    if side == "upstream":
-        gc.collect()
-        if cuda is not None:
-            cuda.cuda.empty_cache()
-    else:
-        report = cbx.unload()
-        out["unload_released"] = report.released
-    out["unload_rss_retained_mb"] = rss_mb() - rss_before
-    allocated, reserved = _cuda_mb(device, "memory_allocated"), _cuda_mb(device,
-                                                                         "memory_reserved")
-    out["unload_cuda_allocated_mb"] = None if allocated is None else allocated - cuda_before[0]
-    out["unload_cuda_reserved_mb"] = None if reserved is None else reserved - cuda_before[1]
-    return out
 
 
 def _worker_main(task_json: str) -> int:
@@ -323,7 +369,6 @@ def _offline_context(task: dict):
     import contextlib
 
     if task.get("fixture") and task["variant"] == "multilingual":
-        sys.path.insert(0, str(paths.REPO_ROOT))
         from .fixture import offline_multilingual
         return offline_multilingual()
     return contextlib.nullcontext()
@@ -333,15 +378,9 @@ def _offline_context(task: dict):
 
 def _fixture_root(variant: str, stop_after: int | None = None) -> Path:
     """Build (or reuse) the random-weight fixture of `variant` (stopping after
-    `stop_after` tokens, default the test suite's); needs the repo's tests/."""
-    if str(paths.REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(paths.REPO_ROOT))
-    try:
-        from .fixture import DEFAULT_STOP_AFTER, cached_checkpoint_root
-    except ImportError as exc:
-        raise SystemExit(f"No --model-dir given and the test fixture builder is not "
-                         f"available ({exc}). Pass --model-dir with a folder that holds "
-                         f"'{variant}/' (e.g. model_cache).") from None
+    `stop_after` tokens, default the test suite's)."""
+    from .fixture import DEFAULT_STOP_AFTER, cached_checkpoint_root
+
     print(f"Using the random-weight fixture for {variant} (built once, then cached)...",
           file=sys.stderr)
     return cached_checkpoint_root((variant,), stop_after=stop_after or DEFAULT_STOP_AFTER)
@@ -531,7 +570,7 @@ def describe_machine(device: str) -> str:
     return f"{cores}-core {platform.machine()} CPU, {gpu}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cbx.bench",
         description="Measure cbx against upstream chatterbox (from_local, "
@@ -565,6 +604,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-only", action="store_true",
                         help="print only the JSON line")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.worker is not None:
         return _worker_main(args.worker)
@@ -576,7 +620,15 @@ def main(argv: list[str] | None = None) -> int:
                          "original variant only (no --model-dir, --variant original)")
         if not args.fixture_length > 0:
             parser.error("--fixture-length must be a positive number of tokens")
+    summary = run_all(args)
+    if not args.json_only:
+        print(format_table(summary))
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0
 
+
+def run_all(args: argparse.Namespace) -> dict:
+    """Every repetition of both sides, alternating which goes first; the summary."""
     from .text import DEFAULT_MAX_CHARS
 
     def say(message: str) -> None:
@@ -599,15 +651,13 @@ def main(argv: list[str] | None = None) -> int:
                 "max_chunk_chars": args.max_chunk_chars or DEFAULT_MAX_CHARS,
                 "tokens_per_text_token": args.fixture_length}
         runs = {"cbx": [], "upstream": []}
-        index = 0
         for rep in range(args.repeats):
             order = ("cbx", "upstream") if rep % 2 == 0 else ("upstream", "cbx")
             for side in order:
                 say(f"[{rep + 1}/{args.repeats}] {side}: fresh process ...")
                 started = time.perf_counter()
-                runs[side].append(_run_side({**task, "side": side}, scratch, index,
-                                            args.timeout))
-                index += 1
+                runs[side].append(_run_side({**task, "side": side}, scratch,
+                                            2 * rep + order.index(side), args.timeout))
                 say(f"[{rep + 1}/{args.repeats}] {side}: done in "
                     f"{time.perf_counter() - started:.0f} s")
     meta = {"machine": describe_machine(args.device), "variant": args.variant,
@@ -618,10 +668,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(), "notes": []}
     summary = summarise(runs, meta)
     summary["runs"] = runs
-    if not args.json_only:
-        print(format_table(summary))
-    print(json.dumps(summary, separators=(",", ":")))
-    return 0
+    return summary
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def load_tts(spec, folder, device: str, t3_dtype: str | None = None):
     Uses the fast path when it applies, else (logged) the upstream ``from_local``.
     `t3_dtype` ("float16"/"bfloat16") lets the fast path convert T3's weights as they
     are read, so a GPU never holds them in float32; the caller still casts the model
-    (cbx.manager._cast_half), which covers the from_local path too.  Errors a damaged
+    (cast_half below), which covers the from_local path too.  Errors a damaged
     checkpoint causes are raised as upstream would raise them.
     """
     cls = getattr(importlib.import_module(spec.module), spec.class_name)
@@ -378,3 +378,64 @@ def _needs_constructor_init(module, missing: list[str], skipped: set[str]) -> li
         if name in params or name in skipped or inside_hf:
             unsafe.append(name)
     return unsafe
+
+
+# --------------------------------------------------------------------------- precision
+
+def cast_half(tts, dtype: str) -> None:
+    """Run the token model (T3: two thirds of the weights and the decode time) and
+    S3Gen's flow-matching estimator in half precision.
+
+    The estimator is the one part of S3Gen that upstream itself runs in its own dtype
+    (its ODE solver casts the inputs to ``estimator.dtype`` and the mel back), so that
+    cast follows upstream's fp16 mode; the rest of S3Gen (speech tokenizer, speaker
+    encoder, flow encoder, vocoder) and the voice encoder stay float32 for audio quality.
+
+    The rotary-position frequencies (non-persistent buffers) stay float32, as a
+    half-precision load by transformers keeps them, so positions are not rounded.
+    Upstream builds the voice conditionals in float32 (and rebuilds them in float32
+    when exaggeration changes), so a hook casts them to T3's dtype on entry to the
+    conditioning encoder, on a copy: cached and saved conditionals stay float32.
+    """
+    import dataclasses
+
+    import torch
+
+    target = getattr(torch, dtype)
+    t3 = tts.t3
+    persistent = set(t3.state_dict().keys())
+    keep = {name: buf for name, buf in t3.named_buffers()
+            if name not in persistent and buf.is_floating_point()}
+    t3.to(dtype=target)
+    for name, buf in keep.items():
+        owner_name, _, attr = name.rpartition(".")
+        owner = t3.get_submodule(owner_name) if owner_name else t3
+        owner._buffers[attr] = buf
+    if getattr(t3, "_cbx_cond_dtype_hook", None) is not None:
+        t3._cbx_cond_dtype_hook.remove()
+
+    def cast_conditionals(_module, args):
+        cond = dataclasses.replace(args[0]).to(dtype=target)   # T3Cond.to casts floats only
+        return (cond, *args[1:])
+
+    t3._cbx_cond_dtype_hook = t3.cond_enc.register_forward_pre_hook(cast_conditionals)
+    tts.s3gen.flow.decoder.estimator.to(dtype=target)
+
+
+def attention_kernels(device: str):
+    """A context for generating on `device`: on CUDA, scaled-dot-product attention may use
+    FlashAttention, memory-efficient or math kernels, but not cuDNN's.
+
+    Why: recent PyTorch prefers cuDNN attention for half precision on Hopper GPUs, and
+    cuDNN builds a new execution graph for every new sequence length.  T3 decodes one
+    token at a time with a growing KV cache, so every step is a new length: on an H200
+    (torch 2.11) float16 decoding ran at 12-14 tokens/s instead of 35-50.  Float32 never
+    uses cuDNN attention, so this changes nothing there."""
+    import contextlib
+
+    if not str(device).startswith("cuda"):
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.MATH])

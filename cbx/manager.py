@@ -146,6 +146,10 @@ class ModelManager:
             self._listeners.remove(callback)
 
     def describe(self) -> dict:
+        with self._lock:       # one consistent look at model and state
+            return self._describe_locked()
+
+    def _describe_locked(self) -> dict:
         model = self._model
         info = {"state": self._state, "idle_unload_minutes": self.idle_minutes}
         if model is not None:
@@ -374,7 +378,7 @@ def _load_upstream(spec, folder: Path, device: str, dtype: str):
                                 t3_dtype=None if dtype == "float32" else dtype)
     tts.cbx_watermark_off = watermark.get("off")
     if dtype != "float32":
-        _cast_half(tts, dtype)
+        fastload.cast_half(tts, dtype)
     return tts
 
 
@@ -411,46 +415,6 @@ def _watermarker_or_none():
         yield outcome
     finally:
         perth.PerthImplicitWatermarker = real
-
-
-def _cast_half(tts, dtype: str) -> None:
-    """Run the token model (T3: two thirds of the weights and the decode time) and
-    S3Gen's flow-matching estimator in half precision.
-
-    The estimator is the one part of S3Gen that upstream itself runs in its own dtype
-    (its ODE solver casts the inputs to ``estimator.dtype`` and the mel back), so that
-    cast follows upstream's fp16 mode; the rest of S3Gen (speech tokenizer, speaker
-    encoder, flow encoder, vocoder) and the voice encoder stay float32 for audio quality.
-
-    The rotary-position frequencies (non-persistent buffers) stay float32, as a
-    half-precision load by transformers keeps them, so positions are not rounded.
-    Upstream builds the voice conditionals in float32 (and rebuilds them in float32
-    when exaggeration changes), so a hook casts them to T3's dtype on entry to the
-    conditioning encoder, on a copy: cached and saved conditionals stay float32.
-    """
-    import dataclasses
-
-    import torch
-
-    target = getattr(torch, dtype)
-    t3 = tts.t3
-    persistent = set(t3.state_dict().keys())
-    keep = {name: buf for name, buf in t3.named_buffers()
-            if name not in persistent and buf.is_floating_point()}
-    t3.to(dtype=target)
-    for name, buf in keep.items():
-        owner_name, _, attr = name.rpartition(".")
-        owner = t3.get_submodule(owner_name) if owner_name else t3
-        owner._buffers[attr] = buf
-    if getattr(t3, "_cbx_cond_dtype_hook", None) is not None:
-        t3._cbx_cond_dtype_hook.remove()
-
-    def cast_conditionals(_module, args):
-        cond = dataclasses.replace(args[0]).to(dtype=target)   # T3Cond.to casts floats only
-        return (cond, *args[1:])
-
-    t3._cbx_cond_dtype_hook = t3.cond_enc.register_forward_pre_hook(cast_conditionals)
-    tts.s3gen.flow.decoder.estimator.to(dtype=target)
 
 
 def _module_refs(tts) -> dict:
@@ -495,25 +459,6 @@ def free_cuda_cache() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def attention_kernels(device: str):
-    """A context for generating on `device`: on CUDA, scaled-dot-product attention may use
-    FlashAttention, memory-efficient or math kernels, but not cuDNN's.
-
-    Why: recent PyTorch prefers cuDNN attention for half precision on Hopper GPUs, and
-    cuDNN builds a new execution graph for every new sequence length.  T3 decodes one
-    token at a time with a growing KV cache, so every step is a new length: on an H200
-    (torch 2.11) float16 decoding ran at 12-14 tokens/s instead of 35-50.  Float32 never
-    uses cuDNN attention, so this changes nothing there."""
-    import contextlib
-
-    if not str(device).startswith("cuda"):
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                        SDPBackend.MATH])
 
 
 def is_cuda_oom(exc: BaseException) -> bool:

@@ -6,7 +6,6 @@ Layer 4: imports layers 1-3; torch is imported inside functions.
 """
 from __future__ import annotations
 
-import functools
 import html
 import io
 import itertools
@@ -25,7 +24,8 @@ from . import text as textmod
 from . import voices as voicemod
 from .errors import (CbxError, CUDA_OOM_SOLUTION, GenerationCancelled, GenerationFailed,
                      InvalidSetting, InvalidText, InvalidVoiceFile, NoVoiceLoaded)
-from .manager import attention_kernels, free_cuda_cache, get_manager, is_cuda_oom
+from .fastload import attention_kernels
+from .manager import free_cuda_cache, get_manager, is_cuda_oom
 from .settings import ALL_SETTINGS, DTYPES, SETTINGS
 from .variants import get_variant
 
@@ -304,17 +304,78 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
     raise error
 
 
-def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
-           first_chunk_chars, progress, cancel, on_chunk, model_dir, **settings) -> Result:
-    import numpy as np
+@dataclass
+class _Request:
+    """A speak() call with every input checked and every default filled in."""
 
+    text: str
+    chunks: list[str]
+    voice: object
+    variant: str
+    device: str
+    dtype: str
+    language: str | None
+    settings: dict
+    notes: list[str]
+    seed: int
+    cancel: CancelToken
+    model_dir: object
+    progress: object
+    on_chunk: object
+    started: float = field(default_factory=time.perf_counter)
+    timings: dict = field(default_factory=dict)
+
+    def report(self, chunk: int, tokens: int, stage: str, eta: float | None = None) -> None:
+        if self.progress is not None:
+            self.progress(Progress(chunk, len(self.chunks), tokens,
+                                   time.perf_counter() - self.started, eta, stage))
+
+
+@dataclass
+class _Take:
+    """What every Result of one speak() call shares; `result()` joins the pieces."""
+
+    request: _Request
+    sample_rate: int
+    voice_name: str
+    voice_sha: str | None
+    device: str
+    dtype: str
+    watermarked: bool
+
+    def result(self, pieces: list, chunks: list[str]) -> Result:
+        import numpy as np
+
+        req = self.request
+        pause = np.zeros(int(PAUSE_SECONDS * self.sample_rate), dtype=np.float32)
+        joined = []
+        for i, piece in enumerate(pieces):
+            if i:
+                joined.append(pause)
+            joined.append(piece)
+        req.timings["total"] = round(time.perf_counter() - req.started, 3)
+        return Result(wav=np.concatenate(joined).astype(np.float32),
+                      sample_rate=self.sample_rate, text=req.text, voice=self.voice_name,
+                      variant=req.variant, seed=req.seed, settings=req.settings,
+                      chunks=list(chunks), timings=dict(req.timings), device=self.device,
+                      dtype=self.dtype, language=req.language, notes=list(req.notes),
+                      voice_sha256=self.voice_sha, watermarked=self.watermarked)
+
+    def partial(self, pieces: list) -> Result | None:
+        """The chunks finished before a cancel or failure (None: none was)."""
+        return self.result(pieces, self.request.chunks[:len(pieces)]) if pieces else None
+
+
+def _resolve(text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
+             first_chunk_chars, progress, cancel, on_chunk, model_dir,
+             **settings) -> _Request:
+    """Check every input before anything loads. Unspecified variant, device and dtype
+    mean "what is loaded", so speak() after load(dtype="bfloat16") or load(device="cpu")
+    never silently reloads."""
     text = textmod.validate_text(text)
     seed = options.seed(seed)
     _check_call(voice, progress, cancel, on_chunk)
-    manager = get_manager()
-    current = manager.loaded
-    # Unspecified variant, device and dtype mean "what is loaded", so speak() after
-    # load(dtype="bfloat16") or load(device="cpu") never silently reloads.
+    current = get_manager().loaded
     variant = get_variant(variant or (current.variant if current else "original")).name
     device = options.device(device or (current.device if current else "auto"))
     dtype = options.choice("dtype", dtype or (current.dtype if current else "float32"),
@@ -324,91 +385,93 @@ def _speak(text, voice, *, variant, device, dtype, seed, language, max_chunk_cha
     # split_text checks both sizes (InvalidSetting) before anything is loaded
     chunks = textmod.split_text(text, max_chars=max_chunk_chars,
                                 first_chunk_chars=first_chunk_chars)
-    seed = seed if seed is not None else secrets.randbelow(2**31)
-    cancel = cancel or CancelToken()
-    started = time.perf_counter()
-    timings = {}
+    return _Request(text=text, chunks=chunks, voice=voice, variant=variant, device=device,
+                    dtype=dtype, language=language, settings=merged, notes=notes,
+                    seed=seed if seed is not None else secrets.randbelow(2**31),
+                    cancel=cancel or CancelToken(), model_dir=model_dir,
+                    progress=progress, on_chunk=on_chunk)
 
-    def report(chunk, tokens, stage, eta=None):
-        if progress is not None:
-            progress(Progress(chunk, len(chunks), tokens, time.perf_counter() - started,
-                              eta, stage))
 
-    report(0, 0, "loading")
+def _speak(text, voice, **call) -> Result:
+    req = _resolve(text, voice, **call)
+    manager = get_manager()
+    req.report(0, 0, "loading")
     was_loaded = manager.loaded is not None
-    manager.load(variant, device=device, dtype=dtype, model_dir=model_dir)
-    timings["load"] = 0.0 if was_loaded else round(time.perf_counter() - started, 2)
+    manager.load(req.variant, device=req.device, dtype=req.dtype, model_dir=req.model_dir)
+    req.timings["load"] = 0.0 if was_loaded else round(time.perf_counter() - req.started, 2)
+    with manager.generation(req.cancel) as loaded:
+        take, conds = _prepare(req, loaded)
+        return _chunk_loop(req, take, loaded.tts, conds)
 
-    with manager.generation(cancel) as loaded:
-        unknown = _unknown_characters(loaded.tts, text)
-        if unknown:
-            notes.append("Not in the model's vocabulary, so not spoken: "
-                          + " ".join(sorted(unknown)))
-            if unknown >= {c for c in text if not c.isspace()}:
-                raise InvalidText("None of the characters in the text can be spoken by "
-                                  f"{get_variant(variant).label}.",
-                                  "Write the text in the model's language and script.")
-        report(0, 0, "voice")
-        t0 = time.perf_counter()
-        try:
-            conds, voice_name, voice_sha = _resolve_conditionals(
-                loaded, voice, variant, merged.get("exaggeration", 0.5))
-        except CbxError:
-            raise
-        except Exception as exc:
-            raise _as_generation_failed(exc) from None
-        timings["conditionals"] = round(time.perf_counter() - t0, 3)
-        loaded.voice = voice_name
-        if loaded.watermark_off:
-            notes.append("Not watermarked: Perth's watermarker could not be built "
+
+def _prepare(req: _Request, loaded) -> tuple[_Take, object]:
+    """Check the text against the model's vocabulary and get the voice's conditionals."""
+    unknown = _unknown_characters(loaded.tts, req.text)
+    if unknown:
+        req.notes.append("Not in the model's vocabulary, so not spoken: "
+                         + " ".join(sorted(unknown)))
+        if unknown >= {c for c in req.text if not c.isspace()}:
+            raise InvalidText("None of the characters in the text can be spoken by "
+                              f"{get_variant(req.variant).label}.",
+                              "Write the text in the model's language and script.")
+    req.report(0, 0, "voice")
+    t0 = time.perf_counter()
+    try:
+        conds, voice_name, voice_sha = _resolve_conditionals(
+            loaded, req.voice, req.variant, req.settings.get("exaggeration", 0.5))
+    except CbxError:
+        raise
+    except Exception as exc:
+        raise _as_generation_failed(exc) from None
+    req.timings["conditionals"] = round(time.perf_counter() - t0, 3)
+    loaded.voice = voice_name
+    if loaded.watermark_off:
+        req.notes.append("Not watermarked: Perth's watermarker could not be built "
                          f"({loaded.watermark_off}).")
+    take = _Take(request=req, sample_rate=loaded.tts.sr, voice_name=voice_name,
+                 voice_sha=voice_sha, device=loaded.device, dtype=loaded.dtype,
+                 watermarked=not loaded.watermark_off)
+    return take, conds
 
-        pieces, chunk_seconds = [], []
-        sample_rate = loaded.tts.sr
-        pause = np.zeros(int(PAUSE_SECONDS * sample_rate), dtype=np.float32)
-        finish = functools.partial(_result, pause=pause, sample_rate=sample_rate, text=text,
-                                   voice_name=voice_name, variant=variant, seed=seed,
-                                   settings=merged, timings=timings, started=started,
-                                   device=loaded.device, dtype=loaded.dtype,
-                                   language=language, notes=notes, voice_sha=voice_sha,
-                                   watermarked=not loaded.watermark_off)
-        try:
-            for index, chunk in enumerate(chunks):
-                if cancel.cancelled:
-                    raise _Stop
-                chunk_start = time.perf_counter()
-                eta = (sum(chunk_seconds) / len(chunk_seconds) * (len(chunks) - index)
-                       if chunk_seconds else None)
-                try:
-                    wav = _generate_with_retries(
-                        loaded.tts, conds, chunk, seed + index,
-                        _upstream_kwargs(variant, merged, language), cancel,
-                        lambda tokens, i=index, e=eta: report(i + 1, tokens, "tokens", e),
-                        notes, f"Chunk {index + 1} of {len(chunks)}")
-                except GenerationFailed as error:
-                    error.partial = (finish(pieces, chunks=chunks[:len(pieces)])
-                                     if pieces else None)
-                    raise
-                chunk_seconds.append(time.perf_counter() - chunk_start)
-                if index == 0:
-                    timings["first_audio"] = round(time.perf_counter() - started, 3)
-                pieces.append(wav)
-                remaining = len(chunks) - index - 1
-                report(index + 1, 0, "chunk_done",
-                       sum(chunk_seconds) / len(chunk_seconds) * remaining)
-                if on_chunk is not None:
-                    on_chunk(index, len(chunks), wav, sample_rate)
-        except _Stop:
-            error = GenerationCancelled(
-                f"Generation cancelled after {len(pieces)} of {len(chunks)} chunks.",
-                "Press Generate to start again; finished chunks are kept in .partial.")
-            error.partial = finish(pieces, chunks=chunks[:len(pieces)]) if pieces else None
-            raise error from None
-        except CbxError:
-            raise
-        except Exception as exc:
-            raise _as_generation_failed(exc) from None
-        return finish(pieces, chunks=chunks)
+
+def _chunk_loop(req: _Request, take: _Take, tts, conds) -> Result:
+    """Generate the chunks in order, seed + i each, handing each to on_chunk."""
+    chunks, pieces, chunk_seconds = req.chunks, [], []
+    kwargs = _upstream_kwargs(req.variant, req.settings, req.language)
+    try:
+        for index, chunk in enumerate(chunks):
+            if req.cancel.cancelled:
+                raise _Stop
+            chunk_start = time.perf_counter()
+            eta = (sum(chunk_seconds) / len(chunk_seconds) * (len(chunks) - index)
+                   if chunk_seconds else None)
+            try:
+                wav = _generate_with_retries(
+                    tts, conds, chunk, req.seed + index, kwargs, req.cancel,
+                    lambda tokens, i=index, e=eta: req.report(i + 1, tokens, "tokens", e),
+                    req.notes, f"Chunk {index + 1} of {len(chunks)}")
+            except GenerationFailed as error:
+                error.partial = take.partial(pieces)
+                raise
+            chunk_seconds.append(time.perf_counter() - chunk_start)
+            if index == 0:
+                req.timings["first_audio"] = round(time.perf_counter() - req.started, 3)
+            pieces.append(wav)
+            req.report(index + 1, 0, "chunk_done",
+                       sum(chunk_seconds) / len(chunk_seconds) * (len(chunks) - index - 1))
+            if req.on_chunk is not None:
+                req.on_chunk(index, len(chunks), wav, take.sample_rate)
+    except _Stop:
+        error = GenerationCancelled(
+            f"Generation cancelled after {len(pieces)} of {len(chunks)} chunks.",
+            "Press Generate to start again; finished chunks are kept in .partial.")
+        error.partial = take.partial(pieces)
+        raise error from None
+    except CbxError:
+        raise
+    except Exception as exc:
+        raise _as_generation_failed(exc) from None
+    return take.result(pieces, chunks)
 
 
 def _as_generation_failed(exc: BaseException) -> GenerationFailed:
@@ -419,24 +482,6 @@ def _as_generation_failed(exc: BaseException) -> GenerationFailed:
         free_cuda_cache()
         return GenerationFailed.from_exception(exc, CUDA_OOM_SOLUTION)
     return GenerationFailed.from_exception(exc)
-
-
-def _result(pieces, *, pause, sample_rate, text, voice_name, variant, seed, settings, chunks,
-            timings, started, device, dtype, language, notes, voice_sha,
-            watermarked) -> Result:
-    import numpy as np
-
-    joined = []
-    for i, piece in enumerate(pieces):
-        if i:
-            joined.append(pause)
-        joined.append(piece)
-    timings["total"] = round(time.perf_counter() - started, 3)
-    return Result(wav=np.concatenate(joined).astype(np.float32), sample_rate=sample_rate,
-                  text=text, voice=voice_name, variant=variant, seed=seed,
-                  settings=settings, chunks=list(chunks), timings=dict(timings),
-                  device=device, dtype=dtype, language=language,
-                  notes=list(notes), voice_sha256=voice_sha, watermarked=watermarked)
 
 
 class _NoSpeech(Exception):

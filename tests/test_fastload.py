@@ -302,7 +302,7 @@ def test_bfloat16_speaks_through_cbx(checkpoint_root, monkeypatch, speech_wav):
 
 
 def test_cuda_attention_context_leaves_out_cudnn_only_on_cuda():
-    from cbx.manager import attention_kernels
+    from cbx.fastload import attention_kernels
 
     flags = torch.backends.cuda
     assert flags.cudnn_sdp_enabled()
@@ -321,13 +321,13 @@ def test_generation_runs_inside_the_attention_context(checkpoint_root, monkeypat
     CUDA context is forced here (its flags are global, CPU compute ignores them) to see
     that the token model runs with cuDNN attention switched off."""
     import cbx
-    from cbx import manager as managermod, synth
+    from cbx import fastload, manager as managermod, synth
 
     asked, seen = [], []
 
     def spy(device):
         asked.append(device)
-        return managermod.attention_kernels("cuda")
+        return fastload.attention_kernels("cuda")
 
     monkeypatch.setattr(synth, "attention_kernels", spy)
     manager = managermod.get_manager()
