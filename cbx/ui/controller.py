@@ -301,7 +301,7 @@ class DashboardController:
         if self.has_builtin_voice():
             options.append((f"Built-in voice ({VARIANTS[self.variant].label})", BUILTIN))
         for voice in self.voices:
-            duration = getattr(voice, "duration", None)
+            duration = voice.duration
             label = f"{voice.name} ({duration:.1f} s)" if duration else voice.name
             options.append((label, voice.name))
         return options
@@ -527,12 +527,8 @@ class DashboardController:
         token = self.backend.make_cancel_token()
 
         def on_progress(p) -> None:
-            self.progress = {
-                "chunk": int(getattr(p, "chunk", 0)), "total": int(getattr(p, "total", 0)),
-                "tokens": int(getattr(p, "tokens", 0)),
-                "elapsed": float(getattr(p, "elapsed", 0.0)),
-                "eta": getattr(p, "eta", None), "stage": str(getattr(p, "stage", "")),
-            }
+            self.progress = {"chunk": p.chunk, "total": p.total, "tokens": p.tokens,
+                             "elapsed": p.elapsed, "eta": p.eta, "stage": p.stage}
             stage = self.progress["stage"]
             if stage == "loading" and self.model.get("state") != "ready":
                 self.status_line = (f"Loading {VARIANTS[variant].label} first (Generate "
@@ -587,9 +583,7 @@ class DashboardController:
         filename = f"{stamp}_{number:02d}_{_safe_stem(str(result.voice))}_seed{result.seed}.wav"
         saved_path = None
         wav_bytes = result.to_wav_bytes()
-        sidecar = json.dumps(result.metadata(), indent=2) if hasattr(result, "metadata") \
-            else json.dumps({"text": result.text, "seed": result.seed,
-                             "settings": result.settings}, indent=2)
+        sidecar = json.dumps(result.metadata(), indent=2)
         note = ""
         try:
             saved_path = result.save(Path(self.backend.output_dir()) / filename)
@@ -602,16 +596,16 @@ class DashboardController:
                 f"The audio was made but could not be saved: {exc}",
                 "Free some disk space or set CBX_OUTPUT_DIR to a writable folder; the "
                 "Download link below still works.")
-        timings = dict(getattr(result, "timings", {}) or {})
+        timings = result.timings
         entry = HistoryEntry(
             number=number, text=result.text, voice=str(result.voice), seed=result.seed,
-            variant=str(getattr(result, "variant", self.variant)),
+            variant=result.variant,
             duration=float(result.duration),
             generation_seconds=timings.get("total", timings.get("generation")),
             first_audio_seconds=timings.get("first_audio"),
-            settings=dict(result.settings or {}), wav_bytes=wav_bytes,
+            settings=dict(result.settings), wav_bytes=wav_bytes,
             sidecar_json=sidecar, filename=(saved_path.name if saved_path else filename),
-            saved_path=saved_path, notes=list(getattr(result, "notes", []) or []))
+            saved_path=saved_path, notes=list(result.notes))
         self.history.insert(0, entry)
         self.current = entry
         self.progress = None

@@ -9,6 +9,7 @@ import base64
 import html
 from typing import Iterable
 
+from ..errors import UnexpectedError
 from ..units import format_bytes
 from ..variants import VARIANTS
 from . import playback
@@ -79,18 +80,16 @@ def error_card(error) -> str:
     """Code, message and solution of a taxonomy error; traceback behind a toggle."""
     if error is None:
         return ""
-    code = getattr(error, "code", "error")
-    message = getattr(error, "message", str(error))
-    solution = getattr(error, "solution", "")
+    code, message, solution = error.code, error.message, error.solution
     parts = [f"<div class='cbx-error' data-code='{e(code)}'>",
              f"<span class='cbx-code'>{e(code)}</span>",
              f"<p class='cbx-msg'>{e(message)}</p>"]
     if solution:
         parts.append(f"<p class='cbx-fix'><b>How to fix:</b> {e(solution)}</p>")
-    details = getattr(error, "details", None)
+    details = error.details
     if details:
         parts.append(f"<p class='cbx-hint'>{e(details)}</p>")
-    tb = getattr(error, "traceback", None)
+    tb = error.traceback if isinstance(error, UnexpectedError) else None
     if tb:
         parts.append("<details><summary>Show technical details (traceback)</summary>"
                      f"<pre>{e(tb)}</pre></details>")

@@ -531,11 +531,8 @@ class Dashboard:
             "</span>")
         voice = c.voice_info
         if voice is not None:
-            notes = getattr(voice, "notes", None) or []
-            if isinstance(notes, str):
-                notes = [notes]
-            extra = "".join(f"<br><span class='cbx-hint'>{render.e(str(n))}</span>"
-                            for n in notes)
+            extra = "".join(f"<br><span class='cbx-hint'>{render.e(note)}</span>"
+                            for note in voice.notes)
             self.voice_info.value = (f"<b>{render.e(voice.name)}</b> &middot; "
                                      f"{voice.duration:.1f} s &middot; "
                                      f"{voice.sample_rate} Hz{extra}")
