@@ -26,12 +26,13 @@ def status(model_dir=None):
     from .envcheck import status as _status
     from .manager import get_manager
 
-    return _status(model_dir=model_dir, model_state=get_manager().describe())
+    return _status(model_dir=model_dir, model_state=get_manager().describe().to_dict())
 
 
 def load(variant: str = "original", device: str = "auto", dtype: str = "float32",
-         model_dir=None) -> dict:
-    """Load a model now (optional: speak() loads on first use). Returns its description."""
+         model_dir=None):
+    """Load a model now (optional: speak() loads on first use). Returns its description
+    (a frozen ModelInfo: state, variant, device, dtype, load time, watermark)."""
     from .manager import get_manager
 
     return get_manager().load(variant, device=device, dtype=dtype, model_dir=model_dir)

@@ -706,7 +706,7 @@ class StatusReport:
     libraries: list[LibraryStatus]
     weights: dict[str, WeightsStatus]
     device: DeviceInfo
-    model: dict | None = None     # the model manager's describe(), None outside a kernel
+    model: dict | None = None     # the model manager's describe().to_dict(), None outside a kernel
     created_at: str = field(
         default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
 
@@ -885,7 +885,7 @@ def status(model_dir: str | os.PathLike | None = None, model_state: dict | None 
            device: str = "auto", import_modules: bool = False) -> StatusReport:
     """Everything a user needs to know before and after loading, in one report.
 
-    `model_state` is the model manager's describe() dict; this layer does not import the
+    `model_state` is the model manager's describe().to_dict(); this layer does not import the
     manager itself. If torch is found but fails to import, that failure is folded into the
     library list, so a broken PyTorch is not reported as installed.
     """

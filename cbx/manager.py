@@ -26,6 +26,7 @@ from .holds import (ModelHolds, exclusive_devices, now_iso, process_create_time,
 from .envsettings import DEFAULT_IDLE_UNLOAD_MINUTES
 from .errors import CUDA_OOM_SOLUTION, ModelBusy, ModelLoadFailed
 from .settings import DTYPES
+from .state import ModelInfo, ModelState
 from .variants import DEFAULT_VARIANT, get_variant
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class ModelManager:
         self._use_lock = threading.Lock()          # 1: see the class docstring
         self._lock = threading.RLock()              # 2
         self._model: LoadedModel | None = None
-        self._state = "not_loaded"
+        self._state = ModelState.NOT_LOADED
         self._cancel_current = None        # CancelToken of the running generation
         self._listeners: list = []
         self._holds = holds
@@ -125,14 +126,14 @@ class ModelManager:
         return self._holds or ModelHolds()
 
     @property
-    def state(self) -> str:
+    def state(self) -> ModelState:
         return self._state
 
     @property
     def loaded(self) -> LoadedModel | None:
         return self._model
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: ModelState) -> None:
         self._state = state
         for callback in list(self._listeners):
             callback(self.describe())
@@ -145,22 +146,17 @@ class ModelManager:
         with contextlib.suppress(ValueError):
             self._listeners.remove(callback)
 
-    def describe(self) -> dict:
+    def describe(self) -> ModelInfo:
         with self._lock:       # one consistent look at model and state
-            return self._describe_locked()
-
-    def _describe_locked(self) -> dict:
-        model = self._model
-        info = {"state": self._state, "idle_unload_minutes": self.idle_minutes}
-        if model is not None:
-            info.update(variant=model.variant, device=model.device, dtype=model.dtype,
-                        loaded_at=model.loaded_at, load_seconds=model.load_seconds,
-                        voice=model.voice,
-                        watermark="off: " + model.watermark_off if model.watermark_off
-                        else "on")
-        if self.last_unload is not None:
-            info["last_unload"] = self.last_unload.summary()
-        return info
+            model = self._model
+            loaded = {} if model is None else dict(
+                variant=model.variant, device=model.device, dtype=model.dtype,
+                loaded_at=model.loaded_at, load_seconds=model.load_seconds,
+                voice=model.voice,
+                watermark="off: " + model.watermark_off if model.watermark_off else "on")
+            return ModelInfo(state=self._state, idle_unload_minutes=self.idle_minutes,
+                             last_unload=self.last_unload.summary() if self.last_unload
+                             else None, **loaded)
 
     def touch(self) -> None:
         """Mark the model as used now (the idle auto-unload counts from here)."""
@@ -168,7 +164,7 @@ class ModelManager:
 
     # ------------------------------------------------------------------ load
     def load(self, variant: str = DEFAULT_VARIANT, device: str = "auto",
-             dtype: str = "float32", model_dir=None) -> dict:
+             dtype: str = "float32", model_dir=None) -> ModelInfo:
         """Load `variant` from the local model cache; a no-op when it is already loaded.
 
         Weights are only read from disk (`model_files_missing` names what to fetch);
@@ -204,20 +200,20 @@ class ModelManager:
         return False
 
     def _load_locked(self, spec, variant: str, resolved: str, dtype: str,
-                     model_dir) -> dict:
+                     model_dir) -> ModelInfo:
         """Claim the device and load (both locks are held)."""
         folder = envcheck.require_weights(variant, model_dir)
         record = {"pid": os.getpid(), "create_time": process_create_time(),
                   "session": session_label(), "variant": variant, "device": resolved,
                   "since": now_iso(), "state_dir": str(paths.state_dir())}
         self.holds.claim(record, exclusive_devices())
-        self._set_state("loading")
+        self._set_state(ModelState.LOADING)
         started = time.perf_counter()
         try:
             tts = _load_upstream(spec, folder, resolved, dtype)
         except BaseException as exc:
             self.holds.release(os.getpid())
-            self._set_state("not_loaded")
+            self._set_state(ModelState.NOT_LOADED)
             free_cuda_cache()
             if is_cuda_oom(exc):
                 raise ModelLoadFailed(f"Out of GPU memory while loading {variant}.",
@@ -231,7 +227,7 @@ class ModelManager:
             builtin_conds=getattr(tts, "conds", None),
             watermark_off=getattr(tts, "cbx_watermark_off", None))
         self.touch()
-        self._set_state("ready")
+        self._set_state(ModelState.READY)
         self.ensure_watcher()
         return self.describe()
 
@@ -277,7 +273,7 @@ class ModelManager:
         self.holds.release(os.getpid())
         report = UnloadReport(before, memory_snapshot(), variant, not alive, alive, reason)
         self.last_unload = report
-        self._set_state("not_loaded")
+        self._set_state(ModelState.NOT_LOADED)
         return report
 
     # ------------------------------------------------------------ generation
@@ -299,7 +295,7 @@ class ModelManager:
                     raise ModelBusy("The model was unloaded just before the generation "
                                     "started.", "Press Generate again; the model reloads.")
                 self._cancel_current = cancel_token
-                self._set_state("generating")
+                self._set_state(ModelState.GENERATING)
             self.touch()
             yield model
         finally:
@@ -307,7 +303,7 @@ class ModelManager:
                 self._cancel_current = None
                 self.touch()
                 if self._model is not None:
-                    self._set_state("ready")
+                    self._set_state(ModelState.READY)
             self._use_lock.release()
 
     def cancel(self) -> bool:

@@ -70,7 +70,7 @@ def test_load_without_a_watermarker_works_and_says_so(model_env, monkeypatch):
     monkeypatch.setenv("CBX_MODEL_DIR", str(model_env))
     monkeypatch.setattr(perth, "PerthImplicitWatermarker", None)
     info = cbx.load("original", device="cpu")
-    assert info["watermark"].startswith("off")
+    assert info.watermark.startswith("off")
     status = cbx.status()
     assert "off" in str(status.to_dict()["model"]["watermark"])
     result = cbx.speak("Hello there.", seed=1)
@@ -82,4 +82,4 @@ def test_load_without_a_watermarker_works_and_says_so(model_env, monkeypatch):
     get_manager().unload()
     monkeypatch.undo()
     info = cbx.load("original", device="cpu")
-    assert info["watermark"] == "on"
+    assert info.watermark == "on"

@@ -55,7 +55,7 @@ def test_switching_variant_during_a_generation_is_refused_not_deadlocked(manager
     switcher.join(5)
     assert not switcher.is_alive(), "load() and generation() deadlocked"
     assert isinstance(outcome[0], ModelBusy)
-    assert manager.load("original", device="cpu")["state"] == "generating", \
+    assert manager.load("original", device="cpu").state == "generating", \
         "loading what is loaded stays a no-op, even during a generation"
     release.set()
     worker.join(5)

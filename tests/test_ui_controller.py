@@ -5,6 +5,8 @@ WAV encoding are the real cbx code, so what these tests see is what the page sho
 """
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import json
 import struct
@@ -19,6 +21,7 @@ import pytest
 from cbx.errors import GenerationFailed, InvalidVoiceFile
 from cbx.synth import CancelToken, Progress, Result
 from cbx.text import DEFAULT_FIRST_CHUNK_CHARS, split_text
+from cbx.state import ModelInfo, ModelState
 from cbx.ui import playback
 from cbx.ui.backend import Backend
 from cbx.ui import render
@@ -69,7 +72,7 @@ class FakeBackend(Backend):
     def __init__(self, model_dir: Path, output_dir: Path):
         self.model_dir = model_dir
         self._output_dir = output_dir
-        self.state = {"state": "not_loaded", "idle_unload_minutes": 15.0}
+        self.state = ModelInfo(idle_unload_minutes=15.0)
         self.listeners = []
         self.idle_minutes = None
         self.gate: threading.Event | None = None
@@ -81,9 +84,17 @@ class FakeBackend(Backend):
         self.fail_after: int | None = None     # raise after this many chunks
 
     def _set(self, **info):
-        self.state = {"idle_unload_minutes": self.state.get("idle_unload_minutes"), **info}
+        self.state = ModelInfo(idle_unload_minutes=self.state.idle_unload_minutes, **info)
+        self._notify()
+
+    def _change(self, **info):
+        """Change some fields of the current state (e.g. ready -> generating)."""
+        self.state = dataclasses.replace(self.state, **info)
+        self._notify()
+
+    def _notify(self):
         for callback in list(self.listeners):
-            callback(dict(self.state))
+            callback(self.state)
 
     # environment + model
     def status(self, model_state=None, device="auto"):
@@ -92,17 +103,17 @@ class FakeBackend(Backend):
         return status(model_dir=self.model_dir, model_state=model_state, device="cpu")
 
     def describe_model(self):
-        return dict(self.state)
+        return self.state
 
     def load(self, variant, device, dtype):
-        self._set(state="loading")
-        self._set(state="ready", variant=variant, device="cpu", dtype=dtype,
+        self._set(state=ModelState.LOADING)
+        self._set(state=ModelState.READY, variant=variant, device="cpu", dtype=dtype,
                   load_seconds=0.5, loaded_at="now", voice=None)
-        return dict(self.state)
+        return self.state
 
     def unload(self):
-        variant = self.state.get("variant")
-        self._set(state="not_loaded",
+        variant = self.state.variant
+        self._set(state=ModelState.NOT_LOADED,
                   last_unload=FakeUnloadReport(variant).summary())
         return FakeUnloadReport(variant)
 
@@ -111,7 +122,7 @@ class FakeBackend(Backend):
 
     def start_idle_unload(self, minutes):
         self.idle_minutes = minutes
-        self.state["idle_unload_minutes"] = minutes
+        self.state = dataclasses.replace(self.state, idle_unload_minutes=minutes)
 
     # voices and text: the real modules
     def list_voices(self, variant="original"):
@@ -157,14 +168,14 @@ class FakeBackend(Backend):
         self.token = cancel
         if self.fail_with is not None:
             raise self.fail_with
-        if self.state["state"] != "ready":
+        if not self.state.ready:
             progress(Progress(0, 0, 0, 0.0, None, "loading"))
             self.load(variant, device, dtype)
         chunks = split_text(text, max_chars=max_chunk_chars, first_chunk_chars=first_chunk_chars)
         started = time.perf_counter()
         pieces = []
         for i, chunk in enumerate(chunks):
-            self._set(**{**self.state, "state": "generating"})
+            self._change(state=ModelState.GENERATING)
             progress(Progress(i + 1, len(chunks), 40, time.perf_counter() - started,
                               None if i == 0 else 1.0, "tokens"))
             self.chunk_started.set()
@@ -172,7 +183,7 @@ class FakeBackend(Backend):
                 self.gate.wait(10)
                 self.gate.clear()
             if cancel.cancelled:
-                self._set(**{**self.state, "state": "ready"})
+                self._change(state=ModelState.READY)
                 raise GenerationCancelled(
                     f"Generation cancelled after {i} of {len(chunks)} chunks.",
                     "Press Generate to start again.")
@@ -184,7 +195,7 @@ class FakeBackend(Backend):
             progress(Progress(i + 1, len(chunks), 0, time.perf_counter() - started, 0.0,
                               "chunk_done"))
             on_chunk(i, len(chunks), wav, SR)
-        self._set(**{**self.state, "state": "ready"})
+        self._change(state=ModelState.READY)
         used_seed = seed if seed is not None else 1234
         return Result(wav=np.concatenate(pieces), sample_rate=SR, text=text,
                       voice=getattr(voice, "name", voice) or "built-in", variant=variant,
@@ -369,7 +380,7 @@ def test_generate_loads_on_first_use_with_status_line(backend):
     c.generate()
     c.wait(10)
     assert any("loads the model on first use" in s for s in seen), seen
-    assert c.model["state"] == "ready"
+    assert c.model.state is ModelState.READY
 
 
 def test_cancel_stops_and_keeps_everything(backend, env):
@@ -480,11 +491,11 @@ def test_load_and_unload_report_memory(backend):
     c, _ = make_controller(backend)
     assert c.load()
     c.wait(10)
-    assert c.model["state"] == "ready" and c.can_unload
+    assert c.model.ready and c.can_unload
     assert "loaded" in c.status_line
     assert c.unload()
     c.wait(10)
-    assert c.model["state"] == "not_loaded"
+    assert c.model.state is ModelState.NOT_LOADED
     assert "3000 -> 900" in c.model_note
     assert not c.can_unload
 
@@ -498,7 +509,7 @@ def test_idle_unload_from_another_thread_updates_the_page(backend):
     t.start()
     t.join()
     assert "model" in events
-    assert c.model["state"] == "not_loaded"
+    assert c.model.state is ModelState.NOT_LOADED
     assert "Unloaded original" in c.model_note
 
 
@@ -508,7 +519,7 @@ def test_end_session_unloads_then_exits(backend):
     c.load()
     c.wait(10)
     assert c.end_session()
-    assert backend.state["state"] == "not_loaded"
+    assert backend.state.state is ModelState.NOT_LOADED
     assert exited.wait(5)
     assert not c.can_generate and not c.can_load
     assert "Reload the page" in c.status_line

@@ -62,12 +62,12 @@ def test_generate_with_uploaded_voice_then_unload(controller, speech_wav):
     while c.live.state != playback.DONE and time.monotonic() < deadline:
         time.sleep(0.05)
     assert c.live.state == playback.DONE and c.live.snapshot().played == (0, 1)
-    assert c.model["state"] == "ready" and c.can_unload
+    assert c.model.ready and c.can_unload
     assert c.health.model["state"] == "ready"
 
     assert c.unload()
     assert c.wait(120)
-    assert c.model["state"] == "not_loaded"
+    assert c.model.state == "not_loaded"
     assert "all model memory released" in c.model_note
     assert c.health.model["state"] == "not_loaded"
 
@@ -105,14 +105,14 @@ def test_cancel_stops_within_a_chunk(controller):
 def test_idle_auto_unload_reaches_the_page(controller):
     c = controller
     seen = []
-    c.observe(lambda ev: ev == "model" and seen.append(c.model.get("state")))
+    c.observe(lambda ev: ev == "model" and seen.append(c.model.state))
     assert c.load()
     assert c.wait(300)
-    assert c.model["state"] == "ready"
+    assert c.model.state == "ready"
     get_manager().start_idle_unload(0.02)        # ~1 s without use
     deadline = time.monotonic() + 30
-    while c.model.get("state") != "not_loaded" and time.monotonic() < deadline:
+    while c.model.state != "not_loaded" and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert c.model["state"] == "not_loaded"
+    assert c.model.state == "not_loaded"
     assert "idle" in c.model_note
     assert seen[-1] == "not_loaded"

@@ -32,7 +32,7 @@ def test_multilingual_speaks_the_chosen_language(multilingual_root, monkeypatch,
                        max_chunk_chars=30)
     assert result.variant == "multilingual" and result.language == "fr"
     assert len(result.chunks) == 2 and result.duration > 0
-    assert fresh_manager.describe()["variant"] == "multilingual"
+    assert fresh_manager.describe().variant == "multilingual"
     assert type(fresh_manager.loaded.tts).__name__ == "ChatterboxMultilingualTTS"
 
 

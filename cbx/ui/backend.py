@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from ..text import DEFAULT_FIRST_CHUNK_CHARS   # standard library only
+from ..state import ModelInfo                   # standard library only
+from ..text import DEFAULT_FIRST_CHUNK_CHARS
 
 
 class Backend(Protocol):
@@ -21,9 +22,9 @@ class Backend(Protocol):
 
     def status(self, model_state: dict | None = None, device: str = "auto"):
         """The environment report (libraries, weight files, device, memory)."""
-    def describe_model(self) -> dict:
-        """The model manager's state: {"state": ..., "variant": ..., ...}."""
-    def load(self, variant: str, device: str, dtype: str) -> dict:
+    def describe_model(self) -> ModelInfo:
+        """The model manager's state, one consistent snapshot."""
+    def load(self, variant: str, device: str, dtype: str) -> ModelInfo:
         """Load (or keep) the model; returns describe_model()."""
     def unload(self):
         """Free the model; returns a report with .summary()."""
@@ -71,10 +72,10 @@ class CbxBackend(Backend):
 
         return get_manager()
 
-    def describe_model(self) -> dict:
+    def describe_model(self) -> ModelInfo:
         return self._manager().describe()
 
-    def load(self, variant: str, device: str, dtype: str) -> dict:
+    def load(self, variant: str, device: str, dtype: str) -> ModelInfo:
         return self._manager().load(variant=variant, device=device, dtype=dtype,
                                     model_dir=self.model_dir)
 

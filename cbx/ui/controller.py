@@ -20,12 +20,13 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from ..errors import (CbxError, GenerationCancelled, GenerationFailed, HealthCheckFailed,
                       InvalidSetting, InvalidVoiceFile, ModelLoadFailed, OutputNotSaved,
                       UnexpectedError)
 from ..synth import encode_wav
+from ..state import ModelInfo, ModelState
 from ..text import CHARS_PER_SECOND, DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS
 from ..variants import DEFAULT_VARIANT, VARIANTS
 from .playback import LivePlayback, Schedule, thread_timer
@@ -139,7 +140,7 @@ class DashboardController:
         self.history: list[HistoryEntry] = []
         self.health = None             # the StatusReport of the last refresh
         self.health_error: CbxError | None = None
-        self.model: dict = {"state": "not_loaded"}
+        self.model = ModelInfo()
         self.model_note = ""           # last unload's memory figures
         self.session_ended = False
 
@@ -195,13 +196,13 @@ class DashboardController:
 
     @property
     def can_unload(self) -> bool:
-        return self.busy is NOT_BUSY and self.model.get("state") == "ready" \
+        return self.busy is NOT_BUSY and self.model.ready \
             and not self.session_ended
 
     @property
     def model_state(self) -> str:
         return self.busy if self.busy in (LOADING, UNLOADING) else \
-            str(self.model.get("state", "not_loaded"))
+            str(self.model.state)
 
     @property
     def status_text(self) -> str:
@@ -227,14 +228,14 @@ class DashboardController:
                 exc, "The model manager could not start. Run `python setup_env.py`, then "
                      "reload the page.")
 
-    def _on_model_change(self, info: dict | None = None, *args: Any) -> None:
+    def _on_model_change(self, info: ModelInfo) -> None:
         """Called by the manager from any thread; it may hold its lock, so only copy."""
-        if isinstance(info, dict):
-            self.model = dict(info)
-            if info.get("state") == "loading":
+        if isinstance(info, ModelInfo):
+            self.model = info
+            if info.state is ModelState.LOADING:
                 self.model_note = ""        # the previous unload's figures no longer apply
-            elif info.get("state") == "not_loaded" and info.get("last_unload"):
-                self.model_note = str(info["last_unload"])
+            elif info.state is ModelState.NOT_LOADED and info.last_unload:
+                self.model_note = info.last_unload
         self._emit("model")
 
     # ---------------------------------------------------------------------- health
@@ -245,7 +246,7 @@ class DashboardController:
         except CbxError as exc:
             self.health_error = exc
         try:
-            self.health = self.backend.status(model_state=dict(self.model),
+            self.health = self.backend.status(model_state=self.model.to_dict(),
                                               device=self.device)
             self.health_error = None
         except CbxError as exc:
@@ -482,10 +483,10 @@ class DashboardController:
             except BaseException as exc:   # every failure reaches the page
                 self._fail(exc, ModelLoadFailed)
                 return
-            self.model = dict(info) if isinstance(info, dict) else self.backend.describe_model()
-            seconds = self.model.get("load_seconds")
+            self.model = info
+            seconds = self.model.load_seconds
             took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
-            self.status_line = f"{label} is loaded on {self.model.get('device', device)}{took}."
+            self.status_line = f"{label} is loaded on {self.model.device or device}{took}."
 
         return self._start(LOADING, work)
 
@@ -530,7 +531,7 @@ class DashboardController:
             self.progress = {"chunk": p.chunk, "total": p.total, "tokens": p.tokens,
                              "elapsed": p.elapsed, "eta": p.eta, "stage": p.stage}
             stage = self.progress["stage"]
-            if stage == "loading" and self.model.get("state") != "ready":
+            if stage == "loading" and not self.model.ready:
                 self.status_line = (f"Loading {VARIANTS[variant].label} first (Generate "
                                     "loads the model on first use)...")
             elif stage == "voice":

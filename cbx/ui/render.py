@@ -10,6 +10,7 @@ import html
 from typing import Iterable
 
 from ..errors import UnexpectedError
+from ..state import ModelInfo
 from ..units import format_bytes
 from ..variants import VARIANTS
 from . import playback
@@ -107,23 +108,22 @@ def state_pill(state: str) -> str:
     return f"<span class='cbx-pill cbx-pill-{kind}' data-state='{e(state)}'>{e(label)}</span>"
 
 
-def model_rows(model: dict, state: str) -> list[tuple[str, str]]:
+def model_rows(model: ModelInfo, state: str) -> list[tuple[str, str]]:
     rows = [("State", state_pill(state))]
-    if model.get("variant"):
-        label = VARIANTS[model["variant"]].label if model["variant"] in VARIANTS \
-            else model["variant"]
+    if model.variant:
+        label = VARIANTS[model.variant].label if model.variant in VARIANTS else model.variant
         rows.append(("Variant", e(label)))
-        rows.append(("Device", e(f"{model.get('device', '?')} ({model.get('dtype', '?')})")))
-        seconds = model.get("load_seconds")
+        rows.append(("Device", e(f"{model.device} ({model.dtype})")))
+        seconds = model.load_seconds
         if isinstance(seconds, (int, float)):
             rows.append(("Load time", f"{seconds:.1f} s"))
-        watermark = str(model.get("watermark", "on"))
+        watermark = model.watermark or "on"
         rows.append(("Watermark", "on (Perth)" if watermark == "on" else
                      f"<span class='cbx-warn'>{e(watermark)}</span>"))
     return rows
 
 
-def health_html(report, model: dict, state: str, voice_label: str,
+def health_html(report, model: ModelInfo, state: str, voice_label: str,
                 health_error=None) -> str:
     """The health panel: libraries, weights per variant, device and memory, model."""
     rows: list[str] = []
@@ -136,7 +136,7 @@ def health_html(report, model: dict, state: str, voice_label: str,
     for label, value in model_rows(model, state):
         row(label, value)
     row("Voice", e(voice_label))
-    idle = model.get("idle_unload_minutes")
+    idle = model.idle_unload_minutes
     if isinstance(idle, (int, float)):
         row("Auto-unload", "off" if idle <= 0 else f"after {idle:g} min idle")
     out.append("".join(rows) + "</table>")
