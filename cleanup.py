@@ -60,6 +60,9 @@ EXIT_DECLINED = 2
 EXIT_BUSY = 3
 EXIT_FAILED = 4
 
+DESCRIPTION = ("Show the disk used by Chatterbox Studio's environment, model weights, "
+               "Hugging Face cache, voices, outputs and caches, then remove what you "
+               "choose (everything by default, after asking).")
 EXIT_CODES_HELP = """\
 sizes: disk space actually used (allocated blocks, as `du -s` counts them) on Linux and
 macOS, file sizes on Windows; hard-linked files count once; links count as links.
@@ -555,11 +558,7 @@ def processes_using(paths: list[Path]) -> list[Proc] | None:
 # ---------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = UsageParser(prog="python cleanup.py", usage_exit_code=EXIT_USAGE,
-                description="Show the disk used by Chatterbox Studio's environment, model "
-                            "weights, Hugging Face cache, voices, outputs and caches, then "
-                            "remove what you choose (everything by default, after asking).",
-                epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = UsageParser("python cleanup.py", DESCRIPTION, EXIT_CODES_HELP, EXIT_USAGE)
     only = p.add_mutually_exclusive_group()
     only.add_argument("--models-only", action="store_true",
                       help="remove only model weights (model_cache/ and Hub cache entries)")

@@ -45,6 +45,9 @@ EXIT_VERIFY = 5
 EXIT_DISK = 6
 EXIT_INTERRUPTED = 130
 
+DESCRIPTION = ("Create the Chatterbox Studio environment, install the PyTorch build that "
+               "fits this machine and the pinned packages, download model weights and "
+               "verify them. Safe to re-run: finished steps are skipped.")
 EXIT_CODES_HELP = """\
 exit codes:
   0    everything requested is in place
@@ -846,12 +849,7 @@ def parse_models(value: str, variants: dict) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from cbx.scripts import UsageParser   # layer 1 of this checkout: standard library only
 
-    p = UsageParser(
-        prog="python setup_env.py", usage_exit_code=EXIT_USAGE,
-        description="Create the Chatterbox Studio environment, install the PyTorch build "
-                    "that fits this machine and the pinned packages, download model "
-                    "weights and verify them. Safe to re-run: finished steps are skipped.",
-        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = UsageParser("python setup_env.py", DESCRIPTION, EXIT_CODES_HELP, EXIT_USAGE)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--conda", action="store_true",
                        help="use the conda env from environment.yml instead of a venv "

@@ -15,10 +15,12 @@ import sys
 
 class UsageParser(argparse.ArgumentParser):
     """argparse, but bad arguments exit with `usage_exit_code`: argparse's own 2 has
-    another meaning in both scripts (setup_env.py: wrong Python; cleanup.py: declined)."""
+    another meaning in both scripts (setup_env.py: wrong Python; cleanup.py: declined).
+    The epilog (the scripts' exit-code table) is printed as written."""
 
-    def __init__(self, *args, usage_exit_code: int, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, prog: str, description: str, epilog: str, usage_exit_code: int):
+        super().__init__(prog=prog, description=description, epilog=epilog,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
         self.usage_exit_code = usage_exit_code
 
     def error(self, message: str):
