@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from . import bench
+from .pageserver import CHROMIUM, CHROMIUM_ARGS, VoilaServer, wait_text
 
 SEED = 7
 # 154 characters in two chunks (the short first chunk splits off), as in issue 13
@@ -77,8 +78,6 @@ def _wait_idle(page) -> None:
 def _first_audio_seconds(page, text: str) -> float:
     """Generate `text`; seconds from the click to the live player's first 'playing'.
     Waits until the live player has played every chunk, so the next run starts quiet."""
-    from .pageserver import wait_text
-
     page.evaluate(
         "() => { if (window.__cbxPlaying) return; window.__cbxPlaying = [];"
         " document.addEventListener('playing', ev => {"
@@ -103,7 +102,6 @@ def run_page(root: Path, clip: Path, scratch: Path, idle_seconds: float,
              repeats: int, say) -> dict:
     from playwright.sync_api import sync_playwright
 
-    from .pageserver import CHROMIUM, CHROMIUM_ARGS, VoilaServer, wait_text
 
     figures: dict = {"idle_cpu_percent": {}, "dashboard_first_audio_s": []}
     trivial = scratch / "trivial.ipynb"
