@@ -125,35 +125,38 @@ def speech(seconds: float = 8.0, *, text: str = DEFAULT_TEXT, sr: int = SAMPLE_R
 
 def write(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE,
           subtype: str | None = None) -> Path:
-    """Write mono audio; the container follows the suffix (.wav -> 16-bit PCM by default)."""
+    """Write mono audio; container and codec follow the suffix (cbx.audio.FORMATS:
+    .wav is 16-bit PCM, .ogg Vorbis, .opus Opus) unless `subtype` names another."""
     import soundfile as sf
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = _format_for(path)
-    if subtype is None and fmt == "WAV":
-        subtype = "PCM_16"
-    sf.write(str(path), np.asarray(wav, dtype=np.float32), sr, format=fmt, subtype=subtype)
+    sf.write(str(path), np.asarray(wav, dtype=np.float32), sr, format=fmt.container,
+             subtype=subtype or fmt.codec)
     return path
 
 
-_SUFFIX_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
+def _format_for(path: Path):
+    from .audio import FORMATS
 
-
-def _format_for(path: Path) -> str:
     try:
-        return _SUFFIX_FORMATS[path.suffix.lower()]
+        return FORMATS[path.suffix.lower()]
     except KeyError:
         raise ValueError(f"unsupported clip suffix {path.suffix!r}; use one of "
-                         f"{', '.join(_SUFFIX_FORMATS)}") from None
+                         f"{', '.join(FORMATS)}") from None
 
 
 def can_write(suffix: str) -> bool:
-    """Whether the installed libsndfile can write this container (MP3 needs libsndfile >= 1.1)."""
+    """Whether the installed libsndfile can write this container and codec (MP3 needs
+    libsndfile >= 1.1, Opus >= 1.0.29)."""
     import soundfile as sf
 
-    fmt = _SUFFIX_FORMATS.get(suffix.lower())
-    return fmt is not None and fmt in sf.available_formats()
+    from .audio import FORMATS
+
+    fmt = FORMATS.get(suffix.lower())
+    return (fmt is not None and fmt.container in sf.available_formats()
+            and fmt.codec in sf.available_subtypes(fmt.container))
 
 
 def speech_clip(path: str | Path, seconds: float = 8.0, text: str = DEFAULT_TEXT, *,

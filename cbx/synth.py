@@ -130,32 +130,23 @@ class Result:
         return encode_wav(self.wav, self.sample_rate)
 
     def save(self, path) -> Path:
-        """Write a 16-bit WAV and a JSON sidecar (same name, .json) with the settings, and
-        return where. Nothing is ever overwritten: when `path` or its sidecar exists (an
-        earlier take, another tab saving in the same second), the pair is saved as
-        `name-2.wav` / `name-2.json`, `name-3...`, each file created exclusively."""
-        path = Path(path).expanduser()
-        if path.suffix.lower() != ".wav":
-            path = path.with_suffix(".wav")
+        """Write the audio in the format its suffix names (.wav, .flac, .mp3, .ogg,
+        .opus; no suffix: .wav; see cbx.audio.FORMATS) and a JSON sidecar (same name,
+        .json) with the settings, and return where. Nothing is ever overwritten: when
+        `path` or its sidecar exists (an earlier take, another tab saving in the same
+        second), the pair is saved as `name-2.mp3` / `name-2.json`, `name-3...`, each
+        file created exclusively."""
+        from . import audio
+
+        path = audio.with_suffix(path)
+        fmt = audio.format_for(path)
+        data, written_rate = audio.encode(self.wav, self.sample_rate, fmt)
+        meta = self.metadata()
+        meta["file"] = {"format": fmt.container, "codec": fmt.codec,
+                        "sample_rate": written_rate}
+        sidecar = json.dumps(meta, indent=2).encode("utf-8")
         path.parent.mkdir(parents=True, exist_ok=True)
-        wav_bytes = self.to_wav_bytes()
-        sidecar = json.dumps(self.metadata(), indent=2).encode("utf-8")
-        for number in itertools.count(1):
-            target = path if number == 1 else path.with_name(f"{path.stem}-{number}.wav")
-            try:
-                with target.open("xb") as wav_file:
-                    try:
-                        with target.with_suffix(".json").open("xb") as json_file:
-                            json_file.write(sidecar)
-                    except FileExistsError:
-                        wav_file.close()
-                        target.unlink()       # a stray sidecar holds this name: next one
-                        continue
-                    wav_file.write(wav_bytes)
-                return target
-            except FileExistsError:
-                continue
-        raise AssertionError("unreachable")   # itertools.count never ends
+        return _write_exclusive(path, data, sidecar)
 
     def _repr_html_(self) -> str:
         from IPython.display import Audio
@@ -165,6 +156,27 @@ class Result:
                 f"<i>{html.escape(str(self.voice))}</i>, "
                 f"seed {html.escape(str(self.seed))}, {self.duration:.1f} s of audio in "
                 f"{self.timings.get('total', 0):.1f} s</div>{player}")
+
+
+def _write_exclusive(path: Path, data: bytes, sidecar: bytes) -> Path:
+    """Create `path` and its .json sidecar, both new, at the first free `name-N`."""
+    for number in itertools.count(1):
+        target = (path if number == 1
+                  else path.with_name(f"{path.stem}-{number}{path.suffix}"))
+        try:
+            with target.open("xb") as audio_file:
+                try:
+                    with target.with_suffix(".json").open("xb") as json_file:
+                        json_file.write(sidecar)
+                except FileExistsError:
+                    audio_file.close()
+                    target.unlink()       # a stray sidecar holds this name: next one
+                    continue
+                audio_file.write(data)
+            return target
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")   # itertools.count never ends
 
 
 def _check_settings(variant: str, settings: dict) -> tuple[dict, list[str]]:
