@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidSetting
+from . import options
+from .errors import EnvironmentNotSetup, InvalidSetting, SETUP_COMMAND
+from .settings import SPEECH_RATE
 
 DEFAULT_SUFFIX = ".wav"
 
@@ -100,3 +102,39 @@ def resample(wav, src_rate: int, dst_rate: int):
         return np.asarray(wav, dtype=np.float32)
     g = gcd(int(src_rate), int(dst_rate))
     return resample_poly(wav, dst_rate // g, src_rate // g).astype(np.float32)
+
+
+def check_rate(value) -> float:
+    """A speech rate from the settings table's range; None means 1 (unchanged). Any
+    other rate needs the time-stretcher, checked here so a long generation is not
+    made only to fail at its first chunk."""
+    if value is None:
+        return 1.0
+    rate = options.number(SPEECH_RATE.name, value, SPEECH_RATE.low, SPEECH_RATE.high)
+    if rate != 1.0:
+        _time_stretch()
+    return rate
+
+
+def _time_stretch():
+    """pedalboard's Rubber Band time_stretch, or `environment_not_setup`."""
+    try:
+        from pedalboard import time_stretch
+    except ImportError as exc:
+        raise EnvironmentNotSetup(
+            f"Changing the speech rate needs pedalboard, which cannot be imported ({exc}).",
+            f"Run `{SETUP_COMMAND}` (installs pedalboard), or use rate=1.") from None
+    return time_stretch
+
+
+def stretch(wav, sample_rate: int, rate: float):
+    """`wav` spoken `rate` times as fast at the same pitch: Rubber Band's time-stretch
+    (pedalboard), not a resample, which would shift the pitch by the same factor.
+    Rate 1 returns the input untouched, so unstretched audio stays bit-exact."""
+    import numpy as np
+
+    if rate == 1.0:
+        return wav
+    data = np.asarray(wav, dtype=np.float32).reshape(1, -1)
+    out = _time_stretch()(data, float(sample_rate), stretch_factor=float(rate))
+    return np.ascontiguousarray(out[0], dtype=np.float32)

@@ -38,6 +38,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
 )}
 ALL_SETTINGS = tuple(SETTINGS)
 
+# Not a chatterbox setting: applied to the audio after generation (cbx.audio.stretch),
+# so it never reaches generate(). speak(rate=), a project's export(rate=) and the
+# dashboard's slider all read this one row.
+SPEECH_RATE = Setting("rate", "Speech rate", 0.5, 2.0, 0.05,
+                      "Faster or slower speech at the same pitch (1 = as generated).")
+
 # Precisions a model can be loaded in (the dashboard's choices, load()'s check).
 DTYPES = ("float32", "float16", "bfloat16")
 # Devices the dashboard offers ("auto": CUDA, then Apple MPS, then CPU).

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import audio
 from . import options
 from . import text as textmod
 from . import voices as voicemod
@@ -99,6 +100,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     voice_sha256: str | None = None
     watermarked: bool = True      # False when Perth's watermarker could not be built
+    rate: float = 1.0             # speech rate the audio was time-stretched to
     created: str = field(default_factory=lambda: datetime.now(timezone.utc)
                          .isoformat(timespec="seconds"))
 
@@ -122,7 +124,7 @@ class Result:
             "settings": self.settings, "device": self.device, "dtype": self.dtype,
             "sample_rate": self.sample_rate, "duration_seconds": round(self.duration, 3),
             "chunks": self.chunks, "timings": self.timings, "notes": self.notes,
-            "watermarked": self.watermarked,
+            "watermarked": self.watermarked, "speech_rate": self.rate,
             "created": self.created, "versions": versions,
         }
 
@@ -136,8 +138,6 @@ class Result:
         `path` or its sidecar exists (an earlier take, another tab saving in the same
         second), the pair is saved as `name-2.mp3` / `name-2.json`, `name-3...`, each
         file created exclusively."""
-        from . import audio
-
         path = audio.with_suffix(path)
         fmt = audio.format_for(path)
         data, written_rate = audio.encode(self.wav, self.sample_rate, fmt)
@@ -287,7 +287,7 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
           max_chunk_chars: int = textmod.DEFAULT_MAX_CHARS,
           first_chunk_chars: int | None = textmod.DEFAULT_FIRST_CHUNK_CHARS,
           progress=None, cancel: CancelToken | None = None, on_chunk=None, model_dir=None,
-          **settings) -> Result:
+          rate: float = 1.0, **settings) -> Result:
     """Speak `text` in `voice` (a Voice, a saved voice's name, a clip path or None for
     the built-in voice), loading the model on first use. `variant`, `device` and
     `dtype` default to the loaded model's (else original, auto, float32).
@@ -301,13 +301,16 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
     the same inputs give the same audio and each chunk equals upstream `generate()` of
     that chunk after `torch.manual_seed(seed + i)`. Cancel (token or manager) stops
     within the current chunk and raises `generation_cancelled` carrying the finished
-    chunks as `.partial`.
+    chunks as `.partial`. `rate` (0.5-2) speeds the speech up or slows it down at the
+    same pitch (cbx.audio.stretch), each chunk before on_chunk sees it; 1 leaves the
+    audio exactly as generated.
     """
     try:
         return _speak(text, voice, variant=variant, device=device, dtype=dtype, seed=seed,
                       language=language, max_chunk_chars=max_chunk_chars,
                       first_chunk_chars=first_chunk_chars, progress=progress,
-                      cancel=cancel, on_chunk=on_chunk, model_dir=model_dir, **settings)
+                      cancel=cancel, on_chunk=on_chunk, model_dir=model_dir, rate=rate,
+                      **settings)
     except CbxError as exc:
         error = exc
     # Raised again out here, stripped of tracebacks: their frames reference the model,
@@ -336,6 +339,7 @@ class _Request:
     on_chunk: object
     started: float = field(default_factory=time.perf_counter)
     timings: dict = field(default_factory=dict)
+    rate: float = 1.0
 
     def report(self, chunk: int, tokens: int, stage: str, eta: float | None = None) -> None:
         if self.progress is not None:
@@ -359,7 +363,8 @@ class _Take:
         import numpy as np
 
         req = self.request
-        pause = np.zeros(int(PAUSE_SECONDS * self.sample_rate), dtype=np.float32)
+        pause = np.zeros(int(PAUSE_SECONDS / req.rate * self.sample_rate),
+                         dtype=np.float32)
         joined = []
         for i, piece in enumerate(pieces):
             if i:
@@ -371,7 +376,8 @@ class _Take:
                       variant=req.variant, seed=req.seed, settings=req.settings,
                       chunks=list(chunks), timings=dict(req.timings), device=self.device,
                       dtype=self.dtype, language=req.language, notes=list(req.notes),
-                      voice_sha256=self.voice_sha, watermarked=self.watermarked)
+                      voice_sha256=self.voice_sha, watermarked=self.watermarked,
+                      rate=req.rate)
 
     def partial(self, pieces: list) -> Result | None:
         """The chunks finished before a cancel or failure (None: none was)."""
@@ -379,13 +385,14 @@ class _Take:
 
 
 def _resolve(text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
-             first_chunk_chars, progress, cancel, on_chunk, model_dir,
+             first_chunk_chars, progress, cancel, on_chunk, model_dir, rate=1.0,
              **settings) -> _Request:
     """Check every input before anything loads. Unspecified variant, device and dtype
     mean "what is loaded", so speak() after load(dtype="bfloat16") or load(device="cpu")
     never silently reloads."""
     text = textmod.validate_text(text)
     seed = options.seed(seed)
+    rate = audio.check_rate(rate)
     _check_call(voice, progress, cancel, on_chunk)
     current = get_manager().loaded
     variant = get_variant(variant or (current.variant if current else "original")).name
@@ -401,7 +408,7 @@ def _resolve(text, voice, *, variant, device, dtype, seed, language, max_chunk_c
                     dtype=dtype, language=language, settings=merged, notes=notes,
                     seed=seed if seed is not None else secrets.randbelow(2**31),
                     cancel=cancel or CancelToken(), model_dir=model_dir,
-                    progress=progress, on_chunk=on_chunk)
+                    progress=progress, on_chunk=on_chunk, rate=rate)
 
 
 def _speak(text, voice, **call) -> Result:
@@ -465,6 +472,7 @@ def _chunk_loop(req: _Request, take: _Take, tts, conds) -> Result:
             except GenerationFailed as error:
                 error.partial = take.partial(pieces)
                 raise
+            wav = audio.stretch(wav, take.sample_rate, req.rate)
             chunk_seconds.append(time.perf_counter() - chunk_start)
             if index == 0:
                 req.timings["first_audio"] = round(time.perf_counter() - req.started, 3)
