@@ -18,7 +18,7 @@ from .errors import CbxError
 
 __version__ = "0.1.0"
 __all__ = ["status", "load", "unload", "voice", "saved_voices", "speak", "CancelToken",
-           "Result", "errors", "CbxError"]
+           "Result", "errors", "CbxError", "project", "projects"]
 
 
 def status(model_dir=None):
@@ -64,6 +64,20 @@ def speak(text: str, voice=None, **options):
     from .synth import speak as _speak
 
     return _speak(text, voice, **options)
+
+
+def project(name: str, text=None, **options):
+    """Open or create a long-form project on disk; see cbx.longform.project."""
+    from .longform import project as _project
+
+    return _project(name, text, **options)
+
+
+def projects():
+    """The projects in the output folder, with their progress."""
+    from .longform import projects as _projects
+
+    return _projects()
 
 
 def __getattr__(name):
