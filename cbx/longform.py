@@ -169,6 +169,15 @@ def project(name: str, text=None, *, voice=None, seed: int | None = None,
     return job
 
 
+def _project_progress(progress, index: int, total: int):
+    """speak()'s progress for its one chunk, renumbered as chunk index+1 of total."""
+    if progress is None:
+        return None
+    from dataclasses import replace
+
+    return lambda event: progress(replace(event, chunk=index + 1, total=total))
+
+
 def _voice_identity(voice) -> tuple[str | None, str | None]:
     """(name, sha256) of the voice; a clip path or bytes is saved in the library first
     so the project can be reopened by name after a restart."""
@@ -288,7 +297,9 @@ class Project:
             started = time.perf_counter()
             result = synth.speak(entry["text"], plan["voice"], seed=seed,
                                  max_chunk_chars=plan["max_chunk_chars"],
-                                 first_chunk_chars=None, progress=progress,
+                                 first_chunk_chars=None,
+                                 progress=_project_progress(progress, index,
+                                                            len(plan["chunks"])),
                                  cancel=cancel, **plan["options"])
             if len(result.chunks) != 1:      # the plan's chunks always fit one call
                 raise AssertionError(f"chunk {index} was split by speak()")

@@ -33,6 +33,8 @@ def fake_speak(monkeypatch):
     def speak(text, voice=None, *, seed, max_chunk_chars, first_chunk_chars, progress,
               cancel, **options):
         calls.append((text, seed))
+        if progress is not None:
+            progress(synth.Progress(1, 1, 0, 0.0, None, "chunk_done"))
         wav = clips.espeak_speech(text.replace("BABBLE", "")) * (0.5 + (seed % 10) / 40)
         if "BABBLE" in text and seed in calls_bad:
             noise = np.random.default_rng(seed).uniform(-0.3, 0.3, 20 * SR)
@@ -55,9 +57,11 @@ def test_run_makes_files_status_and_exports(fake_speak, tmp_path):
     assert job.folder == paths.output_dir() / "projects" / "Chapter-1"
     assert job.status() == {"chunks": 5, "done": 0, "flagged": [], "missing": [0, 1, 2, 3, 4],
                             "seconds": 0}
-    seen = []
-    status = job.run(on_chunk=lambda i, n, wav, sr: seen.append((i, n)))
+    seen, events = [], []
+    status = job.run(on_chunk=lambda i, n, wav, sr: seen.append((i, n)),
+                     progress=events.append)
     assert seen == [(i, 5) for i in range(5)]
+    assert [(e.chunk, e.total) for e in events] == [(i, 5) for i in range(1, 6)]
     assert status["done"] == 5 and status["missing"] == [] and status["flagged"] == []
     assert [s for _t, s in fake_speak.calls] == [7, 8, 9, 10, 11]
     manifest = json.loads((job.folder / "project.json").read_text(encoding="utf-8"))
