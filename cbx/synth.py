@@ -54,6 +54,27 @@ def encode_wav(wav, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
+# The audio formats Result.save writes, by file suffix: the one list `cbx speak -o`
+# and save() check against. A new format is one more entry here plus its encoder.
+SAVE_FORMATS = {".wav": "16-bit WAV"}
+
+
+def save_path(path) -> Path:
+    """`path` as Result.save will write it: no suffix means .wav; a suffix with no
+    encoder is refused with the list of supported ones, rather than silently writing
+    WAV under another name."""
+    path = Path(path).expanduser()
+    if not path.suffix:
+        return path.with_suffix(".wav")
+    if path.suffix.lower() not in SAVE_FORMATS:
+        supported = ", ".join(f"{suffix} ({what})" for suffix, what in SAVE_FORMATS.items())
+        raise InvalidSetting(f"Cannot save audio as {path.suffix!r} ({path.name}): "
+                             f"supported: {supported}.",
+                             f"Give a file name ending in one of: "
+                             f"{', '.join(SAVE_FORMATS)}, e.g. {path.stem}.wav.")
+    return path
+
+
 class CancelToken:
     """Set from any thread to stop a generation; checked between tokens."""
 
@@ -131,12 +152,11 @@ class Result:
 
     def save(self, path) -> Path:
         """Write a 16-bit WAV and a JSON sidecar (same name, .json) with the settings, and
-        return where. Nothing is ever overwritten: when `path` or its sidecar exists (an
+        return where. A path without a suffix gets .wav; an unsupported suffix is
+        refused (see `save_path`). Nothing is ever overwritten: when `path` or its sidecar exists (an
         earlier take, another tab saving in the same second), the pair is saved as
         `name-2.wav` / `name-2.json`, `name-3...`, each file created exclusively."""
-        path = Path(path).expanduser()
-        if path.suffix.lower() != ".wav":
-            path = path.with_suffix(".wav")
+        path = save_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         wav_bytes = self.to_wav_bytes()
         sidecar = json.dumps(self.metadata(), indent=2).encode("utf-8")
@@ -244,13 +264,6 @@ def _check_call(voice, progress, cancel, on_chunk) -> None:
                              "Pass a cbx.CancelToken() (or None).")
 
 
-def _voice_from(source, variant: str) -> "voicemod.Voice":
-    """A clip path or bytes is validated and saved; any other string names a saved voice."""
-    if voicemod.is_voice_name(source):
-        return voicemod.get_voice(source)
-    return voicemod.load_voice(source, variant=variant)
-
-
 def _resolve_conditionals(loaded, voice, variant: str, exaggeration: float):
     """Return (conditionals, voice name, voice sha) for the requested voice."""
     if voice is None or (isinstance(voice, voicemod.Voice) and voice.builtin):
@@ -260,7 +273,7 @@ def _resolve_conditionals(loaded, voice, variant: str, exaggeration: float):
                 "Upload a reference clip (5-10 s of clear speech) or pick a saved voice.")
         return loaded.builtin_conds, "built-in", None
     if not isinstance(voice, voicemod.Voice):
-        voice = _voice_from(voice, variant)
+        voice = voicemod.resolve_voice(voice, variant)
     key = (voice.sha256, variant)
     conds = loaded.conds_cache.get(key)
     if conds is None:
