@@ -34,7 +34,8 @@ import subprocess  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from cbx.scripts import UsageParser  # noqa: E402 - layer 1 of the checkout: stdlib only
+from cbx.scripts import (CUDA_PACKAGES, UsageParser,  # noqa: E402 - layer 1 of the
+                         cuda_library_dirs)           # checkout: stdlib only
 from cbx.units import format_bytes  # noqa: E402
 
 SCRIPT_ROOT = Path(__file__).resolve().parent
@@ -370,6 +371,13 @@ def discover(root: Path, force: bool = False) -> list[Item]:
         item.size = disk_usage(*item.paths, errors=errors)
         if errors:
             item.note = f"{len(errors)} part(s) unreadable, size is a lower bound"
+        elif item.group == "env":
+            cuda = disk_usage(*cuda_library_dirs(item.paths[0]))
+            if cuda:
+                item.note = (f"{format_bytes(cuda)} of it CUDA libraries ("
+                             f"{', '.join(CUDA_PACKAGES)}), needed only with an NVIDIA "
+                             "GPU; without one, removing the environment and running "
+                             "setup_env.py again installs PyTorch's CPU-only build")
         for p in item.paths:
             reason = protected_reason(p, real_root, item_outside_ok(item, hub_real))
             if reason:

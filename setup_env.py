@@ -34,7 +34,10 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 VENV_DIR_NAME = ".venv_chatterbox"
 SUPPORTED_PYTHON = ((3, 10), (3, 12))     # torch 2.6.0 (chatterbox-tts' pin) has no 3.13 wheels
-PYTORCH_INDEX = "https://download.pytorch.org/whl/"
+# PyTorch's own wheel index (CBX_PYTORCH_INDEX: a mirror of it, e.g. a company proxy).
+PYTORCH_INDEX = (os.environ.get("CBX_PYTORCH_INDEX")
+                 or "https://download.pytorch.org/whl").rstrip("/") + "/"
+INDEX_PROBE_TIMEOUT = 10.0      # seconds to wait for PyTorch's index before using PyPI
 
 EXIT_OK = 0
 EXIT_USAGE = 1
@@ -273,10 +276,48 @@ class TorchPlan:
     expect_cuda: bool          # verify torch.version.cuda after installing
     reason: str
     size_key: tuple[str, str]
+    # what to install instead when index_url cannot be reached (the CPU build: PyPI's)
+    fallback: "TorchPlan | None" = None
 
     @property
     def source(self) -> str:
         return self.index_url or "PyPI"
+
+    def fall_back(self, why: str) -> "TorchPlan":
+        """The fallback plan, its reason saying why and what it costs on disk."""
+        fb = self.fallback
+        extra = ENV_GB.get(fb.size_key, ENV_GB_DEFAULT) - ENV_GB.get(self.size_key,
+                                                                      ENV_GB_DEFAULT)
+        cost = (f"; it bundles CUDA libraries this machine cannot use: about {extra:.1f} GB "
+                f"more on disk (environment about "
+                f"{ENV_GB.get(fb.size_key, ENV_GB_DEFAULT):.1f} GB instead of "
+                f"{ENV_GB.get(self.size_key, ENV_GB_DEFAULT):.1f} GB)") if extra > 0 else ""
+        return TorchPlan(fb.build, fb.index_url, fb.torch_spec, fb.torchaudio_spec,
+                         fb.expect_cuda,
+                         f"{self.reason.split(';')[0]}; PyTorch's index {self.index_url} "
+                         f"cannot be reached ({why}), so PyPI's build is used{cost}. Re-run "
+                         "setup where that index is reachable (or set CBX_PYTORCH_INDEX to "
+                         "a mirror) to get the smaller build",
+                         fb.size_key)
+
+
+def index_reachable(url: str, timeout: float = INDEX_PROBE_TIMEOUT) -> tuple[bool, str]:
+    """Can pip reach this wheel index? Asks for its torch page (PEP 503), as pip would;
+    proxies from the environment apply, as they do for pip."""
+    import urllib.error
+    import urllib.request
+
+    page = url.rstrip("/") + "/torch/"
+    try:
+        with urllib.request.urlopen(page, timeout=timeout) as response:
+            response.read(1024)
+        return True, ""
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code} for {page}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) \
+            else reason
 
 
 def _cuda_tag(cuda: tuple[int, int] | None) -> str | None:
@@ -319,16 +360,27 @@ def choose_torch(system: str, probe: GpuProbe, want: str = "auto",
         return plan("cpu", None, None, "macOS: PyPI's build (CPU, and MPS on Apple silicon)",
                     ("Darwin", "pypi"))
 
-    gpu = probe.ok and bool(probe.gpus)
-    if want == "cpu" or (want == "auto" and not gpu):
-        why = "--cpu given" if want == "cpu" else f"no usable NVIDIA GPU: {probe.describe()}"
+    def cpu_plan(why: str) -> TorchPlan:
+        """The CPU build: PyPI's on Windows (CPU-only there); on Linux PyTorch's CPU-only
+        wheels, since PyPI's Linux wheel pulls ~3.4 GB of CUDA libraries (nvidia/,
+        triton/) a machine without an NVIDIA GPU never uses; PyPI's is the fallback."""
         if system == "Windows":
             return plan("cpu", None, None, f"{why}; PyPI's Windows build is CPU-only",
                         ("Windows", "pypi"))
-        return plan("cpu", None, None,
-                    f"{why}; PyPI's Linux build (it bundles CUDA libraries but runs on CPU; "
-                    f"--torch-index {PYTORCH_INDEX}cpu installs a ~3 GB smaller CPU-only "
-                    "build where that index is reachable)", (system, "pypi"))
+        pypi = plan("cpu", None, None, f"{why}; PyPI's Linux build (it bundles CUDA "
+                                       "libraries but runs on CPU)", (system, "pypi"))
+        saved = ENV_GB[(system, "pypi")] - ENV_GB[(system, "cpu-index")]
+        cpu = plan("cpu", PYTORCH_INDEX + "cpu", None,
+                   f"{why}; CPU-only build from PyTorch's index (about {saved:.1f} GB "
+                   "smaller than PyPI's, which bundles CUDA libraries)",
+                   (system, "cpu-index"))
+        cpu.fallback = pypi
+        return cpu
+
+    gpu = probe.ok and bool(probe.gpus)
+    if want == "cpu" or (want == "auto" and not gpu):
+        return cpu_plan("--cpu given" if want == "cpu" else
+                        f"no usable NVIDIA GPU: {probe.describe()}")
 
     tag = _cuda_tag(probe.cuda_version if gpu else None)
     why = "--cuda given" if want == "cuda" else f"NVIDIA GPU found: {probe.describe()}"
@@ -337,11 +389,9 @@ def choose_torch(system: str, probe: GpuProbe, want: str = "auto",
             tag = "cu118"
             why += "; the driver looks too old for it, update the NVIDIA driver if CUDA fails"
         else:
-            return plan("cpu", None, None,
-                        f"{why}, but torch {torch_version} needs a driver with CUDA 11.8 or "
-                        "newer: installing the CPU build (update the NVIDIA driver and re-run "
-                        "with --cuda for GPU speed)",
-                        (system, "pypi"))
+            return cpu_plan(f"{why}, but torch {torch_version} needs a driver with CUDA "
+                            "11.8 or newer: installing the CPU build (update the NVIDIA "
+                            "driver and re-run with --cuda for GPU speed)")
     if system == "Linux" and tag == "cu124":
         return plan("cuda", None, None, f"{why}; PyPI's Linux build is CUDA 12.4",
                     ("Linux", "pypi"))
@@ -792,6 +842,18 @@ def pip_cmd(env: Env, args: argparse.Namespace) -> list[str]:
     return cmd
 
 
+def torch_install_cmd(env: Env, args: argparse.Namespace, torch_plan: TorchPlan,
+                      force: bool) -> list[str]:
+    """pip's command for a torch plan: its index (if not PyPI), reinstalling in place
+    when the installed build is the wrong one."""
+    cmd = pip_cmd(env, args) + [torch_plan.torch_spec, torch_plan.torchaudio_spec]
+    if torch_plan.index_url:
+        cmd += ["--index-url", torch_plan.index_url]
+    if force:
+        cmd += ["--force-reinstall", "--no-deps"]
+    return cmd
+
+
 def pip_env(args: argparse.Namespace) -> dict:
     env = dict(os.environ)
     if args.pip_cache:
@@ -857,7 +919,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--venv", action="store_true",
                        help=f"use a venv ({VENV_DIR_NAME}/) even inside conda")
     build = p.add_mutually_exclusive_group()
-    build.add_argument("--cpu", action="store_true", help="install the CPU PyTorch build")
+    build.add_argument("--cpu", action="store_true",
+                       help="install the CPU PyTorch build (Linux: the CPU-only wheels from "
+                            "PyTorch's index, else PyPI's)")
     build.add_argument("--cuda", action="store_true",
                        help="install the CUDA PyTorch build even if no GPU is detected")
     p.add_argument("--torch-index", metavar="URL",
@@ -1008,6 +1072,12 @@ def _make_plan(args: argparse.Namespace, env: Env, envcheck, variants) -> Plan:
                                   state.dists)
     plan.pins_unmet = unmet_pins(requirements, state.dists)
     plan.project_done = state.exists and not plan.pins_unmet and cbx_installed_here(state)
+    if torch_plan.fallback is not None and (not state.exists or plan.torch_unmet):
+        # torch will be installed: from PyTorch's index only if pip can reach it (asked
+        # now, so the plan, the disk estimate and the dry run all say which build)
+        reachable, why = index_reachable(torch_plan.index_url)
+        if not reachable:
+            plan.torch_plan = torch_plan.fall_back(why)
     return plan
 
 
@@ -1112,12 +1182,18 @@ def _install(plan: Plan, args: argparse.Namespace) -> Env:
                      env=pip_env(args))
     if plan.torch_needed:
         say(f"==> 2. installing PyTorch ({torch_plan.build.upper()} build)")
-        cmd = pip_cmd(env, args) + [torch_plan.torch_spec, torch_plan.torchaudio_spec]
-        if torch_plan.index_url:
-            cmd += ["--index-url", torch_plan.index_url]
-        if plan.torch_force:
-            cmd += ["--force-reinstall", "--no-deps"]
-        run_step(cmd, "Installing PyTorch", env=pip_env(args))
+        try:
+            run_step(torch_install_cmd(env, args, torch_plan, plan.torch_force),
+                     "Installing PyTorch", env=pip_env(args))
+        except SetupError as exc:
+            if torch_plan.fallback is None:
+                raise
+            # the index answered the plan's probe but failed during the install
+            plan.torch_plan = torch_plan = torch_plan.fall_back(
+                f"pip failed: {exc.message.split(';')[0]}")
+            say(f"==>    {torch_plan.reason}")
+            run_step(torch_install_cmd(env, args, torch_plan, plan.torch_force),
+                     "Installing PyTorch from PyPI", env=pip_env(args))
         ok, detail = torch_build_matches(env, torch_plan)
         if not ok:
             raise SetupError(EXIT_INSTALL, f"PyTorch installed but not as the "
@@ -1170,7 +1246,8 @@ def _status_report(env: Env) -> dict | None:
 
 
 def summary(env: Env, models, failed, broken, paths, variants, started) -> None:
-    from cbx.units import format_bytes   # layer 1 of this checkout: standard library only
+    from cbx.scripts import cuda_library_dirs   # layer 1 of this checkout: standard
+    from cbx.units import format_bytes          # library only
 
     say("")
     say("Summary")
@@ -1209,7 +1286,9 @@ def summary(env: Env, models, failed, broken, paths, variants, started) -> None:
         say(f"  weights:    {v.label}: {state}  [{dest}]")
     if not models:
         say("  weights:    none requested (--no-models)")
-    say(f"  disk used:  environment {format_bytes(tree_bytes(env.prefix))} in {env.prefix}; "
+    cuda = sum(tree_bytes(d) for d in cuda_library_dirs(env.prefix))
+    say(f"  disk used:  environment {format_bytes(tree_bytes(env.prefix))} in {env.prefix}"
+        + (f" (CUDA libraries: {format_bytes(cuda)})" if cuda else "") + "; "
         f"model cache {format_bytes(tree_bytes(paths.model_dir()))} in {paths.model_dir()}")
     say(f"  took:       {time.monotonic() - started:.0f} s")
     say("")

@@ -136,3 +136,35 @@ CUDA_OOM_SOLUTION = (
     "again with dtype='float16' (half precision), shorter chunks (max_chunk_chars=150), "
     "or device='cpu'."
 )
+
+
+# Exit statuses of the `cbx` command, one per error class, so a script can tell a bad
+# clip from a missing install without parsing text. 0 = success, 1 = a check failed
+# (`cbx status`), 2 = bad arguments (argparse); 130 = interrupted (Ctrl+C).
+EXIT_STATUS: dict[type[CbxError], int] = {
+    CbxError: 3,
+    EnvironmentNotSetup: 10,
+    ModelFilesMissing: 11,
+    NoVoiceLoaded: 12,
+    VoiceFileNotFound: 13,
+    InvalidVoiceFile: 14,
+    InvalidText: 15,
+    InvalidSetting: 16,
+    ModelBusy: 17,
+    GpuInUse: 18,
+    GenerationCancelled: 19,
+    UnexpectedError: 20,
+    GenerationFailed: 21,
+    ModelLoadFailed: 22,
+    HealthCheckFailed: 23,
+    OutputNotSaved: 24,
+}
+EXIT_INTERRUPTED = 130
+
+
+def exit_status(error: CbxError) -> int:
+    """The exit status for an error: its class's, else its nearest listed ancestor's."""
+    for cls in type(error).__mro__:
+        if cls in EXIT_STATUS:
+            return EXIT_STATUS[cls]
+    return EXIT_STATUS[CbxError]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -27,3 +28,20 @@ class UsageParser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(self.usage_exit_code)
+
+
+# The site-packages folders PyPI's Linux torch wheel pulls in for CUDA (about 3.4 GB):
+# shown beside the environment's size, since a machine without an NVIDIA GPU never
+# needs them and PyTorch's CPU-only build (setup_env.py's default there) has none.
+CUDA_PACKAGES = ("nvidia", "triton")
+
+
+def cuda_library_dirs(env_prefix: Path) -> list[Path]:
+    """The CUDA library folders inside an environment (venv or conda; Linux, macOS or
+    Windows layout), real folders only: a link's target is not this environment's."""
+    found = []
+    for site in (*sorted(Path(env_prefix).glob("lib/python3*/site-packages")),
+                 Path(env_prefix) / "Lib" / "site-packages"):
+        found += [site / name for name in CUDA_PACKAGES
+                  if (site / name).is_dir() and not (site / name).is_symlink()]
+    return found

@@ -55,6 +55,8 @@ def encode_wav(wav, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
+# The audio formats Result.save writes, by file suffix: the one list `cbx speak -o`
+# and save() check against. A new format is one more entry here plus its encoder.
 class CancelToken:
     """Set from any thread to stop a generation; checked between tokens."""
 
@@ -256,13 +258,6 @@ def _check_call(voice, progress, cancel, on_chunk) -> None:
                              "Pass a cbx.CancelToken() (or None).")
 
 
-def _voice_from(source, variant: str) -> "voicemod.Voice":
-    """A clip path or bytes is validated and saved; any other string names a saved voice."""
-    if voicemod.is_voice_name(source):
-        return voicemod.get_voice(source)
-    return voicemod.load_voice(source, variant=variant)
-
-
 def _resolve_conditionals(loaded, voice, variant: str, exaggeration: float):
     """Return (conditionals, voice name, voice sha) for the requested voice."""
     if voice is None or (isinstance(voice, voicemod.Voice) and voice.builtin):
@@ -272,7 +267,7 @@ def _resolve_conditionals(loaded, voice, variant: str, exaggeration: float):
                 "Upload a reference clip (5-10 s of clear speech) or pick a saved voice.")
         return loaded.builtin_conds, "built-in", None
     if not isinstance(voice, voicemod.Voice):
-        voice = _voice_from(voice, variant)
+        voice = voicemod.resolve_voice(voice, variant)
     key = (voice.sha256, variant)
     conds = loaded.conds_cache.get(key)
     if conds is None:

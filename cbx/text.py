@@ -5,6 +5,7 @@ token cap and get cut off. `split_text` therefore splits on sentence boundaries 
 packs whole sentences into chunks of at most `max_chars` characters. A sentence that
 is itself too long is split at clause punctuation, then between words, and (only for
 a single "word" longer than a chunk, e.g. a URL or unspaced CJK text) at a character.
+A paralinguistic tag such as "[clear throat]" is never split (cbx/tags.py).
 
 The first chunk is kept short (`first_chunk_chars`, whole sentences only): chunks are
 generated one after another, so a short first chunk is what lets the first audio play
@@ -18,6 +19,7 @@ import re
 import unicodedata
 
 from .errors import InvalidSetting, InvalidText
+from .tags import TAG_PATTERN
 
 DEFAULT_MAX_CHARS = 300
 # The first chunk packs whole sentences only up to this many characters (but always
@@ -56,6 +58,9 @@ _SENTENCE_END = re.compile(
 _CLAUSE_END = re.compile(r"[,;:](?=\s)|[—–]|[，、；：]")
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 _SPACES = re.compile(r"\s+")
+# A "word" for splitting: a run of non-space characters and whole tags, so a tag with
+# a space in it ("[clear throat]") is never cut in two (Turbo speaks it as one token).
+_WORD = re.compile(rf"(?:{TAG_PATTERN.pattern}|\S)+")
 _NEXT_CHARACTER = re.compile(r"\s*(\S)")
 
 
@@ -242,10 +247,9 @@ def _split_long(sentence: str, max_chars: int) -> list[tuple[str, str]]:
 
 def _split_words(clause: str, max_chars: int) -> list[tuple[str, str]]:
     pieces: list[tuple[str, str]] = []
-    for i, word in enumerate(clause.split(" ")):
-        if not word:
-            continue
-        sep = " " if i else ""
+    for match in _WORD.finditer(clause):
+        word = match.group()
+        sep = " " if match.start() else ""      # normalised text: single spaces
         if len(word) <= max_chars:
             pieces.append((sep, word))
         else:
@@ -256,13 +260,23 @@ def _split_words(clause: str, max_chars: int) -> list[tuple[str, str]]:
 
 
 def _hard_split(word: str, max_chars: int) -> list[str]:
-    """Cut a word longer than max_chars, never separating a combining mark from its base."""
+    """Cut a word longer than max_chars, never separating a combining mark from its base
+    and never cutting a tag (one longer than max_chars makes a longer piece)."""
+    tags = [m.span() for m in TAG_PATTERN.finditer(word)]
+    next_tag = 0                  # cuts only move forward, so one pass over the tags
     parts = []
     start = 0
     while len(word) - start > max_chars:
         cut = start + max_chars
         while cut > start + 1 and unicodedata.combining(word[cut]):
             cut -= 1
+        while next_tag < len(tags) and tags[next_tag][1] <= cut:
+            next_tag += 1
+        if next_tag < len(tags) and tags[next_tag][0] < cut:
+            tag_start, tag_end = tags[next_tag]
+            cut = tag_start if tag_start > start else tag_end
+        if cut >= len(word):
+            break
         parts.append(word[start:cut])
         start = cut               # an index, not a copy of the rest: linear in the word
     parts.append(word[start:])

@@ -496,6 +496,15 @@ def is_voice_name(source) -> bool:
             and not Path(source).expanduser().exists())
 
 
+def resolve_voice(source, variant: str = DEFAULT_VARIANT) -> Voice:
+    """What speak() does with its `voice`: a clip path or bytes is validated and saved;
+    any other string names a saved voice. Public so `cbx speak` can check the voice
+    before the model loads, by the same rule."""
+    if is_voice_name(source):
+        return get_voice(source, variant=variant)
+    return load_voice(source, variant=variant)
+
+
 def _saved_voice_named(source, lib: Path, variant: Variant) -> Voice | None:
     """A plain name (see is_voice_name) that matches a saved voice."""
     if not is_voice_name(source):

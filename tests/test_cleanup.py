@@ -437,3 +437,37 @@ def test_state_of_finished_kernels_is_removed_and_dry_run_keeps_stale_records(tr
     assert (holds / "999999.json").exists(), "a dry run changes nothing"
     r = run(root, "--caches-only", "--yes")
     assert r.returncode == 0 and not holds.exists(), r.stdout
+
+
+def test_environment_row_shows_its_size_and_its_cuda_libraries(tmp_path):
+    """Issue 14, part 1: the table says how big the environment is and how much of it
+    is CUDA libraries a machine without an NVIDIA GPU does not need."""
+    from cbx.scripts import cuda_library_dirs
+    from cbx.units import format_bytes
+
+    root = tmp_path / "repo"
+    write(root / "pyproject.toml", 10)
+    write(root / "cbx" / "__init__.py", 10)
+    site = root / ".venv_chatterbox" / "lib" / "python3.11" / "site-packages"
+    write(site / "torch" / "lib.so", 100_000)
+    write(site / "nvidia" / "cublas" / "lib.so", 300_000)
+    write(site / "triton" / "backend.so", 200_000)
+    dirs = cuda_library_dirs(root / ".venv_chatterbox")
+    assert dirs == [site / "nvidia", site / "triton"]
+    cuda = cleanup.disk_usage(*dirs)
+    assert cuda >= 500_000
+    [env] = [item for item in listing(root)["items"] if item["group"] == "env"]
+    assert env["bytes"] >= 600_000
+    assert env["note"].startswith(f"{format_bytes(cuda)} of it CUDA libraries "
+                                  "(nvidia, triton), needed only with an NVIDIA GPU")
+    table = run(root, "--dry-run").stdout
+    assert f"{format_bytes(env['bytes'])}" in table and "of it CUDA libraries" in table
+
+    # a CPU-only environment (and Windows' layout) has no such note
+    shutil.rmtree(site / "nvidia")
+    shutil.rmtree(site / "triton")
+    [env] = [item for item in listing(root)["items"] if item["group"] == "env"]
+    assert env["note"] is None
+    windows = tmp_path / "win_env"
+    write(windows / "Lib" / "site-packages" / "nvidia" / "x.dll", 10)
+    assert cuda_library_dirs(windows) == [windows / "Lib" / "site-packages" / "nvidia"]

@@ -147,6 +147,7 @@ def test_probe_on_windows_finds_legacy_nvsmi_folder(tmp_path, monkeypatch):
     assert se._find_nvidia_smi("Linux") is None
 
 
+CPU = "https://download.pytorch.org/whl/cpu"
 CU124 = "https://download.pytorch.org/whl/cu124"
 CU118 = "https://download.pytorch.org/whl/cu118"
 GPU = dict()                             # RTX 3050, driver CUDA 12.4
@@ -168,14 +169,16 @@ FAILING = dict(query_rc=9)
     ("Windows", None, "auto", "cpu", None, "torch==2.6.0"),
     ("Windows", GPU, "cpu", "cpu", None, "torch==2.6.0"),
     ("Windows", None, "cuda", "cuda", CU124, "torch==2.6.0+cu124"),
-    # Linux: PyPI's torch 2.6.0 already is the CUDA 12.4 build.
+    # Linux: PyPI's torch 2.6.0 already is the CUDA 12.4 build; without a GPU, the
+    # CPU-only wheels from PyTorch's index (PyPI's would bring 3.4 GB of CUDA libraries).
     ("Linux", GPU, "auto", "cuda", None, "torch==2.6.0"),
     ("Linux", GPU_CUDA_11_8, "auto", "cuda", CU118, "torch==2.6.0+cu118"),
-    ("Linux", NO_GPU, "auto", "cpu", None, "torch==2.6.0"),
-    ("Linux", FAILING, "auto", "cpu", None, "torch==2.6.0"),
-    ("Linux", None, "auto", "cpu", None, "torch==2.6.0"),
+    ("Linux", GPU_CUDA_11_4, "auto", "cpu", CPU, "torch==2.6.0"),
+    ("Linux", NO_GPU, "auto", "cpu", CPU, "torch==2.6.0"),
+    ("Linux", FAILING, "auto", "cpu", CPU, "torch==2.6.0"),
+    ("Linux", None, "auto", "cpu", CPU, "torch==2.6.0"),
     ("Linux", None, "cuda", "cuda", None, "torch==2.6.0"),
-    ("Linux", GPU, "cpu", "cpu", None, "torch==2.6.0"),
+    ("Linux", GPU, "cpu", "cpu", CPU, "torch==2.6.0"),
     # macOS: no CUDA at all; PyPI's build (MPS on Apple silicon).
     ("Darwin", None, "auto", "cpu", None, "torch==2.6.0"),
     ("Darwin", GPU, "auto", "cpu", None, "torch==2.6.0"),
@@ -187,6 +190,112 @@ def test_torch_build_choice(system, smi, want, build, index, torch_spec):
     assert plan.torchaudio_spec == torch_spec.replace("torch==", "torchaudio==")
     assert plan.expect_cuda is (build == "cuda")
     assert plan.reason
+    if index == CPU:        # PyPI's build is what is left when PyTorch's index is not
+        fallback = plan.fallback
+        assert (fallback.build, fallback.index_url, fallback.torch_spec) == (
+            "cpu", None, torch_spec)
+        assert plan.size_key == ("Linux", "cpu-index") and "3.6 GB smaller" in plan.reason
+    else:
+        assert plan.fallback is None
+
+
+def test_falling_back_to_pypi_says_why_and_what_it_costs_on_disk():
+    plan = se.choose_torch("Linux", se.GpuProbe(found=False), "auto")
+    fallback = plan.fall_back("URLError: [Errno 111] Connection refused")
+    assert fallback.source == "PyPI" and fallback.torch_spec == plan.torch_spec
+    assert fallback.size_key == ("Linux", "pypi") and fallback.fallback is None
+    assert f"PyTorch's index {CPU} cannot be reached (URLError: [Errno 111]" in \
+        fallback.reason
+    assert "about 3.6 GB more on disk (environment about 6.6 GB instead of 3.0 GB)" in \
+        fallback.reason
+    assert fallback.reason.startswith("no usable NVIDIA GPU")
+
+
+def test_index_probe_asks_for_the_torch_page(tmp_path):
+    import http.server
+    import threading
+
+    (tmp_path / "cpu" / "torch").mkdir(parents=True)
+    (tmp_path / "cpu" / "torch" / "index.html").write_text("<a>torch-2.6.0+cpu</a>")
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+        *a, directory=str(tmp_path), **kw)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert se.index_reachable(base + "/cpu") == (True, "")
+        ok, why = se.index_reachable(base + "/cu999/")
+        assert not ok and why == f"HTTP 404 for {base}/cu999/torch/"
+    finally:
+        server.shutdown()
+        server.server_close()
+    ok, why = se.index_reachable("http://127.0.0.1:9/whl/cpu", timeout=5)
+    assert not ok and "refused" in why.lower()
+
+
+@pytest.mark.parametrize("system, smi, reachable, source, build", [
+    ("Linux", NO_GPU, True, CPU, "CPU"),
+    ("Linux", NO_GPU, False, "PyPI", "CPU"),
+    ("Linux", None, False, "PyPI", "CPU"),
+    ("Linux", GPU_CUDA_11_4, True, CPU, "CPU"),
+    ("Linux", GPU, None, "PyPI", "CUDA"),
+    ("Linux", GPU_CUDA_11_8, None, CU118, "CUDA"),
+    ("Windows", NO_GPU, None, "PyPI", "CPU"),
+    ("Windows", GPU, None, CU124, "CUDA"),
+    ("Darwin", None, None, "PyPI", "CPU"),
+])
+def test_dry_run_plan_for_each_system_and_gpu(tmp_path, monkeypatch, capsys, system, smi,
+                                              reachable, source, build):
+    """The plan --dry-run prints for a new environment, per (system, GPU, index)."""
+    probed = []
+
+    def reach(url, timeout=se.INDEX_PROBE_TIMEOUT):
+        probed.append(url)
+        assert reachable is not None, "only the CPU index has a fallback to probe for"
+        return (True, "") if reachable else (False, "URLError: timed out")
+
+    gpu = se.GpuProbe(found=False) if smi is None else probe(system, **smi)
+    monkeypatch.setattr(se.platform, "system", lambda: system)
+    monkeypatch.setattr(se, "probe_gpu", lambda system: gpu)
+    monkeypatch.setattr(se, "index_reachable", reach)
+    monkeypatch.setattr(se, "ROOT", tmp_path)           # a checkout with no environment yet
+    assert se.main(["--dry-run", "--no-models", "--venv"]) == se.EXIT_OK
+    out = capsys.readouterr().out
+    assert f"PyTorch:     {build} build" in out
+    assert f"install torch==2.6.0{'+cu118' if source == CU118 else ''}" in out
+    assert f"from {source} (new environment)" in out
+    assert probed == ([CPU] if reachable is not None else [])
+    if reachable is False:
+        assert "cannot be reached (URLError: timed out)" in out
+        assert "about 3.6 GB more on disk" in out
+    env_gb = se.ENV_GB[(system, {CPU: "cpu-index", "PyPI": "pypi"}.get(source, "cuda-index"))]
+    assert f"about {env_gb:.1f} GB needed" in out
+    assert not (tmp_path / ".venv_chatterbox").exists()
+
+
+def test_install_falls_back_to_pypi_when_the_index_fails_mid_install(monkeypatch, capsys):
+    commands = []
+
+    def run_step(cmd, what, code=se.EXIT_INSTALL, env=None):
+        commands.append(cmd)
+        if "--index-url" in cmd:
+            raise se.SetupError(code, f"{what} failed (exit code 1); the output above says why.")
+
+    monkeypatch.setattr(se, "run_step", run_step)
+    monkeypatch.setattr(se, "torch_build_matches", lambda env, plan: (True, ""))
+    torch_plan = se.choose_torch("Linux", se.GpuProbe(found=False), "auto")
+    env = se.Env("venv", Path("/nonexistent/venv"))
+    plan = se.Plan(env=env, state=se.EnvState(exists=True), action="ok", action_why="",
+                   creator=None, creator_version=(), torch_plan=torch_plan, requirements=[],
+                   models=[], to_download=[], weights_state={}, project_done=True)
+    args = se.build_parser().parse_args([])
+    se._install(plan, args)
+    assert [c[-2:] for c in commands] == [["--index-url", CPU],
+                                          ["torch==2.6.0", "torchaudio==2.6.0"]]
+    assert plan.torch_plan.source == "PyPI"
+    out = capsys.readouterr().out
+    assert "cannot be reached (pip failed: Installing PyTorch failed (exit code 1)" in out
+    assert "3.6 GB more on disk" in out
 
 
 def test_torch_index_override_and_cuda_on_macos():
@@ -259,13 +368,16 @@ def snapshot(folder: Path) -> dict:
 def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path):
     checkout = make_checkout(tmp_path / "repo")
     before = snapshot(tmp_path)
-    env = clean_env(tmp_path)
+    # PyTorch's index made unreachable (a closed port): Linux falls back to PyPI
+    env = clean_env(tmp_path, CBX_PYTORCH_INDEX="http://127.0.0.1:9/whl/")
     r = run_setup(checkout, "--dry-run", "--cpu", "--models", "all", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     assert "dry run" in out.lower()
     assert f"[do]   1. create venv {checkout / '.venv_chatterbox'}" in out
     assert "install torch==2.6.0 torchaudio==2.6.0 from PyPI" in out
+    if se.platform.system() == "Linux":
+        assert "PyTorch's index http://127.0.0.1:9/whl/cpu cannot be reached" in out
     assert "pip install -e ." in out
     for v in variants.VARIANTS.values():
         assert f"download {v.label} from {v.repo_id}" in out
@@ -558,3 +670,28 @@ def test_rerun_with_a_broken_venv_python_recreates_it(tmp_path):
     assert "==> 2. installing PyTorch" in r.stdout
     assert pip_version(env).returncode == 0
     assert r.returncode == se.EXIT_INSTALL and "Installing PyTorch failed" in r.stderr
+
+
+def test_summary_shows_the_environment_size_and_its_cuda_libraries(tmp_path, monkeypatch,
+                                                                   capsys):
+    from cbx import paths
+    from cbx.units import format_bytes
+
+    prefix = tmp_path / "venv"
+    site = prefix / "lib" / "python3.11" / "site-packages"
+    for name, size in (("torch/a.so", 1000), ("nvidia/b.so", 3000), ("triton/c.so", 2000)):
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_bytes(b"x" * size)
+    monkeypatch.setattr(se, "_status_report", lambda env: None)
+    monkeypatch.setenv("CBX_MODEL_DIR", str(tmp_path / "models"))
+    se.summary(se.Env("venv", prefix), [], [], [], paths, variants, time.monotonic())
+    out = capsys.readouterr().out
+    cuda = se.tree_bytes(site / "nvidia") + se.tree_bytes(site / "triton")
+    assert (f"disk used:  environment {format_bytes(se.tree_bytes(prefix))} in {prefix} "
+            f"(CUDA libraries: {format_bytes(cuda)})") in out
+    (site / "nvidia" / "b.so").unlink()
+    (site / "triton" / "c.so").unlink()
+    (site / "nvidia").rmdir()
+    (site / "triton").rmdir()
+    se.summary(se.Env("venv", prefix), [], [], [], paths, variants, time.monotonic())
+    assert "CUDA libraries" not in capsys.readouterr().out

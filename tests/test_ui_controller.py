@@ -148,6 +148,11 @@ class FakeBackend(Backend):
 
         return estimate_seconds(text)
 
+    def paralinguistic_tags(self, variant):
+        from cbx.tags import variant_tags
+
+        return variant_tags(variant, self.model_dir)
+
     def make_cancel_token(self):
         return CancelToken()
 

@@ -43,6 +43,8 @@ class Backend(Protocol):
         """The chunks speak() will make."""
     def estimate_seconds(self, text: str) -> float:
         """About how long `text` takes to say."""
+    def paralinguistic_tags(self, variant: str) -> tuple[str, ...]:
+        """The tags (`[laugh]`, ...) `variant` speaks; () for one that reads them aloud."""
     def make_cancel_token(self):
         """A token speak() checks between tokens."""
     def speak(self, text: str, voice, **kwargs):
@@ -121,6 +123,11 @@ class CbxBackend(Backend):
         from ..text import estimate_seconds
 
         return estimate_seconds(text)
+
+    def paralinguistic_tags(self, variant: str) -> tuple[str, ...]:
+        from ..tags import variant_tags
+
+        return variant_tags(variant, self.model_dir)
 
     def make_cancel_token(self):
         from ..synth import CancelToken

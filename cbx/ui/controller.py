@@ -28,6 +28,7 @@ from ..errors import (CbxError, GenerationCancelled, GenerationFailed, HealthChe
 from ..synth import encode_wav
 from ..state import ModelInfo, ModelState
 from ..text import CHARS_PER_SECOND, DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS
+from ..tags import TURBO, find_tags
 from ..variants import DEFAULT_VARIANT, VARIANTS
 from .playback import LivePlayback, Schedule, thread_timer
 
@@ -161,6 +162,7 @@ class DashboardController:
         # the same short first chunk speak() uses, so the hint counts what will be made
         self.first_chunk_chars: int | None = DEFAULT_FIRST_CHUNK_CHARS
         self.settings: dict = dict(VARIANTS[self.variant].defaults)
+        self.tags: tuple[str, ...] = backend.paralinguistic_tags(self.variant)
 
         self.idle_unload_minutes = idle_unload_minutes
         self._connect_manager()
@@ -397,6 +399,20 @@ class DashboardController:
             self.text_info = info
         self._emit("text")
 
+    @property
+    def tag_warning(self) -> str:
+        """For a variant without paralinguistic tags, a warning when the text holds
+        some: that model spells "[laugh]" out instead of laughing."""
+        if self.variant == TURBO:
+            return ""
+        found = list(dict.fromkeys(find_tags(self.text)))
+        if not found:
+            return ""
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        return (f"{VARIANTS[self.variant].label} reads tags such as {shown} aloud as "
+                f"words. Only {VARIANTS[TURBO].label} speaks them: choose it as the "
+                "variant, or remove the tags.")
+
     # -------------------------------------------------------------------- settings
     def set_variant(self, variant: str) -> None:
         if variant not in VARIANTS:
@@ -404,13 +420,14 @@ class DashboardController:
                                  f"Use one of: {', '.join(VARIANTS)}.")
         self.variant = variant
         self.settings = dict(VARIANTS[variant].defaults)
+        self.tags = self.backend.paralinguistic_tags(variant)
         languages = VARIANTS[variant].languages
         if languages and self.language not in languages:
             self.language = "en" if "en" in languages else languages[0]
         if self.voice_choice == BUILTIN and not self.has_builtin_voice() and self.voices:
             self.voice_choice, self.voice_info = self.voices[0].name, self.voices[0]
         self.refresh_health(emit=False)
-        self._emit("settings", "voices", "health", "model")
+        self._emit("settings", "voices", "health", "model", "text")
 
     def ignored_settings(self) -> tuple[str, ...]:
         return VARIANTS[self.variant].ignored_settings

@@ -18,6 +18,7 @@ from ..variants import VARIANTS
 from ..voices import MAX_VOICE_BYTES
 from . import playback, render
 from .controller import BUILTIN, CANCELLING, GENERATING, DashboardController
+from .tagbar import TagBar
 from .upload import ClipUpload
 
 BASIC_SETTINGS = ("exaggeration", "cfg_weight", "temperature")
@@ -222,7 +223,16 @@ class Dashboard:
         self.text.add_class("cbx-text")
         self.text.observe(self._on_text, names="value")
         self.text_info = w.HTML()
-        return self._card("2 &middot; Text", self.text, self.text_info)
+        # Turbo's paralinguistic tags: buttons that insert one at the cursor
+        self.tag_hint = w.HTML("<span class='cbx-hint'>Turbo's sound tags (click to "
+                               "insert at the cursor):</span>")
+        self.tag_bar = TagBar(target="cbx-text")
+        self.tag_box = w.VBox([self.tag_hint, self.tag_bar], layout=_full_width(w))
+        self.tag_box.add_class("cbx-tags")
+        # other variants: a warning when the text holds tags they would read aloud
+        self.tag_warning = self._html("cbx-tag-warning")
+        return self._card("2 &middot; Text", self.text, self.tag_box, self.text_info,
+                          self.tag_warning)
 
     def _settings_card(self):
         w, c = self.w, self.c
@@ -558,6 +568,12 @@ class Dashboard:
         if self.text.value != self.c.text:
             self.text.value = self.c.text
         self.text_info.value = render.text_info_html(self.c.text_info)
+        self.tag_bar.tags = list(self.c.tags)
+        self.tag_bar.disabled = self.c.session_ended
+        self.tag_box.layout.display = None if self.c.tags else "none"
+        warning = self.c.tag_warning
+        self.tag_warning.value = (f"<div class='cbx-warn'>{render.e(warning)}</div>"
+                                  if warning else "")
 
     def _render_settings(self) -> None:
         c = self.c
