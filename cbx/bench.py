@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from . import paths
+from .decode import decoder_of
 from .settings import DTYPES
 from .variants import VARIANTS, get_variant
 
@@ -68,8 +69,11 @@ FIGURES = {
     "conds_first_s": ("Voice: conditionals, first use of a clip", "s", "lower", None),
     "conds_reuse_s": ("Voice: reuse of a saved voice", "s", "lower", 0.05),
     "prefill_s": ("T3: prompt prefill", "s", "lower", None),
-    # same upstream decode code on both sides: "not slower" within a 5% noise margin
-    "t3_tokens_per_s": ("T3: decode speed", "tokens/s", "higher", 0.95),
+    # cbx's own token loop (cbx/decode.py) against upstream's: at least as fast on a CPU
+    # (on a GPU the targets are 2x in float32 and 3x in half precision, see README)
+    "t3_tokens_per_s": ("T3: decode speed", "tokens/s", "higher", 1.0),
+    "graph_capture_s": ("T3: CUDA graph capture (first use, in the above)", "s", "lower",
+                        None),
     "t3_weight_mb_per_token": ("T3: weights read per token", "MiB", "lower", None),
     "t3_weight_gb_per_s": ("T3: implied weight bandwidth", "GB/s", "higher", None),
     "s3gen_rtf": ("S3Gen+vocoder: audio s per compute s", "x", "higher", None),
@@ -131,7 +135,10 @@ class _Probe:
         import time as _time
 
         t3, s3gen = self.tts.t3, self.tts.s3gen
+        decoder = decoder_of(self.tts)
         state = {}
+        # an instance attribute already there is cbx's decoder: put it back on exit
+        self._saved = (t3.__dict__.get("inference"), s3gen.__dict__.get("inference"))
         inner_t3, inner_s3 = t3.inference, s3gen.inference
 
         def forward_done(_module, _inputs, _output):
@@ -147,10 +154,17 @@ class _Probe:
             state.update(calls=0, start=_time.perf_counter())
             out = inner_t3(*args, **kwargs)
             end = _time.perf_counter()
-            self.runs.append({"t3_calls": state["calls"],
-                              "max_new_tokens": kwargs.get("max_new_tokens"),
-                              "prefill_s": state["prefill_end"] - state["start"],
-                              "decode_s": end - state["prefill_end"]})
+            ran = decoder.last if decoder is not None else None
+            if ran is not None and ran.fast:
+                # cbx's loop times itself (CUDA graph replays run no module hooks);
+                # it makes one token per forward, the prompt's included
+                run = {"t3_calls": ran.tokens, "prefill_s": ran.prefill_s,
+                       "decode_s": ran.decode_s, "graphed": ran.graphed}
+            else:
+                run = {"t3_calls": state["calls"],
+                       "prefill_s": state["prefill_end"] - state["start"],
+                       "decode_s": end - state["prefill_end"]}
+            self.runs.append({**run, "max_new_tokens": kwargs.get("max_new_tokens")})
             return out
 
         def s3_inference(*args, **kwargs):
@@ -167,7 +181,12 @@ class _Probe:
     def __exit__(self, *exc):
         for handle in self._handles:
             handle.remove()
-        del self.tts.t3.inference, self.tts.s3gen.inference   # back to the class methods
+        t3, s3gen = self.tts.t3, self.tts.s3gen
+        for owner, saved in zip((t3, s3gen), self._saved):
+            if saved is None:
+                del owner.inference          # back to the class method
+            else:
+                owner.inference = saved      # back to cbx's decoder
         return False
 
 
@@ -352,6 +371,9 @@ def _measure_generation(side: _Upstream, tts, voice, task: dict, out: dict) -> N
     out["t3_tokens_per_s"] = out["t3_decode_steps"] / decode_s if decode_s else 0
     out["t3_weight_gb_per_s"] = out["t3_weight_mb_per_token"] * 2**20 * \
         out["t3_tokens_per_s"] / 1e9
+    decoder = decoder_of(tts)
+    if decoder is not None and any(r.get("graphed") for r in t3_runs):
+        out["graph_capture_s"] = decoder.capture_s
 
 
 def _worker_main(task_json: str) -> int:

@@ -20,7 +20,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import envcheck, options, paths
+from . import decode, envcheck, options, paths
 from .holds import (ModelHolds, exclusive_devices, now_iso, process_create_time,
                     session_label, write_json_atomic)
 from .envsettings import DEFAULT_IDLE_UNLOAD_MINUTES
@@ -265,6 +265,7 @@ class ModelManager:
             return report
         refs = _module_refs(model.tts)
         variant = model.variant
+        decode.uninstall(model.tts)       # its cache and CUDA graphs go first
         model.conds_cache.clear()
         del model
         alive = _collect_until_dead(refs)
@@ -375,6 +376,7 @@ def _load_upstream(spec, folder: Path, device: str, dtype: str):
     tts.cbx_watermark_off = watermark.get("off")
     if dtype != "float32":
         fastload.cast_half(tts, dtype)
+    decode.install(tts)
     return tts
 
 

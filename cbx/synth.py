@@ -1,7 +1,8 @@
 """Speaking text of any length with a loaded model: chunking, seeds, progress, cancel.
 
-Each chunk goes through chatterbox's own `generate()` so the audio is exactly what
-upstream makes for the same seed; cbx adds what a long text needs around it.
+Each chunk goes through chatterbox's own `generate()` with cbx's token loop
+(cbx.decode) in place of upstream's, which makes the same tokens, so the audio is
+exactly what upstream makes for the same seed; cbx adds what a long text needs around it.
 Layer 4: imports layers 1-3; torch is imported inside functions.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import audio
+from . import decode
 from . import options
 from . import text as textmod
 from . import voices as voicemod
@@ -515,7 +517,7 @@ def _generate_with_retries(tts, conds, chunk: str, seed: int, kwargs: dict,
     for attempt in range(NO_SPEECH_RETRIES + 1):
         try:
             wav = _generate_chunk(tts, conds, chunk, seed + attempt, kwargs, cancel,
-                                  on_tokens)
+                                  on_tokens, notes, label)
         except _NoSpeech as exc:
             last = exc
             continue
@@ -534,14 +536,16 @@ def _generate_with_retries(tts, conds, chunk: str, seed: int, kwargs: dict,
 
 
 def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: CancelToken,
-                    on_tokens):
-    """One upstream generate() call, seeded, with a hook on the token model that counts
-    sampled tokens for progress and aborts between tokens when cancelled."""
+                    on_tokens, notes: list, label: str):
+    """One upstream generate() call, seeded, whose token loop is cbx's decoder
+    (cbx.decode) under this chunk's token budget; the decoder reports each transformer
+    forward, which counts sampled tokens for progress and aborts between tokens when
+    cancelled."""
     import torch
 
     counter = {"calls": 0, "last": 0.0}
 
-    def hook(_module, _inputs):
+    def on_forward():
         if cancel.cancelled:
             raise _Stop
         counter["calls"] += 1
@@ -550,18 +554,23 @@ def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: Can
             counter["last"] = now
             on_tokens(counter["calls"] - 1)  # the first call is the prompt, not a token
 
-    handle = tts.t3.tfmr.register_forward_pre_hook(hook)
+    decoder = decode.decoder_of(tts) or decode.install(tts)
+    budget = decode.token_budget(len(chunk))
     try:
         tts.conds = conds
         torch.manual_seed(seed)
-        with attention_kernels(tts.device):
+        with attention_kernels(tts.device), decoder.chunk(budget, on_forward):
             wav = tts.generate(chunk, **kwargs)
+            ran = decoder.last
     except RuntimeError as exc:
         tokens = counter["calls"] - 1
         if not is_cuda_oom(exc) and ("can't be greater than actual input size" in str(exc)
                                      or tokens <= FEW_TOKENS):
             raise _NoSpeech(tokens, exc) from exc
         raise
-    finally:
-        handle.remove()
+    if ran is not None and ran.hit_budget:
+        notes.append(f"{label} reached its token budget ({ran.budget} speech tokens, "
+                     f"{ran.budget / decode.TOKENS_PER_SECOND:.0f} s) before the model "
+                     "stopped by itself, so the token budget ended it there. If it ends "
+                     "in babble or is cut off, generate it again with another seed.")
     return wav.squeeze(0).detach().cpu().numpy().astype("float32")

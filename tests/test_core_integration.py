@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 import cbx
-from cbx import errors
+from cbx import errors, fixture
+from cbx.decode import upstream_token_loop
 from cbx.manager import get_manager
 from cbx.synth import CancelToken
 from cbx.text import split_text
@@ -96,9 +97,23 @@ def test_equals_upstream_generate_for_a_short_text(loaded, speech_wav):
     ours = cbx.speak("Hello from the upstream check.", voice=voice, seed=42)
     tts = loaded.loaded.tts
     tts.prepare_conditionals(str(voice.path), exaggeration=0.5)
-    torch.manual_seed(42)
-    theirs = tts.generate("Hello from the upstream check.").squeeze(0).numpy()
+    with upstream_token_loop(tts):
+        torch.manual_seed(42)
+        theirs = tts.generate("Hello from the upstream check.").squeeze(0).numpy()
     assert np.array_equal(ours.wav, theirs)
+
+
+def test_a_chunk_the_token_budget_ends_says_so(loaded, speech_wav, monkeypatch):
+    from cbx import decode
+
+    made = fixture.DEFAULT_STOP_AFTER + 1          # the fixture's tokens + its stop token
+    monkeypatch.setattr(decode, "token_budget", lambda chars: made - 3)
+    cut = cbx.speak("Hello from the budget check.", voice=cbx.voice(speech_wav), seed=3)
+    assert any("token budget" in note for note in cut.notes), cut.notes
+    monkeypatch.setattr(decode, "token_budget", lambda chars: made)
+    whole = cbx.speak("Hello from the budget check.", voice=cbx.voice(speech_wav), seed=3)
+    assert not any("token budget" in note for note in whole.notes), whole.notes
+    assert len(cut.wav) < len(whole.wav)
 
 
 def test_builtin_voice_is_used_without_a_voice_and_cfg_zero_runs(loaded):
@@ -265,6 +280,7 @@ def test_every_chunk_equals_upstream_generate_with_seed_plus_index(loaded, speec
     tts = loaded.loaded.tts
     tts.prepare_conditionals(str(voice.path), exaggeration=0.5)
     for i, chunk in enumerate(ours.chunks):
-        torch.manual_seed(42 + i)
-        theirs = tts.generate(chunk).squeeze(0).numpy()
+        with upstream_token_loop(tts):
+            torch.manual_seed(42 + i)
+            theirs = tts.generate(chunk).squeeze(0).numpy()
         assert np.array_equal(pieces[i], theirs), f"chunk {i} differs from upstream"

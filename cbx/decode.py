@@ -1,0 +1,507 @@
+"""cbx's own T3 token loop: a static KV cache, no per-token host sync, CUDA graphs.
+
+Why: upstream's loop (``T3.inference`` / ``T3.inference_turbo``) grows its KV cache every
+step, asks for every layer's hidden states and attentions, checks the stop token on the
+host after every token and launches hundreds of small kernels per step, so a GPU
+computes for a fraction of each 17-20 ms step.  This loop keeps what decides the tokens
+exactly as upstream has it: the same input embeddings (upstream's own
+``prepare_input_embeds``), CFG as the same batch of two, the same transformers logits
+processors in the same order, the multilingual alignment analyzer, and one
+``torch.multinomial`` draw per token.  What changes is how the transformer is driven:
+
+* a pre-allocated ``transformers.StaticCache`` sized to the chunk's token budget
+  (rounded up to ``CACHE_BUCKET`` positions so chunks reuse one cache and one graph),
+  with an explicit additive attention mask, so every step has the same shapes;
+* the speech head runs on the last position only;
+* on CUDA the stop token is checked every ``CUDA_STOP_CHECK`` steps on a device flag;
+  the steps taken past it are cut off and the random generator is put back to where it
+  stood right after the stop token, so S3Gen draws what it would have drawn upstream.
+  On CPU (where a check costs nothing) and for the multilingual model (its analyzer
+  reads every step on the host anyway) the check is every step;
+* on CUDA the one-token step (embedding lookup, transformer, speech head) is captured
+  in a ``torch.cuda.CUDAGraph`` per cache size, at first use, and replayed.
+
+A token budget per chunk (``token_budget``) replaces upstream's fixed 1000 tokens, so a
+chunk that never stops ends after a few times the speech its text predicts instead of
+40 s of babble; ``Decoder.last`` tells the caller whether the budget ended it.
+
+Layer 3 (model-level, beside fastload): torch, transformers and chatterbox are imported
+inside functions.  ``CBX_FAST_DECODE=0`` uses upstream's loop (still under the budget).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+
+FAST_DECODE_ENV = "CBX_FAST_DECODE"
+UPSTREAM_MAX_TOKENS = 1000      # what upstream's generate() asks for (40 s of speech)
+TOKENS_PER_SECOND = 25          # S3 speech tokens per second of audio
+TOKENS_PER_CHAR = 1.7           # real English speech: 25 tokens/s at ~15 characters/s
+BUDGET_FACTOR = 4               # room for slow, expressive reading
+BUDGET_MARGIN = 50              # 2 s, for very short chunks
+CACHE_BUCKET = 256              # cache lengths are rounded up to this many positions
+CUDA_STOP_CHECK = 16            # steps between host reads of the stop flag on CUDA
+
+
+def enabled() -> bool:
+    return os.environ.get(FAST_DECODE_ENV, "1").strip().lower() not in ("0", "false", "no",
+                                                                          "off")
+
+
+def token_budget(chars: int) -> int:
+    """Most speech tokens a chunk of `chars` characters may take (never above upstream's
+    own cap): about 4x what its text predicts, plus 2 s."""
+    return min(UPSTREAM_MAX_TOKENS,
+               math.ceil(BUDGET_FACTOR * TOKENS_PER_CHAR * max(chars, 1)) + BUDGET_MARGIN)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What one T3 call did: tokens made (the stop token included, as upstream counts
+    them), the budget it ran under, and whether the budget (not the model) ended it."""
+
+    tokens: int
+    budget: int
+    hit_budget: bool
+    fast: bool
+    graphed: bool
+    prefill_s: float
+    decode_s: float
+
+
+class Decoder:
+    """Stands in for a loaded model's ``t3.inference`` and ``t3.inference_turbo`` (set
+    as instance attributes by ``install``), so upstream's ``generate()`` keeps doing the
+    conditioning, S3Gen and the watermark and only the token loop is cbx's.
+
+    ``chunk(budget, on_forward)`` sets what the next calls run under; ``on_forward()``
+    is called before every transformer forward (prompt and each token) and may raise to
+    cancel.  ``release()`` frees caches and graphs (called on unload)."""
+
+    def __init__(self, t3, fast: bool | None = None):
+        self.t3 = t3
+        self.fast = enabled() if fast is None else fast
+        self.budget = UPSTREAM_MAX_TOKENS
+        self.on_forward = None
+        self.last: Decoded | None = None
+        self.capture_s = 0.0          # time spent capturing CUDA graphs so far
+        self._steps: dict = {}        # cache length -> _Step
+
+    # ------------------------------------------------------------------ the seams
+
+    @contextlib.contextmanager
+    def chunk(self, budget: int, on_forward=None):
+        self.budget, self.on_forward, self.last = budget, on_forward, None
+        try:
+            yield self
+        finally:
+            self.budget, self.on_forward = UPSTREAM_MAX_TOKENS, None
+
+    def inference(self, **kwargs):
+        """``T3.inference``'s signature (original and multilingual)."""
+        budget = min(self.budget, kwargs.get("max_new_tokens") or UPSTREAM_MAX_TOKENS)
+        if not self.fast:
+            return self._upstream(type(self.t3).inference, "max_new_tokens", budget, kwargs)
+        return self._run(_LlamaLoop, budget, kwargs)
+
+    def inference_turbo(self, t3_cond, text_tokens, **kwargs):
+        """``T3.inference_turbo``'s signature (Turbo)."""
+        kwargs.update(t3_cond=t3_cond, text_tokens=text_tokens)
+        budget = min(self.budget, kwargs.get("max_gen_len") or UPSTREAM_MAX_TOKENS)
+        if not self.fast:
+            return self._upstream(type(self.t3).inference_turbo, "max_gen_len", budget,
+                                  kwargs)
+        return self._run(_Gpt2Loop, budget, kwargs)
+
+    def release(self) -> None:
+        self._steps.clear()
+
+    # ------------------------------------------------------------------ internals
+
+    def _upstream(self, method, budget_arg: str, budget: int, kwargs: dict):
+        hook = None
+        if self.on_forward is not None:
+            hook = self.t3.tfmr.register_forward_pre_hook(lambda *_: self.on_forward())
+        start = time.perf_counter()
+        try:
+            out = method(self.t3, **{**kwargs, budget_arg: budget})
+        finally:
+            if hook is not None:
+                hook.remove()
+        made = out.shape[-1]
+        stopped = bool(made) and int(out[0, -1]) == self.t3.hp.stop_speech_token
+        # Turbo's loop makes budget + 1 tokens and removes the stop token it ends on
+        hit = not stopped and made >= budget
+        self.last = Decoded(made, budget, hit, False, False, 0.0,
+                            time.perf_counter() - start)
+        return out
+
+    def _run(self, loop_class, budget: int, kwargs: dict):
+        import torch
+
+        with torch.inference_mode():
+            loop = loop_class(self, budget, kwargs)
+            out = loop.run()
+        self.last = loop.decoded
+        return out
+
+    def step_for(self, cache_len: int, batch: int, make):
+        """The captured (or eager) one-token step for this cache size, reused."""
+        key = (cache_len, batch)
+        if key not in self._steps:
+            self._steps.clear()       # one cache (and graph) alive at a time
+            self._steps[key] = make()
+        return self._steps[key]
+
+
+def install(tts) -> Decoder:
+    """Put a Decoder in front of this model's T3 token loops (instance attributes, so the
+    class methods stay upstream's for anyone else)."""
+    decoder = Decoder(tts.t3)
+    tts.t3.inference = decoder.inference
+    tts.t3.inference_turbo = decoder.inference_turbo
+    tts.t3.cbx_decoder = decoder
+    return decoder
+
+
+def decoder_of(tts) -> Decoder | None:
+    return getattr(tts.t3, "cbx_decoder", None)
+
+
+@contextlib.contextmanager
+def upstream_token_loop(tts):
+    """Run upstream's own T3 loops on this model inside the block (to compare against
+    them); the decoder, if any, is put back afterwards."""
+    had = decoder_of(tts) is not None
+    uninstall(tts)
+    try:
+        yield tts
+    finally:
+        if had:
+            install(tts)
+
+
+def uninstall(tts) -> None:
+    decoder = decoder_of(tts)
+    if decoder is None:
+        return
+    decoder.release()
+    for name in ("inference", "inference_turbo", "cbx_decoder"):
+        tts.t3.__dict__.pop(name, None)
+
+
+# --------------------------------------------------------------------------- the step
+
+class _Step:
+    """One token through the transformer with a static cache: inputs are written into
+    fixed tensors (`embeds`, `position`), `run()` leaves the last hidden state's speech
+    logits in `logits`.  On CUDA the body is captured once in a CUDA graph."""
+
+    def __init__(self, t3, cache_len: int, batch: int, dtype, device, graph: bool):
+        import torch
+        from transformers import StaticCache
+
+        self.t3, self.cache_len = t3, cache_len
+        self.cache = StaticCache(config=t3.cfg, max_cache_len=cache_len)
+        self.positions = torch.arange(cache_len, device=device)
+        self.embeds = torch.zeros(batch, 1, t3.dim, dtype=dtype, device=device)
+        self.position = torch.zeros(1, dtype=torch.long, device=device)
+        self.mask_min = torch.finfo(dtype).min
+        self.logits = None
+        self.graph = None
+        self.capture_s = 0.0
+        self._want_graph = graph
+
+    def mask(self, query_positions):
+        """Additive causal mask over the whole cache: (1, 1, q, cache_len)."""
+        import torch
+
+        allowed = self.positions[None, :] <= query_positions[:, None]
+        zero = torch.zeros((), dtype=self.embeds.dtype, device=self.embeds.device)
+        return torch.where(allowed, zero, self.mask_min)[None, None]
+
+    def forward(self, embeds, positions):
+        out = self.t3.tfmr(inputs_embeds=embeds, past_key_values=self.cache,
+                           cache_position=positions, attention_mask=self.mask(positions),
+                           use_cache=True)
+        return self.t3.speech_head(out.last_hidden_state[:, -1:, :])
+
+    def prefill(self, embeds):
+        import torch
+
+        return self.forward(embeds, torch.arange(embeds.shape[1], device=embeds.device))
+
+    def step(self):
+        if self.graph is not None:
+            self.graph.replay()
+            return self.logits
+        if self._want_graph:
+            self._capture()
+            return self.logits
+        return self.forward(self.embeds, self.position)
+
+    def _capture(self):
+        """Warm up on a side stream, then capture; the warm-up writes the same cache
+        slot the first real step writes, so nothing it leaves behind is read."""
+        import torch
+
+        start = time.perf_counter()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self.logits = self.forward(self.embeds, self.position)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.logits = self.forward(self.embeds, self.position)
+        self.graph = graph
+        graph.replay()
+        torch.cuda.synchronize()
+        self.capture_s = time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- the loops
+
+class _Loop:
+    """What both loops share: budget, stop detection, RNG bookkeeping, timing."""
+
+    def __init__(self, decoder: Decoder, budget: int, kwargs: dict):
+        import torch
+
+        self.decoder, self.t3, self.budget, self.kw = decoder, decoder.t3, budget, kwargs
+        self.device = self.t3.device
+        self.cuda = self.device.type == "cuda"
+        self.stop_token = self.t3.hp.stop_speech_token
+        self.check_every = CUDA_STOP_CHECK if self.cuda else 1
+        self.generator = torch.cuda.default_generators[self.device.index or 0] \
+            if self.cuda else torch.default_generator
+        self.rng_after = []        # generator state after each draw (CUDA only)
+        self.decoded = None
+
+    def forward_hook(self):
+        if self.decoder.on_forward is not None:
+            self.decoder.on_forward()
+
+    def step_module(self, cache_len: int, batch: int, dtype):
+        graph = self.cuda and self.decoder.fast
+        decoder = self.decoder
+        step = decoder.step_for(cache_len, batch,
+                                lambda: _Step(self.t3, cache_len, batch, dtype, self.device,
+                                              graph))
+        step.cache.reset()
+        return step
+
+    def draw(self, probs):
+        import torch
+
+        token = torch.multinomial(probs, num_samples=1)
+        if self.cuda:
+            self.rng_after.append(self.generator.get_state())
+        return token
+
+    def cut_at_stop(self, tokens, made: int, masked=None) -> int:
+        """On CUDA, steps may run past the end: return how many tokens upstream would
+        have made (up to its stop token, or before a step whose logits were all masked)
+        and put the generator back to just after upstream's last draw."""
+        import torch
+
+        if not self.cuda:
+            return made
+        ends = (tokens[0, :made] == self.stop_token).nonzero()[:, 0] + 1
+        if masked is not None:
+            ends = torch.cat([ends, masked[:made].nonzero()[:, 0]])
+        if len(ends):
+            made = int(ends.min())
+        if made:
+            self.generator.set_state(self.rng_after[made - 1])
+        return made
+
+    def finish(self, step, made: int, hit_budget: bool, prefill_s: float,
+               elapsed: float) -> Decoded:
+        """The call's record; a graph captured during it counts as capture, not decode."""
+        capture, step.capture_s = step.capture_s, 0.0
+        self.decoder.capture_s += capture
+        return Decoded(made, self.budget, hit_budget, True, step.graph is not None,
+                       prefill_s, elapsed - capture)
+
+    def bucket(self, needed: int) -> int:
+        return -(-needed // CACHE_BUCKET) * CACHE_BUCKET
+
+
+class _LlamaLoop(_Loop):
+    """Upstream ``T3.inference`` (original, multilingual), token for token."""
+
+    def run(self):
+        import torch
+        from transformers.generation.logits_process import (
+            MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TopPLogitsWarper)
+
+        t3, kw, hp = self.t3, self.kw, self.t3.hp
+        start = time.perf_counter()
+        temperature = kw.get("temperature", 0.8)
+        cfg_weight = kw.get("cfg_weight", 0.5)
+        top_p = TopPLogitsWarper(top_p=kw.get("top_p", 0.95))
+        min_p = MinPLogitsWarper(min_p=kw.get("min_p", 0.05))
+        repetition = RepetitionPenaltyLogitsProcessor(
+            penalty=float(kw.get("repetition_penalty", 1.2)))
+
+        text_tokens = torch.atleast_2d(kw["text_tokens"]).to(dtype=torch.long,
+                                                             device=self.device)
+        start_tokens = hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
+        embeds, len_cond = t3.prepare_input_embeds(
+            t3_cond=kw["t3_cond"], text_tokens=text_tokens, speech_tokens=start_tokens,
+            cfg_weight=cfg_weight)
+        bos = torch.tensor([[hp.start_speech_token]], dtype=torch.long, device=self.device)
+        bos_embed = t3.speech_emb(bos) + t3.speech_pos_emb.get_fixed_embedding(0)
+        bos_embed = torch.cat([bos_embed, bos_embed])   # batch of two for CFG, as upstream
+        inputs = torch.cat([embeds, bos_embed], dim=1)
+        batch, prompt_len = inputs.shape[0], inputs.shape[1]
+
+        with _alignment_analyzer(t3, len_cond, text_tokens.size(-1)) as analyzer:
+            check_every = 1 if analyzer is not None else self.check_every
+            step = self.step_module(self.bucket(prompt_len + self.budget + 1), batch,
+                                    inputs.dtype)
+            ids = torch.full((1, self.budget + 1), hp.start_speech_token, dtype=torch.long,
+                             device=self.device)
+            done = torch.zeros((), dtype=torch.bool, device=self.device)
+            self.forward_hook()
+            logits = step.prefill(inputs)
+            prefill_end = time.perf_counter()
+            cfg = None
+            made = 0
+            for i in range(self.budget):
+                row = logits[:, -1, :]
+                cond, uncond = row[0:1, :], row[1:2, :]
+                if cfg is None:
+                    cfg = torch.as_tensor(cfg_weight, device=cond.device, dtype=cond.dtype)
+                scores = cond + cfg * (cond - uncond)
+                if analyzer is not None:
+                    scores = analyzer.step(scores, next_token=int(ids[0, i]))
+                history = ids[:, :i + 1]
+                scores = repetition(history, scores)
+                if temperature != 1.0:
+                    scores = scores / temperature
+                scores = min_p(history, scores)
+                scores = top_p(history, scores)
+                token = self.draw(torch.softmax(scores, dim=-1))
+                ids[:, i + 1] = token[:, 0]
+                made = i + 1
+                done |= (token[0, 0] == self.stop_token)
+                if made % check_every == 0 and bool(done):
+                    break
+                if made == self.budget:
+                    break      # upstream would run one more forward whose logits go unused
+                embed = t3.speech_emb(token) + t3.speech_pos_emb.emb.weight[i + 1]
+                step.embeds.copy_(embed.expand(batch, -1, -1))
+                step.position.fill_(prompt_len + i)
+                self.forward_hook()
+                logits = step.step()
+            made = self.cut_at_stop(ids[:, 1:], made)
+        tokens = ids[:, 1:made + 1].clone()
+        stopped = bool(made) and int(tokens[0, -1]) == self.stop_token
+        self.decoded = self.finish(step, made, not stopped, prefill_end - start,
+                                   time.perf_counter() - prefill_end)
+        return tokens
+
+
+class _Gpt2Loop(_Loop):
+    """Upstream ``T3.inference_turbo`` (Turbo), token for token."""
+
+    def run(self):
+        import torch
+        import torch.nn.functional as F
+        from transformers.generation.logits_process import (
+            LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+            TopKLogitsWarper, TopPLogitsWarper)
+
+        t3, kw, hp = self.t3, self.kw, self.t3.hp
+        start = time.perf_counter()
+        temperature = kw.get("temperature", 0.8)
+        top_k, top_p = kw.get("top_k", 1000), kw.get("top_p", 0.95)
+        repetition_penalty = kw.get("repetition_penalty", 1.2)
+        processors = LogitsProcessorList()
+        if temperature > 0 and temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(temperature))
+        if top_k > 0:
+            processors.append(TopKLogitsWarper(top_k))
+        if top_p < 1.0:
+            processors.append(TopPLogitsWarper(top_p))
+        if repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
+
+        text_tokens = kw["text_tokens"]
+        start_tokens = hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
+        embeds, _ = t3.prepare_input_embeds(t3_cond=kw["t3_cond"], text_tokens=text_tokens,
+                                            speech_tokens=start_tokens, cfg_weight=0.0)
+        prompt_len = embeds.shape[1]
+        # upstream: one token from the prompt, then up to max_gen_len more
+        limit = self.budget + 1
+        step = self.step_module(self.bucket(prompt_len + limit), 1, embeds.dtype)
+        ids = torch.zeros((1, limit), dtype=torch.long, device=self.device)
+        # upstream also stops, without drawing, when every processed logit is -inf
+        masked = torch.zeros(limit, dtype=torch.bool, device=self.device)
+        done = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.forward_hook()
+        logits = step.prefill(embeds)
+        prefill_end = time.perf_counter()
+        made = 0
+        for i in range(limit):
+            history = start_tokens if i == 0 else ids[:, :i]
+            scores = processors(history, logits[:, -1, :])
+            if i > 0:
+                masked[i] = torch.all(scores == -float("inf"))
+                done |= masked[i]
+                if not self.cuda and bool(done):
+                    break
+                if self.cuda:   # keep the draw valid; a masked step is cut off later
+                    scores = torch.where(masked[i], torch.zeros_like(scores), scores)
+            token = self.draw(F.softmax(scores, dim=-1))
+            ids[:, i] = token[:, 0]
+            made = i + 1
+            done |= (token[0, 0] == self.stop_token)
+            if made % self.check_every == 0 and bool(done):
+                break
+            if made == limit:
+                break
+            step.embeds.copy_(t3.speech_emb(token))
+            step.position.fill_(prompt_len + i)
+            self.forward_hook()
+            logits = step.step()
+        made = self.cut_at_stop(ids, made, masked)
+        tokens = ids[:, :made]
+        ended = bool(masked[made]) if made < limit else False
+        stopped = ended or (bool(made) and int(tokens[0, -1]) == self.stop_token)
+        if made and int(tokens[0, -1]) == self.stop_token:
+            tokens = tokens[:, :-1]
+        self.decoded = self.finish(step, made, not stopped, prefill_end - start,
+                                   time.perf_counter() - prefill_end)
+        return tokens.clone()
+
+
+@contextlib.contextmanager
+def _alignment_analyzer(t3, len_cond: int, text_len: int):
+    """Upstream's multilingual AlignmentStreamAnalyzer for one call (None for the other
+    variants).  Upstream leaves its three attention hooks on the model for ever, one set
+    per call; here they are removed when the call ends."""
+    if not t3.hp.is_multilingual:
+        yield None
+        return
+    from chatterbox.models.t3.inference.alignment_stream_analyzer import (
+        LLAMA_ALIGNED_HEADS, AlignmentStreamAnalyzer)
+
+    layers = [t3.tfmr.layers[layer].self_attn for layer, _ in LLAMA_ALIGNED_HEADS]
+    before = [set(layer._forward_hooks) for layer in layers]
+    analyzer = AlignmentStreamAnalyzer(t3.tfmr, None,
+                                       text_tokens_slice=(len_cond, len_cond + text_len),
+                                       alignment_layer_idx=9,
+                                       eos_idx=t3.hp.stop_speech_token)
+    try:
+        yield analyzer
+    finally:
+        for layer, keep in zip(layers, before):
+            for key in set(layer._forward_hooks) - keep:
+                del layer._forward_hooks[key]
