@@ -131,6 +131,12 @@ class OutputNotSaved(UnexpectedError):
     code = "output_not_saved"
 
 
+class ProjectIncomplete(CbxError):
+    """A long-form project's export was asked for while chunks are still missing."""
+
+    code = "project_incomplete"
+
+
 CUDA_OOM_SOLUTION = (
     "The GPU ran out of memory. Unload other models or close other GPU programs, then try "
     "again with dtype='float16' (half precision), shorter chunks (max_chunk_chars=150), "
@@ -158,6 +164,7 @@ EXIT_STATUS: dict[type[CbxError], int] = {
     ModelLoadFailed: 22,
     HealthCheckFailed: 23,
     OutputNotSaved: 24,
+    ProjectIncomplete: 25,
 }
 EXIT_INTERRUPTED = 130
 

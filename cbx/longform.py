@@ -30,7 +30,7 @@ from pathlib import Path
 from . import audio, guard, options, paths
 from . import sources
 from . import text as textmod
-from .errors import CbxError, InvalidSetting, InvalidText, ModelBusy
+from .errors import CbxError, InvalidSetting, InvalidText, ModelBusy, ProjectIncomplete
 
 MANIFEST = "project.json"
 CHUNK_DIR = "chunks"
@@ -43,12 +43,6 @@ _AUDIO_INPUTS = ("text", "seed")
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
     | {f"{p}{i}" for p in ("COM", "LPT") for i in range(10)})
-
-
-class ProjectIncomplete(CbxError):
-    """Export asked for while chunks are still missing."""
-
-    code = "project_incomplete"
 
 
 def projects_root() -> Path:
