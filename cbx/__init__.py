@@ -17,8 +17,9 @@ from . import errors
 from .errors import CbxError
 
 __version__ = "0.1.0"
-__all__ = ["status", "load", "unload", "voice", "saved_voices", "speak", "CancelToken",
-           "Result", "errors", "CbxError", "project", "projects"]
+__all__ = ["status", "load", "unload", "voice", "saved_voices", "speak", "stream",
+           "CancelToken", "Result", "AudioBlock", "errors", "CbxError", "project",
+           "projects"]
 
 
 def status(model_dir=None):
@@ -66,6 +67,14 @@ def speak(text: str, voice=None, **options):
     return _speak(text, voice, **options)
 
 
+def stream(text: str, voice=None, **options):
+    """Speak text as a generator of AudioBlocks, the first after about 0.8 s of speech
+    is decoded; takes speak()'s options; see cbx.synth.stream."""
+    from .synth import stream as _stream
+
+    return _stream(text, voice, **options)
+
+
 def project(name: str, text=None, **options):
     """Open or create a long-form project on disk; see cbx.longform.project."""
     from .longform import project as _project
@@ -86,4 +95,8 @@ def __getattr__(name):
         from . import synth
 
         return getattr(synth, name)
+    if name == "AudioBlock":
+        from .blocks import AudioBlock
+
+        return AudioBlock
     raise AttributeError(f"module 'cbx' has no attribute {name!r}")

@@ -77,15 +77,18 @@ class Decoder:
     as instance attributes by ``install``), so upstream's ``generate()`` keeps doing the
     conditioning, S3Gen and the watermark and only the token loop is cbx's.
 
-    ``chunk(budget, on_forward)`` sets what the next calls run under; ``on_forward()``
-    is called before every transformer forward (prompt and each token) and may raise to
-    cancel.  ``release()`` frees caches and graphs (called on unload)."""
+    ``chunk(budget, on_forward, on_tokens)`` sets what the next calls run under;
+    ``on_forward()`` is called before every transformer forward (prompt and each token)
+    and may raise to cancel; ``on_tokens(tokens, made)`` after every sampled token, with
+    a device view of the chunk's tokens so far (the fast loop only: upstream's loop has
+    no such seam).  ``release()`` frees caches and graphs (called on unload)."""
 
     def __init__(self, t3, fast: bool | None = None):
         self.t3 = t3
         self.fast = enabled() if fast is None else fast
         self.budget = UPSTREAM_MAX_TOKENS
         self.on_forward = None
+        self.on_tokens = None
         self.last: Decoded | None = None
         self.capture_s = 0.0          # time spent capturing CUDA graphs so far
         self._steps: dict = {}        # cache length -> _Step
@@ -93,12 +96,13 @@ class Decoder:
     # ------------------------------------------------------------------ the seams
 
     @contextlib.contextmanager
-    def chunk(self, budget: int, on_forward=None):
-        self.budget, self.on_forward, self.last = budget, on_forward, None
+    def chunk(self, budget: int, on_forward=None, on_tokens=None):
+        self.budget, self.on_forward, self.on_tokens = budget, on_forward, on_tokens
+        self.last = None
         try:
             yield self
         finally:
-            self.budget, self.on_forward = UPSTREAM_MAX_TOKENS, None
+            self.budget, self.on_forward, self.on_tokens = UPSTREAM_MAX_TOKENS, None, None
 
     def inference(self, **kwargs):
         """``T3.inference``'s signature (original and multilingual)."""
@@ -286,6 +290,10 @@ class _Loop:
         if self.decoder.on_forward is not None:
             self.decoder.on_forward()
 
+    def tokens_hook(self, tokens, made: int):
+        if self.decoder.on_tokens is not None:
+            self.decoder.on_tokens(tokens, made)
+
     def step_module(self, cache_len: int, batch: int, dtype):
         graph = self.cuda and self.decoder.fast
         decoder = self.decoder
@@ -390,6 +398,7 @@ class _LlamaLoop(_Loop):
                 token = self.draw(torch.softmax(scores, dim=-1))
                 ids[:, i + 1] = token[:, 0]
                 made = i + 1
+                self.tokens_hook(ids[0, 1:], made)
                 done |= (token[0, 0] == self.stop_token)
                 if made % check_every == 0 and bool(done):
                     break
@@ -462,6 +471,7 @@ class _Gpt2Loop(_Loop):
             token = self.draw(F.softmax(scores, dim=-1))
             ids[:, i] = token[:, 0]
             made = i + 1
+            self.tokens_hook(ids[0], made)
             done |= (token[0, 0] == self.stop_token)
             if made % self.check_every == 0 and bool(done):
                 break

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import audio
 from . import decode
+from .blocks import AudioBlock, BlockMaker
 from . import options
 from . import text as textmod
 from . import voices as voicemod
@@ -243,7 +244,7 @@ def _unknown_characters(tts, text: str) -> set[str]:
 VOICE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, voicemod.Voice)
 
 
-def _check_call(voice, progress, cancel, on_chunk) -> None:
+def _check_call(voice, progress, cancel, on_chunk, on_block=None) -> None:
     """The non-setting arguments of speak(), checked before anything loads."""
     if voice is not None and not isinstance(voice, VOICE_TYPES):
         raise InvalidVoiceFile(
@@ -251,7 +252,8 @@ def _check_call(voice, progress, cancel, on_chunk) -> None:
             f"file, not {type(voice).__name__}.",
             "Pass the path of a WAV, FLAC, OGG or MP3 file, a name from "
             "cbx.saved_voices(), or None for the built-in voice.")
-    for name, value in (("progress", progress), ("on_chunk", on_chunk)):
+    for name, value in (("progress", progress), ("on_chunk", on_chunk),
+                        ("on_block", on_block)):
         if value is not None and not callable(value):
             raise InvalidSetting(f"{name}={value!r} is not a function.",
                                  f"Pass a function (or None) as {name}.")
@@ -284,7 +286,7 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
           max_chunk_chars: int = textmod.DEFAULT_MAX_CHARS,
           first_chunk_chars: int | None = textmod.DEFAULT_FIRST_CHUNK_CHARS,
           progress=None, cancel: CancelToken | None = None, on_chunk=None, model_dir=None,
-          rate: float = 1.0, **settings) -> Result:
+          rate: float = 1.0, on_block=None, **settings) -> Result:
     """Speak `text` in `voice` (a Voice, a saved voice's name, a clip path or None for
     the built-in voice), loading the model on first use. `variant`, `device` and
     `dtype` default to the loaded model's (else original, auto, float32).
@@ -300,14 +302,16 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
     within the current chunk and raises `generation_cancelled` carrying the finished
     chunks as `.partial`. `rate` (0.5-2) speeds the speech up or slows it down at the
     same pitch (cbx.audio.stretch), each chunk before on_chunk sees it; 1 leaves the
-    audio exactly as generated.
+    audio exactly as generated. `on_block(AudioBlock)` gets the audio in contiguous
+    blocks as soon as each is made, the first after about 0.8 s of speech has been
+    decoded (cbx.blocks; `stream()` is the generator form).
     """
     try:
         return _speak(text, voice, variant=variant, device=device, dtype=dtype, seed=seed,
                       language=language, max_chunk_chars=max_chunk_chars,
                       first_chunk_chars=first_chunk_chars, progress=progress,
                       cancel=cancel, on_chunk=on_chunk, model_dir=model_dir, rate=rate,
-                      **settings)
+                      on_block=on_block, **settings)
     except CbxError as exc:
         error = exc
     # Raised again out here, stripped of tracebacks: their frames reference the model,
@@ -337,6 +341,7 @@ class _Request:
     started: float = field(default_factory=time.perf_counter)
     timings: dict = field(default_factory=dict)
     rate: float = 1.0
+    on_block: object = None
 
     def report(self, chunk: int, tokens: int, stage: str, eta: float | None = None) -> None:
         if self.progress is not None:
@@ -383,14 +388,14 @@ class _Take:
 
 def _resolve(text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
              first_chunk_chars, progress, cancel, on_chunk, model_dir, rate=1.0,
-             **settings) -> _Request:
+             on_block=None, **settings) -> _Request:
     """Check every input before anything loads. Unspecified variant, device and dtype
     mean "what is loaded", so speak() after load(dtype="bfloat16") or load(device="cpu")
     never silently reloads."""
     text = textmod.validate_text(text)
     seed = options.seed(seed)
     rate = audio.check_rate(rate)
-    _check_call(voice, progress, cancel, on_chunk)
+    _check_call(voice, progress, cancel, on_chunk, on_block)
     current = get_manager().loaded
     variant = get_variant(variant or (current.variant if current else "original")).name
     device = options.device(device or (current.device if current else "auto"))
@@ -405,7 +410,7 @@ def _resolve(text, voice, *, variant, device, dtype, seed, language, max_chunk_c
                     dtype=dtype, language=language, settings=merged, notes=notes,
                     seed=seed if seed is not None else secrets.randbelow(2**31),
                     cancel=cancel or CancelToken(), model_dir=model_dir,
-                    progress=progress, on_chunk=on_chunk, rate=rate)
+                    progress=progress, on_chunk=on_chunk, rate=rate, on_block=on_block)
 
 
 def _speak(text, voice, **call) -> Result:
@@ -454,6 +459,7 @@ def _chunk_loop(req: _Request, take: _Take, tts, conds) -> Result:
     """Generate the chunks in order, seed + i each, handing each to on_chunk."""
     chunks, pieces, chunk_seconds = req.chunks, [], []
     kwargs = _upstream_kwargs(req.variant, req.settings, req.language)
+    sink = _BlockSink(req, take, tts, conds) if req.on_block is not None else None
     try:
         for index, chunk in enumerate(chunks):
             if req.cancel.cancelled:
@@ -461,15 +467,19 @@ def _chunk_loop(req: _Request, take: _Take, tts, conds) -> Result:
             chunk_start = time.perf_counter()
             eta = (sum(chunk_seconds) / len(chunk_seconds) * (len(chunks) - index)
                    if chunk_seconds else None)
+            maker = sink.maker(index) if sink is not None else None
             try:
                 wav = _generate_with_retries(
                     tts, conds, chunk, req.seed + index, kwargs, req.cancel,
                     lambda tokens, i=index, e=eta: req.report(i + 1, tokens, "tokens", e),
-                    req.notes, f"Chunk {index + 1} of {len(chunks)}")
+                    req.notes, f"Chunk {index + 1} of {len(chunks)}",
+                    maker.on_tokens if maker is not None else None)
             except GenerationFailed as error:
                 error.partial = take.partial(pieces)
                 raise
             wav = audio.stretch(wav, take.sample_rate, req.rate)
+            if sink is not None:
+                sink.finish(maker, index, wav)
             chunk_seconds.append(time.perf_counter() - chunk_start)
             if index == 0:
                 req.timings["first_audio"] = round(time.perf_counter() - req.started, 3)
@@ -491,6 +501,90 @@ def _chunk_loop(req: _Request, take: _Take, tts, conds) -> Result:
     return take.result(pieces, chunks)
 
 
+class _BlockSink:
+    """Turns one speak() call's audio into contiguous AudioBlocks for `on_block`: the
+    pause before each chunk after the first leads its first block, and `start_s` counts
+    samples sent, so the blocks join into exactly the Result's audio length."""
+
+    def __init__(self, req: _Request, take: _Take, tts, conds):
+        import numpy as np
+
+        self.req, self.take, self.tts, self.conds = req, take, tts, conds
+        self.sent = 0
+        self.begun: set[int] = set()     # chunks whose first block went out
+        self.lead_in = np.zeros(int(PAUSE_SECONDS / req.rate * take.sample_rate),
+                                dtype=np.float32)
+
+    def maker(self, index: int) -> BlockMaker | None:
+        """Blocks from inside the token loop; None where only whole chunks can be sent
+        (a speech rate other than 1 stretches whole chunks; upstream's loop has no
+        token seam)."""
+        decoder = decode.decoder_of(self.tts)
+        if self.req.rate != 1.0 or decoder is None or not decoder.fast:
+            return None
+        return BlockMaker(self.tts, self.conds, self.req.variant,
+                          lambda wav, last, i=index: self._emit(i, wav, last),
+                          self.tts.t3.hp.stop_speech_token)
+
+    def finish(self, maker: BlockMaker | None, index: int, wav) -> None:
+        if maker is None:
+            self._emit(index, wav, True)
+        else:
+            maker.finish(wav)
+
+    def _emit(self, index: int, wav, last_of_chunk: bool) -> None:
+        import numpy as np
+
+        if index and index not in self.begun:
+            wav = np.concatenate([self.lead_in, wav])
+        self.begun.add(index)
+        if not len(wav):
+            return
+        rate = self.take.sample_rate
+        block = AudioBlock(wav=np.ascontiguousarray(wav, dtype=np.float32),
+                           sample_rate=rate, chunk=index + 1, start_s=self.sent / rate,
+                           last=last_of_chunk and index == len(self.req.chunks) - 1)
+        self.sent += len(wav)
+        self.req.on_block(block)
+
+
+def stream(text: str, voice=None, **options):
+    """Speak `text` as a generator of AudioBlocks, each yielded as soon as it is made
+    (the first after about 0.8 s of speech is decoded); takes speak()'s options and
+    returns speak()'s Result when the generator is exhausted. The generation runs in a
+    worker thread; closing the generator (or breaking out of the loop) cancels it."""
+    import queue
+
+    if "on_block" in options:
+        raise InvalidSetting("stream() yields the blocks itself; on_block is speak()'s.",
+                             "Iterate over stream(...), or call speak(on_block=...).")
+    cancel = options.pop("cancel", None) or CancelToken()
+    blocks: queue.Queue = queue.Queue()
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["result"] = speak(text, voice, cancel=cancel, on_block=blocks.put,
+                                      **options)
+        except BaseException as exc:          # handed to the consumer's thread below
+            outcome["error"] = exc
+        finally:
+            blocks.put(None)
+
+    worker = threading.Thread(target=work, name="cbx-stream", daemon=True)
+    worker.start()
+    try:
+        while (block := blocks.get()) is not None:
+            yield block
+    finally:
+        if worker.is_alive():
+            cancel.cancel()
+        worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def _as_generation_failed(exc: BaseException) -> GenerationFailed:
     if is_cuda_oom(exc):
         import gc
@@ -510,14 +604,15 @@ class _NoSpeech(Exception):
 
 
 def _generate_with_retries(tts, conds, chunk: str, seed: int, kwargs: dict,
-                           cancel: CancelToken, on_tokens, notes: list, label: str):
+                           cancel: CancelToken, on_tokens, notes: list, label: str,
+                           on_new_tokens=None):
     """`_generate_chunk`, retried with the next seeds when the model makes almost no
     speech for the chunk (it can stop at once), so one such chunk does not end a long
     generation. Each retry is named in the result's notes."""
     for attempt in range(NO_SPEECH_RETRIES + 1):
         try:
             wav = _generate_chunk(tts, conds, chunk, seed + attempt, kwargs, cancel,
-                                  on_tokens, notes, label)
+                                  on_tokens, notes, label, on_new_tokens)
         except _NoSpeech as exc:
             last = exc
             continue
@@ -536,7 +631,7 @@ def _generate_with_retries(tts, conds, chunk: str, seed: int, kwargs: dict,
 
 
 def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: CancelToken,
-                    on_tokens, notes: list, label: str):
+                    on_tokens, notes: list, label: str, on_new_tokens=None):
     """One upstream generate() call, seeded, whose token loop is cbx's decoder
     (cbx.decode) under this chunk's token budget; the decoder reports each transformer
     forward, which counts sampled tokens for progress and aborts between tokens when
@@ -559,7 +654,8 @@ def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: Can
     try:
         tts.conds = conds
         torch.manual_seed(seed)
-        with attention_kernels(tts.device), decoder.chunk(budget, on_forward):
+        with attention_kernels(tts.device), \
+                decoder.chunk(budget, on_forward, on_new_tokens):
             wav = tts.generate(chunk, **kwargs)
             ran = decoder.last
     except RuntimeError as exc:

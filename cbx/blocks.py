@@ -1,0 +1,123 @@
+"""Audio blocks made while T3 is still producing a chunk's tokens (token-level
+streaming), joined so that they play as one recording.
+
+Why: a listener waits for the first sound, not the last.  Without this the first audio
+comes when a whole chunk's tokens are made and turned into a waveform.  Here S3Gen
+turns a window of the tokens made so far into audio as soon as a few are there (the
+first block after ``FIRST_BLOCK_TOKENS``, about 0.8 s of speech), and again each time
+the count has grown by ``BLOCK_GROWTH`` times, so the number of extra S3Gen calls grows
+with the logarithm of the chunk's length and the total cost stays near ``speak()``'s.
+
+How a window joins the audio before it:
+
+* it starts ``CONTEXT_TOKENS`` before the audio already sent, so S3Gen sees what came
+  before (that context's audio, and S3Gen's own 40 ms fade-in, are dropped);
+* its last ``HOLD_TOKENS`` (S3Gen's 3-token lookahead and one more) are held back: the
+  next window, which sees what follows them, makes them again;
+* at each join the held tail and the new audio are cross-faded over ``FADE_SAMPLES``
+  (raised-cosine weights that sum to one: both are renderings of the same tokens), so
+  there is no click and no sample is repeated or dropped;
+* the rest of the chunk comes from upstream's own full-chunk waveform (the one
+  ``speak()`` returns), so a chunk's streamed audio differs from ``speak()``'s only in
+  the windows made early, and its length is exactly ``speak()``'s.
+
+S3Gen draws random numbers; a window is made under ``torch.random.fork_rng`` so the
+tokens T3 samples afterwards, and the chunk's final audio, are those ``speak()`` makes.
+
+Layer 4 (beside synth.py); numpy and torch are imported inside functions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FIRST_BLOCK_TOKENS = 20     # 0.8 s of speech: the first block
+BLOCK_GROWTH = 2            # each later window when the token count has doubled
+CONTEXT_TOKENS = 8          # tokens of earlier speech a window starts with
+HOLD_TOKENS = 4             # tokens at a window's end left for the next one
+FADE_SAMPLES = 480          # 20 ms at 24 kHz
+SAMPLES_PER_TOKEN = 960     # S3 tokens are 25 per second; S3Gen writes 24 kHz
+SPEECH_VOCAB = 6561         # ids at or above this are not speech (upstream drops them)
+
+
+@dataclass(frozen=True)
+class AudioBlock:
+    """A piece of the final audio, ready to play: `wav` (float32 mono) at `sample_rate`,
+    from text chunk `chunk` (1-based), starting `start_s` seconds into the whole
+    result; `last` marks the final block of the whole text."""
+
+    wav: object
+    sample_rate: int
+    chunk: int
+    start_s: float
+    last: bool
+
+    @property
+    def duration(self) -> float:
+        return len(self.wav) / float(self.sample_rate)
+
+
+class BlockMaker:
+    """Makes one chunk's blocks: `on_tokens` from inside T3's loop, `finish` with the
+    chunk's full waveform.  `emit(wav, last_of_chunk)` receives contiguous audio."""
+
+    def __init__(self, tts, conds, variant: str, emit, stop_token: int):
+        self.tts, self.conds, self.variant = tts, conds, variant
+        self.emit, self.stop_token = emit, stop_token
+        self.next_at = FIRST_BLOCK_TOKENS
+        self.sent_tokens = 0        # audio up to this token has been emitted
+        self.tail = None            # FADE_SAMPLES past it, from the last window
+        self.windows = 0
+
+    def on_tokens(self, tokens, made: int) -> None:
+        """Called after every sampled token with a view of the chunk's tokens so far
+        (on the model's device); reads them back only when a block is due."""
+        if made < self.next_at:
+            return
+        self.next_at = made * BLOCK_GROWTH
+        ids = tokens[:made].tolist()
+        keep_to = made - HOLD_TOKENS
+        if keep_to <= self.sent_tokens or self.stop_token in ids or \
+                max(ids) >= SPEECH_VOCAB:
+            return       # the model is stopping: the full waveform comes next anyway
+        start = max(0, self.sent_tokens - CONTEXT_TOKENS)
+        wav = self._window(ids[start:made])
+        first = (self.sent_tokens - start) * SAMPLES_PER_TOKEN
+        end = (keep_to - start) * SAMPLES_PER_TOKEN
+        self._send(wav[first:end + FADE_SAMPLES], last=False)
+        self.sent_tokens = keep_to
+        self.windows += 1
+
+    def finish(self, wav) -> None:
+        """The chunk's full waveform (upstream's): what was not sent yet, joined on."""
+        self._send(wav[self.sent_tokens * SAMPLES_PER_TOKEN:].copy(), last=True)
+
+    def _window(self, ids: list[int]):
+        import torch
+
+        tts = self.tts
+        devices = [tts.device] if str(tts.device).startswith("cuda") else []
+        tokens = torch.tensor(ids, dtype=torch.long, device=tts.device)
+        if self.variant == "turbo":      # as ChatterboxTurboTTS.generate calls S3Gen
+            options = {"n_cfm_timesteps": 2}
+        else:
+            options = {}
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            wav, _ = tts.s3gen.inference(speech_tokens=tokens, ref_dict=self.conds.gen,
+                                         **options)
+            wav = wav.squeeze(0).detach().cpu().numpy()
+            wav = tts.watermarker.apply_watermark(wav, sample_rate=tts.sr)
+        return wav.astype("float32")
+
+    def _send(self, audio, last: bool) -> None:
+        import numpy as np
+
+        audio = np.asarray(audio, dtype=np.float32)
+        if self.tail is not None:
+            n = min(len(self.tail), len(audio))
+            rise = np.sin(np.linspace(0.0, np.pi / 2, n, dtype=np.float32)) ** 2
+            audio[:n] = self.tail[:n] * (1.0 - rise) + audio[:n] * rise
+        if last:
+            body, self.tail = audio, None
+        else:
+            body, self.tail = audio[:-FADE_SAMPLES], audio[-FADE_SAMPLES:].copy()
+        self.emit(body, last)

@@ -1,0 +1,176 @@
+"""Token-level streaming (cbx/blocks.py, cbx.stream, speak(on_block=)) on the
+random-weight fixtures.
+
+The fixture models stop by themselves after 8 tokens, so the block schedule is scaled
+down here (first block after 5 tokens) to put a window inside every chunk; the
+never-stopping fixture under a token budget gives a longer chunk with several windows.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+import pytest
+
+import cbx
+from cbx import blocks, decode, fixture, errors
+from cbx.manager import get_manager
+
+pytestmark = pytest.mark.model
+
+THREE_CHUNKS = ("The quick brown fox jumps over the lazy dog. "
+                "A second sentence follows the first one. "
+                "And a third sentence ends the little story.")
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """A window after 5 tokens (the fixture makes 8 and its stop token)."""
+    monkeypatch.setattr(blocks, "FIRST_BLOCK_TOKENS", 5)
+    monkeypatch.setattr(blocks, "HOLD_TOKENS", 2)
+
+
+def _joined(collected):
+    return np.concatenate([b.wav for b in collected])
+
+
+def _check_contiguous(collected, sample_rate):
+    position = 0
+    for block in collected:
+        assert block.sample_rate == sample_rate
+        assert block.start_s == pytest.approx(position / sample_rate)
+        assert block.wav.dtype == np.float32 and block.wav.ndim == 1 and len(block.wav)
+        position += len(block.wav)
+    assert [b.last for b in collected] == [False] * (len(collected) - 1) + [True]
+    assert [b.chunk for b in collected] == sorted(b.chunk for b in collected)
+
+
+def _largest_inner_jump(collected):
+    return max(float(np.abs(np.diff(b.wav)).max()) for b in collected if len(b.wav) > 1)
+
+
+def _join_jumps(collected):
+    return [abs(float(b.wav[0]) - float(a.wav[-1])) for a, b in zip(collected, collected[1:])]
+
+
+@pytest.mark.parametrize("variant", ["original", "turbo", "multilingual"])
+def test_blocks_come_in_order_join_into_speaks_length_for_every_variant(
+        variant, small_blocks, monkeypatch, speech_wav):
+    root = fixture.cached_checkpoint_root((variant,))
+    monkeypatch.setenv("CBX_MODEL_DIR", str(root))
+    offline = (fixture.offline_multilingual() if variant == "multilingual"
+               else contextlib.nullcontext())
+    language = {"language": "en"} if variant == "multilingual" else {}
+    with offline:
+        try:
+            cbx.load(variant, device="cpu")
+            voice = cbx.voice(speech_wav, variant=variant)
+            collected, at = [], []
+            chunk_done = []
+            result = cbx.speak(THREE_CHUNKS, voice=voice, seed=11, max_chunk_chars=50,
+                               on_block=lambda b: (collected.append(b),
+                                                   at.append(len(chunk_done))),
+                               on_chunk=lambda *a: chunk_done.append(1), **language)
+            whole = cbx.speak(THREE_CHUNKS, voice=voice, seed=11, max_chunk_chars=50,
+                              **language)
+        finally:
+            get_manager().unload()
+    assert len(result.chunks) == 3
+    _check_contiguous(collected, result.sample_rate)
+    joined = _joined(collected)
+    # exactly speak()'s length, and speak()'s audio is unchanged by streaming
+    assert len(joined) == len(whole.wav) == len(result.wav)
+    assert np.array_equal(result.wav, whole.wav)
+    # a block of every chunk came before that chunk was finished
+    for chunk in (1, 2, 3):
+        first = next(i for i, b in enumerate(collected) if b.chunk == chunk)
+        assert at[first] == chunk - 1, "a block came only after its chunk was finished"
+    # the rest of each chunk is speak()'s own audio; the joins make no click
+    assert max(_join_jumps(collected)) <= _largest_inner_jump(collected)
+    assert np.array_equal(joined[-len(collected[-1].wav) // 2:],
+                          whole.wav[-len(collected[-1].wav) // 2:])
+
+
+def test_a_long_chunk_gets_growing_windows_and_stays_close_to_speak(
+        monkeypatch, speech_wav):
+    """The never-stopping fixture under a 90-token budget: windows at 20, 40 and 80
+    tokens, then the chunk's own end; the streamed audio stays close to speak()'s."""
+    root = fixture.cached_checkpoint_root(("original",), stop_after=2000)
+    monkeypatch.setenv("CBX_MODEL_DIR", str(root))
+    monkeypatch.setattr(decode, "token_budget", lambda chars: 90)
+    try:
+        cbx.load("original", device="cpu")
+        voice = cbx.voice(speech_wav)
+        collected = []
+        streamed = cbx.speak("One long sentence.", voice=voice, seed=5,
+                             on_block=collected.append)
+        whole = cbx.speak("One long sentence.", voice=voice, seed=5)
+    finally:
+        get_manager().unload()
+    assert np.array_equal(streamed.wav, whole.wav)
+    assert len(collected) == 4
+    sizes = [len(b.wav) for b in collected]
+    assert sizes[0] < sizes[1] < sizes[2], sizes          # blocks grow
+    joined = _joined(collected)
+    assert len(joined) == len(whole.wav)
+    noise = joined - whole.wav
+    snr = 10 * np.log10(np.sum(whole.wav ** 2) / max(np.sum(noise ** 2), 1e-20))
+    print(f"streamed vs speak(): SNR {snr:.1f} dB over {len(joined) / 24000:.2f} s")
+    assert max(_join_jumps(collected)) <= _largest_inner_jump(collected)
+
+
+def test_stream_yields_blocks_then_returns_the_result(small_blocks, checkpoint_root,
+                                                     speech_wav):
+    try:
+        gen = cbx.stream("Hello from the stream. And a second sentence here.",
+                         voice=cbx.voice(speech_wav), seed=3, max_chunk_chars=30)
+        collected = []
+        with pytest.raises(StopIteration) as stop:
+            while True:
+                collected.append(next(gen))
+        result = stop.value.value
+        assert isinstance(result, cbx.synth.Result)
+        assert len(_joined(collected)) == len(result.wav)
+        assert isinstance(collected[0], cbx.AudioBlock) and collected[-1].last
+    finally:
+        get_manager().unload()
+
+
+def test_breaking_out_of_the_stream_cancels_the_generation(small_blocks, checkpoint_root,
+                                                          speech_wav):
+    try:
+        gen = cbx.stream(THREE_CHUNKS, voice=cbx.voice(speech_wav), seed=3,
+                         max_chunk_chars=50)
+        first = next(gen)
+        assert first.chunk == 1
+        gen.close()                            # the consumer stops listening
+        assert not any(t.name == "cbx-stream" for t in threading.enumerate())
+        # the model is free again at once: no generation is still running
+        assert get_manager().describe().state.value == "ready"
+    finally:
+        get_manager().unload()
+
+
+def test_cancel_between_blocks_raises_cancelled_with_the_finished_chunks(
+        small_blocks, checkpoint_root, speech_wav):
+    token = cbx.CancelToken()
+    seen = []
+    try:
+        with pytest.raises(errors.GenerationCancelled) as info:
+            for block in cbx.stream(THREE_CHUNKS, voice=cbx.voice(speech_wav), seed=3,
+                                    max_chunk_chars=50, cancel=token):
+                seen.append(block)
+                if block.chunk == 2:
+                    token.cancel()
+        assert info.value.partial is not None and len(info.value.partial.chunks) == 1
+        assert seen and all(b.chunk <= 2 for b in seen)
+    finally:
+        get_manager().unload()
+
+
+def test_on_block_must_be_a_function(checkpoint_root):
+    with pytest.raises(errors.InvalidSetting):
+        cbx.speak("Hello.", on_block="not a function")
+    with pytest.raises(errors.InvalidSetting):
+        next(cbx.stream("Hello.", on_block=print))
