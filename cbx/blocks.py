@@ -6,7 +6,14 @@ comes when a whole chunk's tokens are made and turned into a waveform.  Here S3G
 turns a window of the tokens made so far into audio as soon as a few are there (the
 first block after ``FIRST_BLOCK_TOKENS``, about 0.8 s of speech), and again each time
 the count has grown by ``BLOCK_GROWTH`` times, so the number of extra S3Gen calls grows
-with the logarithm of the chunk's length and the total cost stays near ``speak()``'s.
+with the logarithm of the chunk's length.
+
+Each window costs about one S3Gen call (S3Gen reads the voice prompt again every time),
+so windows are made only where they buy something: the first one of the whole text
+always (first audio), the others only while tokens come at least as fast as speech
+plays (``REALTIME_TOKENS_PER_SECOND``), i.e. where they keep playback from running dry.
+On a device slower than real time playback runs dry anyway, and more windows would only
+make the whole text later.
 
 How a window joins the audio before it:
 
@@ -28,6 +35,7 @@ Layer 4 (beside synth.py); numpy and torch are imported inside functions.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 FIRST_BLOCK_TOKENS = 20     # 0.8 s of speech: the first block
@@ -37,6 +45,7 @@ HOLD_TOKENS = 4             # tokens at a window's end left for the next one
 FADE_SAMPLES = 480          # 20 ms at 24 kHz
 SAMPLES_PER_TOKEN = 960     # S3 tokens are 25 per second; S3Gen writes 24 kHz
 SPEECH_VOCAB = 6561         # ids at or above this are not speech (upstream drops them)
+REALTIME_TOKENS_PER_SECOND = 25   # tokens per second of speech
 
 
 @dataclass(frozen=True)
@@ -60,10 +69,12 @@ class BlockMaker:
     """Makes one chunk's blocks: `on_tokens` from inside T3's loop, `finish` with the
     chunk's full waveform.  `emit(wav, last_of_chunk)` receives contiguous audio."""
 
-    def __init__(self, tts, conds, variant: str, emit, stop_token: int):
+    def __init__(self, tts, conds, variant: str, emit, stop_token: int, first: bool):
         self.tts, self.conds, self.variant = tts, conds, variant
         self.emit, self.stop_token = emit, stop_token
+        self.first = first          # the text's first chunk: its first window is a must
         self.next_at = FIRST_BLOCK_TOKENS
+        self.started = None         # when the chunk's first token came
         self.sent_tokens = 0        # audio up to this token has been emitted
         self.tail = None            # FADE_SAMPLES past it, from the last window
         self.windows = 0
@@ -71,9 +82,13 @@ class BlockMaker:
     def on_tokens(self, tokens, made: int) -> None:
         """Called after every sampled token with a view of the chunk's tokens so far
         (on the model's device); reads them back only when a block is due."""
+        if self.started is None:
+            self.started = time.perf_counter()
         if made < self.next_at:
             return
         self.next_at = made * BLOCK_GROWTH
+        if not (self.first and self.windows == 0) and not self._keeping_up(made):
+            return
         ids = tokens[:made].tolist()
         keep_to = made - HOLD_TOKENS
         if keep_to <= self.sent_tokens or self.stop_token in ids or \
@@ -86,6 +101,10 @@ class BlockMaker:
         self._send(wav[first:end + FADE_SAMPLES], last=False)
         self.sent_tokens = keep_to
         self.windows += 1
+
+    def _keeping_up(self, made: int) -> bool:
+        elapsed = time.perf_counter() - self.started
+        return elapsed <= 0 or (made - 1) / elapsed >= REALTIME_TOKENS_PER_SECOND
 
     def finish(self, wav) -> None:
         """The chunk's full waveform (upstream's): what was not sent yet, joined on."""

@@ -524,7 +524,7 @@ class _BlockSink:
             return None
         return BlockMaker(self.tts, self.conds, self.req.variant,
                           lambda wav, last, i=index: self._emit(i, wav, last),
-                          self.tts.t3.hp.stop_speech_token)
+                          self.tts.t3.hp.stop_speech_token, first=index == 0)
 
     def finish(self, maker: BlockMaker | None, index: int, wav) -> None:
         if maker is None:

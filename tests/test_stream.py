@@ -4,6 +4,8 @@ random-weight fixtures.
 The fixture models stop by themselves after 8 tokens, so the block schedule is scaled
 down here (first block after 5 tokens) to put a window inside every chunk; the
 never-stopping fixture under a token budget gives a longer chunk with several windows.
+This CPU decodes slower than speech plays, where cbx makes only the text's first window
+(more would only delay the rest); `every_window` lifts that rule to test the joins.
 """
 from __future__ import annotations
 
@@ -31,6 +33,12 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(blocks, "HOLD_TOKENS", 2)
 
 
+@pytest.fixture
+def every_window(monkeypatch):
+    """Windows in every chunk, as on a device that decodes faster than speech plays."""
+    monkeypatch.setattr(blocks, "REALTIME_TOKENS_PER_SECOND", 0)
+
+
 def _joined(collected):
     return np.concatenate([b.wav for b in collected])
 
@@ -56,7 +64,7 @@ def _join_jumps(collected):
 
 @pytest.mark.parametrize("variant", ["original", "turbo", "multilingual"])
 def test_blocks_come_in_order_join_into_speaks_length_for_every_variant(
-        variant, small_blocks, monkeypatch, speech_wav):
+        variant, small_blocks, every_window, monkeypatch, speech_wav):
     root = fixture.cached_checkpoint_root((variant,))
     monkeypatch.setenv("CBX_MODEL_DIR", str(root))
     offline = (fixture.offline_multilingual() if variant == "multilingual"
@@ -82,10 +90,9 @@ def test_blocks_come_in_order_join_into_speaks_length_for_every_variant(
     # exactly speak()'s length, and speak()'s audio is unchanged by streaming
     assert len(joined) == len(whole.wav) == len(result.wav)
     assert np.array_equal(result.wav, whole.wav)
-    # a block of every chunk came before that chunk was finished
-    for chunk in (1, 2, 3):
-        first = next(i for i, b in enumerate(collected) if b.chunk == chunk)
-        assert at[first] == chunk - 1, "a block came only after its chunk was finished"
+    # every chunk: a window made while its tokens were still coming, then its end
+    assert [b.chunk for b in collected] == [1, 1, 2, 2, 3, 3]
+    assert at == [0, 0, 1, 1, 2, 2]
     # the rest of each chunk is speak()'s own audio; the joins make no click
     assert max(_join_jumps(collected)) <= _largest_inner_jump(collected)
     assert np.array_equal(joined[-len(collected[-1].wav) // 2:],
@@ -93,7 +100,7 @@ def test_blocks_come_in_order_join_into_speaks_length_for_every_variant(
 
 
 def test_a_long_chunk_gets_growing_windows_and_stays_close_to_speak(
-        monkeypatch, speech_wav):
+        every_window, monkeypatch, speech_wav):
     """The never-stopping fixture under a 90-token budget: windows at 20, 40 and 80
     tokens, then the chunk's own end; the streamed audio stays close to speak()'s."""
     root = fixture.cached_checkpoint_root(("original",), stop_after=2000)
@@ -118,6 +125,22 @@ def test_a_long_chunk_gets_growing_windows_and_stays_close_to_speak(
     snr = 10 * np.log10(np.sum(whole.wav ** 2) / max(np.sum(noise ** 2), 1e-20))
     print(f"streamed vs speak(): SNR {snr:.1f} dB over {len(joined) / 24000:.2f} s")
     assert max(_join_jumps(collected)) <= _largest_inner_jump(collected)
+
+
+def test_slower_than_real_time_only_the_first_chunk_gets_an_early_window(
+        small_blocks, checkpoint_root, speech_wav):
+    """Each window costs about one S3Gen call; where decoding cannot keep up with
+    playback anyway, only the first audio is brought forward."""
+    collected, done = [], []
+    try:
+        cbx.speak(THREE_CHUNKS, voice=cbx.voice(speech_wav), seed=11, max_chunk_chars=50,
+                  on_block=lambda b: collected.append((b.chunk, len(done))),
+                  on_chunk=lambda *a: done.append(1))
+    finally:
+        get_manager().unload()
+    # chunk 1: its early window, then its own end; chunks 2 and 3: whole
+    assert [chunk for chunk, _ in collected] == [1, 1, 2, 3]
+    assert all(finished == chunk - 1 for chunk, finished in collected)
 
 
 def test_stream_yields_blocks_then_returns_the_result(small_blocks, checkpoint_root,
