@@ -143,15 +143,28 @@ def _teacher_forced(tts, decoder, kwargs: dict, tokens: list[int], device: str):
     return worst, step.capture_s
 
 
-def check(model_dir, device: str, dtype: str, steps: int, seed: int) -> dict:
+def check(model_dir, device: str, dtype: str, steps: int, seed: int,
+          repeats: int) -> dict:
+    import statistics
+
     from .decode import Decoder
 
     tts = _load(model_dir, device, dtype)
     kwargs = _prompt(tts)
     decoder = Decoder(tts.t3, fast=True)
     ours, _ = _free_run(tts, decoder, kwargs, steps, seed, device)   # captures graphs
-    ours_again, our_rate = _free_run(tts, decoder, kwargs, steps, seed, device)
-    theirs, their_rate = _free_run(tts, None, kwargs, steps, seed, device)
+    our_rates, their_rates = [], []
+    for rep in range(repeats):          # alternating which loop goes first
+        order = (decoder, None) if rep % 2 else (None, decoder)
+        for which in order:
+            tokens, rate = _free_run(tts, which, kwargs, steps, seed, device)
+            if which is None:
+                theirs = tokens
+                their_rates.append(rate)
+            else:
+                ours_again = tokens
+                our_rates.append(rate)
+    our_rate, their_rate = statistics.median(our_rates), statistics.median(their_rates)
     same = [a == b for a, b in zip(ours_again, theirs)]
     prefix = next((i for i, s in enumerate(same) if not s), len(same))
     worst, capture_s = _teacher_forced(tts, decoder, kwargs, ours, device)
@@ -160,7 +173,8 @@ def check(model_dir, device: str, dtype: str, steps: int, seed: int) -> dict:
             "same_token_fraction": sum(same) / len(same),
             "identical_prefix_tokens": prefix, "repeatable": ours == ours_again,
             "fast_tokens_per_s": our_rate, "upstream_tokens_per_s": their_rate,
-            "speedup": our_rate / their_rate, "graph_capture_s": capture_s}
+            "speedup": our_rate / their_rate, "graph_capture_s": capture_s,
+            "fast_rates": our_rates, "upstream_rates": their_rates}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: float32 on a CPU; float32 float16 bfloat16 on CUDA")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs of each loop, alternating (medians reported)")
     parser.add_argument("--model-dir", default=None,
                         help="model root holding original/ (default: the never-stopping "
                              "random-weight fixture)")
@@ -188,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for dtype in dtypes:      # one process per dtype: memory and graphs start clean
         task = {"model_dir": args.model_dir, "device": args.device, "dtype": dtype,
-                "steps": args.steps, "seed": args.seed}
+                "steps": args.steps, "seed": args.seed, "repeats": args.repeats}
         proc = subprocess.run([sys.executable, "-m", "cbx.bench_decode", "--worker",
                                json.dumps(task)], capture_output=True, text=True)
         lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_MARKER)]

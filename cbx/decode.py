@@ -18,8 +18,9 @@ processors in the same order, the multilingual alignment analyzer, and one
   stood right after the stop token, so S3Gen draws what it would have drawn upstream.
   On CPU (where a check costs nothing) and for the multilingual model (its analyzer
   reads every step on the host anyway) the check is every step;
-* on CUDA the one-token step (embedding lookup, transformer, speech head) is captured
-  in a ``torch.cuda.CUDAGraph`` per cache size, at first use, and replayed.
+* on CUDA the one-token step (transformer and speech head) is captured in a
+  ``torch.cuda.CUDAGraph`` per cache size, at first use, and replayed (not for the
+  multilingual model, whose analyzer copies attention maps to the host every step).
 
 A token budget per chunk (``token_budget``) replaces upstream's fixed 1000 tokens, so a
 chunk that never stops ends after a few times the speech its text predicts instead of
@@ -152,9 +153,9 @@ class Decoder:
         self.last = loop.decoded
         return out
 
-    def step_for(self, cache_len: int, batch: int, make):
+    def step_for(self, cache_len: int, batch: int, graph: bool, make):
         """The captured (or eager) one-token step for this cache size, reused."""
-        key = (cache_len, batch)
+        key = (cache_len, batch, graph)
         if key not in self._steps:
             self._steps.clear()       # one cache (and graph) alive at a time
             self._steps[key] = make()
@@ -294,12 +295,13 @@ class _Loop:
         if self.decoder.on_tokens is not None:
             self.decoder.on_tokens(tokens, made)
 
-    def step_module(self, cache_len: int, batch: int, dtype):
-        graph = self.cuda and self.decoder.fast
-        decoder = self.decoder
-        step = decoder.step_for(cache_len, batch,
-                                lambda: _Step(self.t3, cache_len, batch, dtype, self.device,
-                                              graph))
+    def step_module(self, cache_len: int, batch: int, dtype, graph_ok: bool = True):
+        """The step for this call; a CUDA graph only where nothing in the step reads
+        back to the host (the multilingual analyzer's attention hooks do)."""
+        graph = self.cuda and graph_ok
+        step = self.decoder.step_for(cache_len, batch, graph,
+                                     lambda: _Step(self.t3, cache_len, batch, dtype,
+                                                   self.device, graph))
         step.cache.reset()
         return step
 
@@ -372,7 +374,7 @@ class _LlamaLoop(_Loop):
         with _alignment_analyzer(t3, len_cond, text_tokens.size(-1)) as analyzer:
             check_every = 1 if analyzer is not None else self.check_every
             step = self.step_module(self.bucket(prompt_len + self.budget + 1), batch,
-                                    inputs.dtype)
+                                    inputs.dtype, graph_ok=analyzer is None)
             ids = torch.full((1, self.budget + 1), hp.start_speech_token, dtype=torch.long,
                              device=self.device)
             done = torch.zeros((), dtype=torch.bool, device=self.device)
