@@ -76,25 +76,23 @@ def _wait_idle(page) -> None:
 
 
 def _first_audio_seconds(page, text: str) -> float:
-    """Generate `text`; seconds from the click to the live player's first 'playing'.
-    Waits until the live player has played every chunk, so the next run starts quiet."""
-    page.evaluate(
-        "() => { if (window.__cbxPlaying) return; window.__cbxPlaying = [];"
-        " document.addEventListener('playing', ev => {"
-        "  if (ev.target.classList && ev.target.classList.contains('cbx-live-player'))"
-        "   window.__cbxPlaying.push(performance.now()); }, true); }")
+    """Generate `text`; seconds from the click to the moment the live player's played
+    time first moved (its own counter, an epoch time in ms). Waits until the player has
+    played to the end, so the next run starts quiet."""
     area = page.locator(".cbx-text textarea")
     if area.input_value() != text:
         area.fill(text)
         area.press("End")
         wait_text(page, ".cbx-textinfo", "chunk", PAGE_TIMEOUT_MS)
-    clicked = page.evaluate("() => performance.now()")
+    clicked = page.evaluate("() => Date.now()")
     page.click("button.cbx-generate")
     first = page.wait_for_function(
-        "clicked => window.__cbxPlaying.find(t => t > clicked)", arg=clicked,
+        "clicked => { const t = Number(document.querySelector('.cbx-live')"
+        "  .dataset.first_played_at); return t > clicked && t; }", arg=clicked,
         timeout=GENERATION_TIMEOUT_MS).json_value()
     _wait_idle(page)
-    wait_text(page, ".cbx-live-info", "Played all", GENERATION_TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelector('.cbx-live').dataset.state"
+                           " === 'ended'", timeout=GENERATION_TIMEOUT_MS)
     return (first - clicked) / 1000.0
 
 

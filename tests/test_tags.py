@@ -12,7 +12,7 @@ import pytest
 from cbx import tags
 from cbx.text import split_text
 from tests.test_ui_controller import (FakeBackend, backend, env,  # noqa: F401
-                                      make_controller, no_stray_live_threads)
+                                      make_controller)
 
 REAL_LAYOUT_TAGS = ["[clear throat]", "[laugh]", "[sigh]"]
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from cbx.errors import GenerationFailed, InvalidVoiceFile
+from cbx.blocks import AudioBlock
 from cbx.synth import CancelToken, Progress, Result
 from cbx.text import DEFAULT_FIRST_CHUNK_CHARS, split_text
 from cbx.state import ModelInfo, ModelState
@@ -163,7 +164,7 @@ class FakeBackend(Backend):
         return self._output_dir
 
     def speak(self, text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
-              first_chunk_chars, progress, cancel, on_chunk, **settings):
+              first_chunk_chars, progress, cancel, on_chunk, on_block=None, **settings):
         from cbx.errors import GenerationCancelled
 
         self.speak_calls.append(dict(text=text, voice=voice, variant=variant, seed=seed,
@@ -196,6 +197,12 @@ class FakeBackend(Backend):
                 raise GenerationFailed(f"Chunk {i + 1} failed.", "Try again.")
             t = np.arange(int(0.5 * SR)) / SR
             wav = (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32)
+            if on_block is not None:      # two contiguous blocks per chunk, as speak() sends
+                start = sum(len(p) for p in pieces)
+                for k, half in enumerate(np.array_split(wav, 2)):
+                    on_block(AudioBlock(half, SR, i + 1, start / SR,
+                                        last=(i == len(chunks) - 1 and k == 1)))
+                    start += len(half)
             pieces.append(wav)
             progress(Progress(i + 1, len(chunks), 0, time.perf_counter() - started, 0.0,
                               "chunk_done"))
@@ -223,7 +230,7 @@ def backend(env):
 
 
 class FakeClock:
-    """A schedule for the live player that runs nothing until the test says so."""
+    """A schedule (the text count's timer) that runs nothing until the test says so."""
 
     class Handle:
         def __init__(self, delay, callback):
@@ -250,16 +257,6 @@ class FakeClock:
         callback, handle.callback = handle.callback, None
         callback()
         return handle.delay
-
-
-@pytest.fixture(autouse=True)
-def no_stray_live_threads():
-    """Every test must leave no live-playback timer thread behind."""
-    yield
-    deadline = time.monotonic() + 2
-    while _live_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not _live_threads(), "a live-playback timer outlived its test"
 
 
 def _live_threads():
@@ -566,133 +563,117 @@ def test_chunk_hint_and_generation_use_the_short_first_chunk(backend):
     assert c.current.text == FIVE_SENTENCES
 
 
-def test_live_playback_plays_chunks_in_order_while_the_rest_is_made(backend):
-    clock = FakeClock()
-    c, events = make_controller(backend, schedule=clock)
-    c.set_max_chunk_chars(50)
-    c.set_text("First sentence is here. Second sentence is here. Third one ends it all. "
-               "And a fourth sentence, at last.")
-    total = c.text_info["chunks"]
-    assert total == 3
-    assert c.live.state == playback.NOT_STARTED
+class RecordingPlayer:
+    """Stands in for the browser's player: notes each call the live feed makes."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def begin(self):
+        self.calls.append(("begin",))
+
+    def add(self, block):
+        self.calls.append(("add", block))
+
+    def finish(self):
+        self.calls.append(("finish",))
+
+    def stop(self):
+        self.calls.append(("stop",))
+
+    @property
+    def blocks(self) -> list:
+        return [call[1] for call in self.calls if call[0] == "add"]
+
+    def kinds(self) -> list[str]:
+        return [call[0] for call in self.calls]
+
+
+def live_controller(backend, text: str = "First sentence is here. Second sentence is "
+                    "here. Third one ends it all.", max_chars: int = 60
+                    ) -> tuple[DashboardController, RecordingPlayer]:
+    """A controller with a recording player on its live feed and `text` typed in."""
+    c, _ = make_controller(backend)
+    player = RecordingPlayer()
+    c.live.connect(player)
+    c.set_max_chunk_chars(max_chars)
+    c.set_text(text)
+    return c, player
+
+
+def test_blocks_reach_the_player_as_they_are_made_and_join_into_the_result(backend):
+    c, player = live_controller(backend, "First sentence is here. Second sentence is here. "
+                                         "Third one ends it all. And a fourth sentence, at last.", 50)
+    assert c.text_info["chunks"] == 3
+    assert c.live.state == playback.NOT_STARTED and player.calls == []
     backend.gate = threading.Event()
     assert c.generate()
-    wait_for(lambda: c.live.state == playback.WAITING)
-
+    wait_for(lambda: player.kinds() == ["begin"])
     backend.gate.set()                                   # chunk 1 finishes
-    wait_for(lambda: c.live.snapshot().played == (0,))
-    live = c.live.snapshot()
-    assert live.state == playback.PLAYING and live.chunk.index == 0
-    assert live.chunk.data == c.chunks_done[0][2], "the live player gets chunk 1 at once"
-    assert live.chunk.seconds == pytest.approx(0.5)
-    assert c.busy == GENERATING, "first audio plays while the rest is generated"
-    assert [h.delay for h in clock.pending] == [pytest.approx(0.5 + playback.LIVE_GAP_SECONDS)]
-    assert "live" in events
-
-    backend.gate.set()                                   # chunk 2 finishes during chunk 1
-    wait_for(lambda: c.live.snapshot().queued == 1)
-    assert c.live.snapshot().chunk.index == 0, "chunk 2 waits for chunk 1 to end"
-    clock.fire()                                         # chunk 1 has played
-    live = c.live.snapshot()
-    assert live.chunk.index == 1 and live.queued == 0 and live.state == playback.PLAYING
-    clock.fire()                                         # chunk 2 has played, 3 not made
-    assert c.live.state == playback.WAITING, "playback caught up with generation"
-    assert clock.pending == []
-
-    backend.gate.set()                                   # chunk 3 plays as soon as it is made
+    wait_for(lambda: len(player.blocks) == 2)
+    assert c.busy == GENERATING, "first audio reaches the player while the rest is made"
+    assert [b.chunk for b in player.blocks] == [1, 1] and c.live.state == playback.STREAMING
+    for made in (4, 6):
+        backend.gate.set()
+        wait_for(lambda: len(player.blocks) == made)
     assert c.wait(10)
-    live = c.live.snapshot()
-    assert live.played == (0, 1, 2) and live.state == playback.PLAYING and live.finished
-    assert c.current is not None, "the combined result is ready meanwhile"
-    clock.fire()
-    assert c.live.state == playback.DONE and clock.pending == []
+    assert c.error is None
+    assert player.kinds() == ["begin"] + ["add"] * 6 + ["finish"]
+    blocks = player.blocks
+    assert [b.chunk for b in blocks] == [1, 1, 2, 2, 3, 3]
+    assert [b.last for b in blocks] == [False] * 5 + [True]
+    ends = np.cumsum([0] + [len(b.wav) for b in blocks[:-1]]) / blocks[0].sample_rate
+    assert [b.start_s for b in blocks] == pytest.approx(list(ends)), "blocks are contiguous"
+    with wave.open(io.BytesIO(c.current.wav_bytes)) as saved:
+        assert sum(len(b.wav) for b in blocks) == saved.getnframes(), "they join into it"
+    assert c.live.state == playback.FINISHED and c.live.blocks == 6
+    assert c.live.seconds == pytest.approx(c.current.duration)
+    assert c.current is not None, "the finished result keeps its own player and history"
 
 
-def live_controller(backend) -> tuple[DashboardController, FakeClock]:
-    """A controller on a fake clock with a two-chunk text typed in."""
-    clock = FakeClock()
-    c, _ = make_controller(backend, schedule=clock)
-    c.set_max_chunk_chars(60)
-    c.set_text("First sentence is here. Second sentence is here. Third one ends it all.")
-    assert c.text_info["chunks"] == 2
-    return c, clock
-
-
-def test_cancel_and_unload_silence_live_playback(backend):
-    c, clock = live_controller(backend)
+def test_cancel_stops_the_player_and_drops_later_blocks(backend):
+    c, player = live_controller(backend)
     backend.gate = threading.Event()
     c.generate()
     backend.gate.set()
-    wait_for(lambda: c.live.state == playback.PLAYING)
-    timer = clock.pending[0]
+    wait_for(lambda: len(player.blocks) == 2)
     assert c.cancel()
-    assert c.live.state == playback.STOPPED and timer.cancelled
-    assert c.live.snapshot().chunk is None
+    assert player.kinds()[-1] == "stop" and c.live.state == playback.STOPPED
+    c.live.add(player.blocks[0])                         # a block made as Cancel arrived
     backend.gate.set()
     assert c.wait(10)
-    assert c.live.state == playback.STOPPED, "nothing plays after Cancel"
-    assert clock.pending == []
+    assert player.kinds() == ["begin", "add", "add", "stop"], "nothing reaches it after"
 
-    # A new generation starts a fresh live queue; Unload silences it too.
-    backend.gate = None
-    c.set_text("Hello there. This is short.")
+
+def test_unload_and_close_stop_a_player_that_still_plays_a_finished_generation(backend):
+    c, player = live_controller(backend)
     assert c.generate() and c.wait(10)
-    live = c.live.snapshot()
-    assert live.played == (0,) and live.state == playback.PLAYING
+    assert player.kinds()[-1] == "finish"
     assert c.unload() and c.wait(10)
-    assert c.live.state == playback.STOPPED and clock.pending == []
+    assert player.kinds()[-1] == "stop" and c.live.state == playback.STOPPED
+    assert c.generate() and c.wait(10)
+    assert player.kinds()[-2:] == ["add", "finish"]
+    c.close()
+    assert player.kinds()[-1] == "stop"
+    c.close()
+    assert player.kinds().count("stop") == 2, "a second stop says nothing"
 
 
-def test_chunks_made_before_a_failure_still_play(backend):
-    c, clock = live_controller(backend)
+def test_blocks_made_before_a_failure_still_play(backend):
+    c, player = live_controller(backend)
     backend.fail_after = 1
     assert c.generate() and c.wait(10)
     assert c.error is not None and c.error.code == "generation_failed"
-    live = c.live.snapshot()
-    assert live.played == (0,) and live.finished and live.state == playback.PLAYING
-    clock.fire()
-    assert c.live.state == playback.DONE
+    assert player.kinds() == ["begin", "add", "add", "finish"]
 
 
-def test_new_generation_replaces_the_live_queue(backend):
-    c, clock = live_controller(backend)
+def test_a_new_generation_begins_the_player_afresh(backend):
+    c, player = live_controller(backend)
     assert c.generate() and c.wait(10)
-    first = c.live.snapshot()
-    assert first.played == (0,) and first.queued == 1
-    old_timer = clock.pending[0]
     assert c.generate() and c.wait(10)
-    assert old_timer.cancelled, "the old generation's timer must not advance the new one"
-    second = c.live.snapshot()
-    assert second.played == (0,) and second.queued == 1 and second.serial > first.serial
-    assert second.chunk.data != b"" and second.chunk.data[:4] == b"RIFF"
-
-
-def test_live_playback_with_real_timer_threads_finishes_and_stops_cleanly():
-    changes = []
-    live = playback.LivePlayback(lambda: changes.append(1), gap=0.01)
-    live.begin(3)
-    for i in range(3):
-        live.add(i, 3, b"RIFF%d" % i, 0.01)
-    live.finish()
-    wait_for(lambda: live.state == playback.DONE)
-    assert live.snapshot().played == (0, 1, 2)
-    # A long chunk's timer thread ends at once on stop(): nothing outlives the page.
-    live.begin(1)
-    live.add(0, 1, b"RIFFlong", 30.0)
-    assert _live_threads()
-    live.stop()
-    assert _live_threads() == []
-    assert live.state == playback.STOPPED and live.snapshot().chunk is None
-    assert changes
-
-
-def test_close_stops_live_playback(backend):
-    c, _ = make_controller(backend, schedule=None)      # the real timer thread
-    c.set_text("Hello there.")
-    assert c.generate() and c.wait(10)
-    assert c.live.state == playback.PLAYING and _live_threads()
-    c.close()
-    assert c.live.state == playback.STOPPED and _live_threads() == []
+    assert player.kinds() == ["begin"] + ["add"] * 4 + ["finish"] + ["begin"] + \
+        ["add"] * 4 + ["finish"]
+    assert c.live.blocks == 4, "the counts start again with each generation"
 
 
 def test_cancel_as_the_last_chunk_finishes_never_sticks_in_cancelling(backend):

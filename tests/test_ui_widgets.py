@@ -3,23 +3,25 @@ is enabled, for every state the controller goes through."""
 from __future__ import annotations
 
 import base64
+import io
 import re
 import threading
 import time
+import wave
 
+import numpy as np
 import pytest
 
 pytest.importorskip("ipywidgets")
 
-from cbx.ui import playback  # noqa: E402
 from cbx.ui.controller import DashboardController  # noqa: E402
 from cbx.ui.view import PAGE_UPDATES_PER_SECOND, Dashboard  # noqa: E402
 from tests.test_ui_controller import (FakeBackend, FakeClock, backend,  # noqa: E402,F401
-                                      clip_bytes, env, no_stray_live_threads, wait_for)
+                                      clip_bytes, env, wait_for)
 
 
 def make(backend, **kwargs) -> Dashboard:
-    kwargs.setdefault("schedule", FakeClock())     # the live player advances when told
+    kwargs.setdefault("schedule", FakeClock())     # the text count runs when told
     return Dashboard(DashboardController(backend, idle_unload_minutes=15, **kwargs))
 
 
@@ -241,7 +243,7 @@ def _audio_widgets(view):
     return [w for w in _walk(view.root) if isinstance(w, view.w.Audio)]
 
 
-def test_no_player_without_audio_none_loops_and_only_live_autoplays(backend, env):
+def test_no_player_without_audio_none_loops_and_none_autoplays(backend, env):
     """Issue 13: an <audio> element with no audio in it, or one that loops, keeps the
     browser busy; every state the page can be left in is checked."""
     view = make(backend)
@@ -251,8 +253,7 @@ def test_no_player_without_audio_none_loops_and_only_live_autoplays(backend, env
         for player in players:
             assert player.value[:4] == b"RIFF", f"{state}: a player without audio"
             assert not player.loop, f"{state}: a looping player"
-            assert not player.autoplay or "cbx-live-player" in player._dom_classes, \
-                f"{state}: autoplay on a player not meant to start by itself"
+            assert not player.autoplay, f"{state}: a player that starts by itself"
         return players
 
     assert check("fresh") == []
@@ -278,86 +279,72 @@ def test_no_player_without_audio_none_loops_and_only_live_autoplays(backend, env
     view.close()
 
 
-def test_live_player_plays_each_chunk_as_it_arrives_then_the_next(backend):
-    clock = FakeClock()
-    view = make(backend, schedule=clock)
-    assert view.live_audio.autoplay and view.live_box.layout.display == "none"
-    assert view.live_audio.player is None and view.live_audio.box.children == ()
-    view.chunk_chars.value = 60
-    view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
-    backend.gate = threading.Event()
-    view.generate.click()
-    wait_for(lambda: view.live_box.layout.display is None)
-    assert "as soon as it is ready" in view.live_info.value
-    assert view.live_audio.box.children == (), "no player until a chunk is ready"
-    backend.gate.set()
-    wait_for(lambda: view.c.live.snapshot().played == (0,))
-    wait_for(lambda: len(view.preview.children) == 2)
-    chunk1 = view.c.chunks_done[0][2]
-    first = view.live_audio.player
-    assert first.value == chunk1 and first.autoplay and not first.loop, \
-        "chunk 1 starts playing by itself"
-    assert "cbx-live-player" in first._dom_classes
-    assert view.live_audio.box.children == (first,)
-    assert "Playing chunk 1 of 2" in view.live_info.value
-    # the per-chunk player for replay is still there, not autoplaying
-    replay = view.preview.children[1].children[1]
-    assert replay.value == chunk1 and not replay.autoplay and not replay.loop
-    backend.gate.set()
-    assert view.c.wait(10)
-    chunk2 = view.c.current.wav_bytes   # the joined result; chunk 2 is still queued
-    assert view.live_audio.value == chunk1, "chunk 2 waits until chunk 1 has played"
-    clock.fire()
-    assert view.live_audio.player is not first, "each chunk gets a new player"
-    assert view.live_audio.value not in (chunk1, chunk2)
-    assert view.live_audio.value[:4] == b"RIFF"
-    assert "Playing chunk 2 of 2" in view.live_info.value
-    clock.fire()
-    assert "Played all 2 chunks" in view.live_info.value
-    assert view.result_audio.value == chunk2, "the combined result player is unchanged"
+def record_player(view) -> list[tuple[dict, list]]:
+    """Keep what the live player sends to the browser (content, binary buffers)."""
+    sent: list[tuple[dict, list]] = []
+    view.live_player.send = lambda content, buffers=None: sent.append((content, buffers))
+    return sent
 
 
-def test_live_player_is_removed_on_cancel_and_replays_identical_audio(backend):
-    clock = FakeClock()
-    view = make(backend, schedule=clock)
-    view.chunk_chars.value = 60
-    view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
-    backend.gate = threading.Event()
-    view.generate.click()
-    backend.gate.set()
-    wait_for(lambda: view.c.live.state == playback.PLAYING)
-    assert view.live_audio.value[:4] == b"RIFF"
-    view.cancel.click()
-    assert view.live_audio.player is None and view.live_audio.box.children == (), \
-        "cancel takes the live player off the page"
-    assert "stopped" in view.live_info.value
-    backend.gate.set()
-    assert view.c.wait(10)
-    # The same text and seed make the same first chunk: it must start again, so it
-    # gets a player of its own (an unchanged value would not be re-sent).
-    backend.gate = None
-    view.text.value = "Hello there."
-    view.seed.value = "3"
-    view.generate.click()
-    assert view.c.wait(10)
-    first = view.live_audio.player
-    view.generate.click()
-    assert view.c.wait(10)
-    assert view.live_audio.player is not first
-    assert view.live_audio.value == first.value
-
-
-def test_live_view_replays_identical_audio_when_renders_coalesce(backend):
-    """Two renders can see one snapshot only (begin and the first chunk in quick
-    succession): identical bytes still get a new player, so they play again."""
+def test_live_player_sends_each_block_as_float32_pcm_while_the_rest_is_made(backend):
     view = make(backend)
-    live = view.c.live
-    live.begin(1)
-    live.add(0, 1, b"RIFF-same", 1.0)
-    before = view.live_audio.player
-    view._live_serial = None          # as if the view had not drawn the last change yet
-    view._render_live()
-    assert view.live_audio.player is not before and view.live_audio.value == b"RIFF-same"
+    player = view.live_player
+    assert player.state == "idle" and player.blocks == 0
+    assert "createBufferSource" in player._esm and ".start(when)" in player._esm
+    sent = record_player(view)
+    view.chunk_chars.value = 60
+    view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
+    backend.gate = threading.Event()
+    view.generate.click()
+    wait_for(lambda: [c["kind"] for c, _ in sent] == ["begin"])
+    backend.gate.set()
+    wait_for(lambda: len(sent) == 3)
+    assert view.c.busy == "generating", "the first blocks leave before the last is made"
+    backend.gate.set()
+    assert view.c.wait(10)
+    kinds = [content["kind"] for content, _ in sent]
+    assert kinds == ["begin", "block", "block", "block", "block", "finish"]
+    gen = sent[0][0]["gen"]
+    assert all(content["gen"] == gen for content, _ in sent)
+    blocks = [(content, buffers) for content, buffers in sent if content["kind"] == "block"]
+    pcm = np.concatenate([np.frombuffer(bytes(b[0]), dtype="<f4") for _, b in blocks])
+    assert [c["chunk"] for c, _ in blocks] == [1, 1, 2, 2]
+    assert [c["last"] for c, _ in blocks] == [False, False, False, True]
+    assert all(c["rate"] == 24_000 for c, _ in blocks)
+    with wave.open(io.BytesIO(view.c.current.wav_bytes)) as saved:
+        assert len(pcm) == saved.getnframes(), "the blocks are the whole result"
+        ints = np.frombuffer(saved.readframes(saved.getnframes()), dtype="<i2")
+    assert np.abs(pcm - ints / 32767.0).max() < 1e-3, "the samples themselves travel"
+    assert view.result_audio.value == view.c.current.wav_bytes, "the result player stays"
+    # a new generation begins the browser's player again, under a new number
+    backend.gate = None
+    view.generate.click()
+    assert view.c.wait(10)
+    assert sent[6][0] == {"kind": "begin", "gen": gen + 1}
+
+
+def test_cancel_unload_and_close_stop_the_live_player(backend):
+    view = make(backend)
+    sent = record_player(view)
+    view.chunk_chars.value = 60
+    view.text.value = "First sentence is here. Second sentence is here. Third one ends it all."
+    backend.gate = threading.Event()
+    view.generate.click()
+    backend.gate.set()
+    wait_for(lambda: len(sent) == 3)
+    view.cancel.click()
+    assert sent[-1][0]["kind"] == "stop"
+    backend.gate.set()
+    assert view.c.wait(10)
+    assert [c["kind"] for c, _ in sent] == ["begin", "block", "block", "stop"]
+    backend.gate = None
+    view.generate.click()
+    assert view.c.wait(10)
+    assert sent[-1][0]["kind"] == "finish"
+    view.unload.click()
+    assert view.c.wait(10)
+    assert sent[-1][0]["kind"] == "stop", "Unload silences what is still buffered"
+    view.generate.click()
+    assert view.c.wait(10)
     view.close()
-    assert live.state == playback.STOPPED
-    assert view.live_audio.player is None
+    assert sent[-1][0]["kind"] == "stop", "closing the page stops it"

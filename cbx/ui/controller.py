@@ -6,8 +6,8 @@ panel refreshes after every action) lives here, so tests can drive it without a
 browser and without ipywidgets. The view only observes events and re-renders.
 
 Long work (load, unload, generate) runs on a worker thread so the kernel's main thread
-stays free to receive the Cancel click. Finished chunks also feed the live player
-(`playback.LivePlayback`), which plays them in order while the rest is generated.
+stays free to receive the Cancel click. speak()'s AudioBlocks go, as they are made,
+to the live feed (`playback.LiveFeed`), which the view connects to the browser's player.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from ..state import ModelInfo, ModelState
 from ..text import CHARS_PER_SECOND, DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS
 from ..tags import TURBO, find_tags
 from ..variants import DEFAULT_VARIANT, VARIANTS
-from .playback import LivePlayback, Schedule, thread_timer
+from .playback import LiveFeed, Schedule, thread_timer
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ BUILTIN = "__builtin__"        # voice choice meaning "the variant's bundled voi
 DEFAULT_MAX_CHUNK_CHARS = DEFAULT_MAX_CHARS
 
 # Events the view listens to (each names the part of the page to redraw).
-EVENTS = ("busy", "progress", "status", "error", "result", "chunk", "live", "history",
+EVENTS = ("busy", "progress", "status", "error", "result", "chunk", "history",
           "health", "model", "voices", "text", "settings", "session")
 
 
@@ -113,7 +113,7 @@ class DashboardController:
     def __init__(self, backend, *, idle_unload_minutes: float | None = None,
                  threaded: bool = True, exit_process: Callable[[], None] | None = None,
                  schedule: Schedule | None = None):
-        """`schedule(delay, callback)` times the live player (default: a daemon timer
+        """`schedule(delay, callback)` times the text count (default: a daemon timer
         thread); tests pass a fake clock to step it."""
         self.backend = backend
         self.threaded = threaded
@@ -132,7 +132,7 @@ class DashboardController:
         self.error: CbxError | None = None
         self.progress: dict | None = None
         self.chunks_done: list[tuple[int, int, bytes]] = []   # live preview while generating
-        self.live = LivePlayback(lambda: self._emit("live"), schedule=schedule)
+        self.live = LiveFeed()         # AudioBlocks on their way to the browser's player
         self._schedule_text = schedule or functools.partial(thread_timer,
                                                             name="cbx-text-count")
         self._text_serial = 0
@@ -509,7 +509,7 @@ class DashboardController:
 
     def unload(self) -> bool:
         def work() -> None:
-            self.live.stop()      # Unload means quiet: no finished chunk keeps playing
+            self.live.stop()      # Unload means quiet: nothing buffered keeps playing
             self.status_line = "Unloading the model..."
             self._emit("status")
             try:
@@ -562,7 +562,6 @@ class DashboardController:
             data = encode_wav(wav, sample_rate)
             self.chunks_done.append((index, total, data))
             self._emit("chunk")
-            self.live.add(index, total, data, _seconds(wav, sample_rate))
 
         def work() -> None:
             self.chunks_done = []
@@ -570,13 +569,13 @@ class DashboardController:
                              "tokens": 0, "elapsed": 0.0, "eta": None, "stage": "starting"}
             self.status_line = "Starting..."
             self._emit("progress", "status", "chunk")
-            self.live.begin(self.progress["total"])
+            self.live.begin()
             try:
                 result = self.backend.speak(
                     text, voice, variant=variant, device=device, dtype=dtype, seed=seed,
                     language=language, max_chunk_chars=max_chars,
                     first_chunk_chars=first_chars, progress=on_progress, cancel=token,
-                    on_chunk=on_chunk, **settings)
+                    on_chunk=on_chunk, on_block=self.live.add, **settings)
             except GenerationCancelled as exc:
                 self.live.stop()
                 self.status_line = f"Cancelled. {exc.message}"
@@ -584,7 +583,7 @@ class DashboardController:
                 self._emit("progress", "status")
                 return
             except BaseException as exc:
-                self.live.finish()     # the chunks made before the failure still play
+                self.live.finish()     # the blocks made before the failure still play
                 self.progress = None
                 self._fail(exc, GenerationFailed)
                 self._emit("progress")
@@ -661,7 +660,7 @@ class DashboardController:
         self._emit("error")
 
     def close(self) -> None:
-        """Stop live playback and its timer (the page is going away)."""
+        """Stop live playback (the page is going away)."""
         self.live.stop()
 
     # ----------------------------------------------------------------- end session
@@ -684,12 +683,6 @@ class DashboardController:
         timer.daemon = True
         timer.start()
         return True
-
-
-def _seconds(wav, sample_rate: int) -> float:
-    import numpy as np
-
-    return np.asarray(wav).size / float(sample_rate)
 
 
 __all__ = ["DashboardController", "HistoryEntry", "parse_seed", "BUILTIN",

@@ -13,7 +13,6 @@ from ..errors import UnexpectedError
 from ..state import ModelInfo
 from ..units import format_bytes
 from ..variants import VARIANTS
-from . import playback
 
 e = html.escape
 
@@ -240,28 +239,6 @@ def progress_fraction(progress: dict | None) -> float:
         # a chunk of speech is usually a few hundred tokens; cap the in-chunk share
         done = max(chunk - 1, 0) + min(progress.get("tokens", 0) / 400.0, 0.95)
     return max(0.0, min(done / total, 1.0))
-
-
-def live_status_html(live) -> str:
-    """One line over the live player: what it plays now and what comes next."""
-    state, total = live.state, live.total
-    played = len(live.played)
-    of = f" of {total}" if total else ""
-    if state == playback.PLAYING and live.chunk is not None:
-        rest = "." if live.finished else " while the rest is made."
-        text = f"Playing chunk {live.chunk.index + 1}{of}{rest}"
-    elif state == playback.WAITING:
-        text = ("The first chunk plays here as soon as it is ready." if not played else
-                f"Chunk {played + 1}{of} plays as soon as it is ready.")
-    elif state == playback.DONE:
-        text = (f"Played all {played} chunk{'s' if played != 1 else ''}." if played == total
-                else f"Played the {played} finished chunk{'s' if played != 1 else ''}.")
-    elif state == playback.STOPPED:
-        text = "Live playback stopped."
-    else:
-        return ""
-    return (f"<span class='cbx-hint' data-state='{e(state)}' data-played='{played}'>"
-            f"<b>Live:</b> {e(text)}</span>")
 
 
 def data_url(data: bytes, mime: str) -> str:

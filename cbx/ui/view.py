@@ -18,6 +18,7 @@ from ..variants import VARIANTS
 from ..voices import MAX_VOICE_BYTES
 from . import playback, render
 from .controller import BUILTIN, CANCELLING, GENERATING, DashboardController
+from .player import LivePlayer
 from .tagbar import TagBar
 from .upload import ClipUpload
 
@@ -89,14 +90,13 @@ class AudioSlot:
     Why: an element without audio still costs the browser. ipywidgets' `Audio` loops by
     default, a looping zero-length source restarts for ever, and an empty value is a
     source the browser rejects; so nothing stands in the slot until there is something
-    to play, and nothing loops. Each new sound gets a new widget: the browser (re)starts
-    an autoplaying one even when the bytes equal the last ones."""
+    to play, and nothing loops. Each new sound gets a new widget, so identical bytes
+    load again too."""
 
-    def __init__(self, w, css_class: str, height: str, autoplay: bool = False):
+    def __init__(self, w, css_class: str, height: str):
         self._w = w
         self._css_class = css_class
         self._height = height
-        self.autoplay = autoplay
         self.player = None
         self.box = w.Box(layout=w.Layout(width="100%"))
 
@@ -109,7 +109,7 @@ class AudioSlot:
             self.clear()
             return
         w = self._w
-        player = w.Audio(value=data, format=fmt, autoplay=self.autoplay, loop=False,
+        player = w.Audio(value=data, format=fmt, autoplay=False, loop=False,
                          controls=True, layout=w.Layout(width="100%", height=self._height))
         player.add_class(self._css_class)
         old, self.player = self.player, player
@@ -135,15 +135,13 @@ class Dashboard:
         self.c = controller
         self._local = threading.local()      # "syncing" flag: ignore our own updates
         self._history_rows: dict[int, object] = {}
-        self._live_lock = threading.Lock()   # timer and worker threads both redraw it
-        self._live_serial = None
         self._throttles = {event: Throttle(lambda e=event: self._render(e),
                                            1.0 / PAGE_UPDATES_PER_SECOND)
                            for event in THROTTLED_EVENTS}
         self._build()
         controller.observe(self._on_event)
         for event in ("health", "voices", "text", "settings", "busy", "status", "error",
-                      "result", "history", "progress", "chunk", "live"):
+                      "result", "history", "progress", "chunk"):
             self._on_event(event)
 
     # ----------------------------------------------------------------- helpers
@@ -298,15 +296,13 @@ class Dashboard:
                                         layout=w.Layout(width="100%"))
         self.progress.add_class("cbx-progress")
         self.progress_text = self._html("cbx-progress-text")
-        # Live: autoplay, fed the next finished chunk by the controller's playback timer
-        self.live_info = self._html("cbx-live-info")
-        self.live_audio = AudioSlot(w, "cbx-live-player", height="40px", autoplay=True)
-        self.live_box = w.VBox([self.live_info, self.live_audio.box], layout=_full_width(w))
-        self.live_box.add_class("cbx-live")
+        # Live: the browser plays speak()'s blocks back to back as they are made
+        self.live_player = LivePlayer(layout=_full_width(w))
+        self.c.live.connect(self.live_player)
         self.preview = w.VBox()
         self.preview.add_class("cbx-preview")
         return self._card("4 &middot; Generate", w.HBox([self.generate, self.cancel]),
-                          self.progress, self.progress_text, self.live_box, self.preview)
+                          self.progress, self.progress_text, self.live_player, self.preview)
 
     def _output_card(self):
         self.result_info = self._html("cbx-result-info")
@@ -448,21 +444,6 @@ class Dashboard:
                 w.Audio(value=data, format="wav", autoplay=False, loop=False,
                         layout=w.Layout(width="80%", height="36px"))]))
         self.preview.children = tuple(children)
-
-    def _render_live(self) -> None:
-        """Show the live state; a new chunk gets a new autoplaying player (so identical
-        audio plays again too), and silence means no player at all."""
-        with self._live_lock:
-            live = self.c.live.snapshot()
-            self.live_box.layout.display = "none" if live.state == playback.NOT_STARTED else None
-            self.live_info.value = render.live_status_html(live)
-            if live.serial == self._live_serial:
-                return
-            self._live_serial = live.serial
-            if live.chunk is None:
-                self.live_audio.clear()
-            else:
-                self.live_audio.show(live.chunk.data)
 
     def close(self) -> None:
         """Stop live playback and close the widgets (the page is going away)."""
@@ -636,6 +617,6 @@ def dashboard(model_dir=None, backend=None) -> Dashboard:
                                      idle_unload_minutes=minutes, exit_process=_exit_kernel)
     if config_error is not None:
         controller.error = config_error
-    # kernel shutdown: stop the live player's timer before the interpreter goes away
+    # kernel shutdown: the browser's live player is told to stop before the kernel goes
     atexit.register(controller.close)
     return Dashboard(controller)
