@@ -66,6 +66,11 @@ class ModelBusy(CbxError):
     code = "model_busy"
 
 
+class ProjectLocked(ModelBusy):
+    """Another kernel or process is making this long-form project (its file lock is
+    held); same code as ModelBusy, its own class so a page can wait for it to finish."""
+
+
 class GpuInUse(CbxError):
     """Another kernel holds a model on the GPU; loading a second would run out of VRAM."""
 
