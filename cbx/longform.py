@@ -356,7 +356,8 @@ class Project:
         entry = plan["chunks"][index]
         old = self.chunk(index)
         if text is not None:
-            entry["text"] = textmod.validate_text(text)
+            entry["text"] = self._one_chunk(textmod.validate_text(text),
+                                            plan["max_chunk_chars"])
         if seed is not None:
             entry["seed"] = options.seed(seed)
         elif text is None:
@@ -366,6 +367,18 @@ class Project:
         _write_json(self.folder / MANIFEST, plan)
         self._make(index, None, None)
         return self.chunk(index)
+
+    @staticmethod
+    def _one_chunk(text: str, max_chars: int) -> str:
+        """An edited chunk's text, refused before anything is moved aside when speak()
+        would split it (a chunk is one speak() call, or the project's seeds shift)."""
+        pieces = textmod.split_text(text, max_chars=max_chars, first_chunk_chars=None)
+        if len(pieces) != 1:
+            raise InvalidText(f"The new text makes {len(pieces)} chunks of at most "
+                              f"{max_chars} characters, not one.",
+                              f"Shorten it to {max_chars} characters or fewer, or put the "
+                              "rest into the next chunk's text.")
+        return text
 
     def _supersede(self, indices) -> None:
         """Move finished takes aside (never deleted) before their chunks are remade."""

@@ -128,6 +128,9 @@ def test_regenerate_and_edit_change_only_that_chunk(backend):
     assert made_texts(backend)[-1] == "A new third line."
     assert not c.regenerate_chunk(0, text="   ")
     assert c.error.code == "invalid_setting" and c.project.chunks[0].key == edited[0].key
+    assert c.regenerate_chunk(0, text="A sentence that is long. " * 4)
+    assert c.error.code == "invalid_text" and "not one" in c.error.message
+    assert c.project.chunks[0] == edited[0], "a refused edit moves nothing aside"
 
 
 def test_export_mp3_at_a_speech_rate_reads_back_with_the_right_length(backend, tmp_path):
