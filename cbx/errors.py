@@ -68,7 +68,9 @@ class ModelBusy(CbxError):
 
 class ProjectLocked(ModelBusy):
     """Another kernel or process is making this long-form project (its file lock is
-    held); same code as ModelBusy, its own class so a page can wait for it to finish."""
+    held): a page's Resume waits for it to finish instead of failing."""
+
+    code = "project_busy"
 
 
 class GpuInUse(CbxError):
@@ -170,6 +172,7 @@ EXIT_STATUS: dict[type[CbxError], int] = {
     HealthCheckFailed: 23,
     OutputNotSaved: 24,
     ProjectIncomplete: 25,
+    ProjectLocked: 26,
 }
 EXIT_INTERRUPTED = 130
 
