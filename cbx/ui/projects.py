@@ -237,6 +237,9 @@ class ProjectActions:
                 name = prepare()
                 self.progress["total"] = len(self.project.chunks)
                 status = self._run_when_free(name, token, on_progress, on_chunk)
+                # re-read: chunks another kernel made while we waited never passed
+                # through on_chunk here
+                self._show_project(name, self.project.note)
             except BaseException as exc:
                 self._project_failed(exc)
                 return
