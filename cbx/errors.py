@@ -66,6 +66,13 @@ class ModelBusy(CbxError):
     code = "model_busy"
 
 
+class ProjectLocked(ModelBusy):
+    """Another kernel or process is making this long-form project (its file lock is
+    held): a page's Resume waits for it to finish instead of failing."""
+
+    code = "project_busy"
+
+
 class GpuInUse(CbxError):
     """Another kernel holds a model on the GPU; loading a second would run out of VRAM."""
 
@@ -165,6 +172,7 @@ EXIT_STATUS: dict[type[CbxError], int] = {
     HealthCheckFailed: 23,
     OutputNotSaved: 24,
     ProjectIncomplete: 25,
+    ProjectLocked: 26,
 }
 EXIT_INTERRUPTED = 130
 

@@ -46,20 +46,38 @@ class Piece:
     chapter: str | None = None  # set on the first chunk of a Markdown heading
 
 
+def format_of(name: str) -> str:
+    """The text format a file name's suffix names; any other suffix is `invalid_text`."""
+    fmt = _SUFFIXES.get(Path(name).suffix.lower())
+    if fmt is None:
+        raise InvalidText(f"{Path(name).name}: cbx reads text from .txt, .md and .srt "
+                          "files.", "Save the text as plain UTF-8 text (.txt), Markdown "
+                          "(.md) or subtitles (.srt).")
+    return fmt
+
+
+def check_size(size: int, name: str) -> None:
+    """`invalid_text` for a file over MAX_FILE_BYTES (also the browser's upload check)."""
+    if size > MAX_FILE_BYTES:
+        raise InvalidText(f"{name} is {size // 1024 // 1024} MB; a text file "
+                          f"for a project is at most {MAX_FILE_BYTES // 1024 // 1024}"
+                          " MB.", "Split it into several projects (one per chapter).")
+
+
+def read_upload(data: bytes, filename: str) -> tuple[str, str]:
+    """(text, format) of an uploaded file's bytes: the same checks as a file on disk
+    (the dashboard's upload never touches the disk before it is known to be text)."""
+    fmt = format_of(filename)
+    check_size(len(data), Path(filename).name)
+    return decode(data, Path(filename).name), fmt
+
+
 def read_text_file(path) -> tuple[str, str]:
     """(text, format) of a .txt, .md or .srt file; bad files are `invalid_text`."""
     path = Path(path).expanduser()
-    fmt = _SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise InvalidText(f"{path.name}: cbx reads text from .txt, .md and .srt files.",
-                          "Save the text as plain UTF-8 text (.txt), Markdown (.md) or "
-                          "subtitles (.srt).")
+    fmt = format_of(path.name)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise InvalidText(f"{path.name} is {size // 1024 // 1024} MB; a text file "
-                              f"for a project is at most {MAX_FILE_BYTES // 1024 // 1024}"
-                              " MB.", "Split it into several projects (one per chapter).")
+        check_size(path.stat().st_size, path.name)
         data = path.read_bytes()
     except FileNotFoundError:
         raise InvalidText(f"{path} does not exist.",

@@ -24,7 +24,7 @@ from cbx.synth import CancelToken, Progress, Result
 from cbx.text import DEFAULT_FIRST_CHUNK_CHARS, split_text
 from cbx.state import ModelInfo, ModelState
 from cbx.ui import playback
-from cbx.ui.backend import Backend
+from cbx.ui.backend import Backend, ProjectsOnDisk
 from cbx.ui import render
 from cbx.ui.controller import BUILTIN, GENERATING, DashboardController, parse_seed
 from cbx.variants import VARIANTS
@@ -63,8 +63,9 @@ class FakeUnloadReport:
         return f"Unloaded {self.variant}: process RAM 3000 -> 900 MiB; all model memory released."
 
 
-class FakeBackend(Backend):
-    """The real cbx helpers around a pretend model that makes sine-wave chunks.
+class FakeBackend(ProjectsOnDisk, Backend):
+    """The real cbx helpers around a pretend model that makes sine-wave chunks
+    (projects too: the real cbx.longform, each chunk made by this speak()).
 
     `gate` (when set) makes each chunk wait until the test releases it, so a test can
     look at the page while a generation is running.
@@ -164,14 +165,18 @@ class FakeBackend(Backend):
         return self._output_dir
 
     def speak(self, text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
-              first_chunk_chars, progress, cancel, on_chunk, on_block=None, **settings):
+              first_chunk_chars, progress, cancel, on_chunk=None, on_block=None, rate=1.0,
+              **settings):
+        from cbx import audio
         from cbx.errors import GenerationCancelled
 
         self.speak_calls.append(dict(text=text, voice=voice, variant=variant, seed=seed,
                                      language=language, settings=settings,
                                      max_chunk_chars=max_chunk_chars,
-                                     first_chunk_chars=first_chunk_chars))
+                                     first_chunk_chars=first_chunk_chars, rate=rate))
         self.token = cancel
+        progress = progress or (lambda _event: None)      # speak() takes None too
+        cancel = cancel or CancelToken()
         if self.fail_with is not None:
             raise self.fail_with
         if not self.state.ready:
@@ -196,7 +201,9 @@ class FakeBackend(Backend):
             if self.fail_after == i:
                 raise GenerationFailed(f"Chunk {i + 1} failed.", "Try again.")
             t = np.arange(int(0.5 * SR)) / SR
-            wav = (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32)
+            pitch = 200 + 50 * i + (seed or 0) % 100 + len(chunk) % 50   # seed, text
+            wav = 0.3 * np.sin(2 * np.pi * pitch * t)
+            wav = audio.stretch(wav.astype(np.float32), SR, rate)
             if on_block is not None:      # two contiguous blocks per chunk, as speak() sends
                 start = sum(len(p) for p in pieces)
                 for k, half in enumerate(np.array_split(wav, 2)):
@@ -206,14 +213,15 @@ class FakeBackend(Backend):
             pieces.append(wav)
             progress(Progress(i + 1, len(chunks), 0, time.perf_counter() - started, 0.0,
                               "chunk_done"))
-            on_chunk(i, len(chunks), wav, SR)
+            if on_chunk is not None:
+                on_chunk(i, len(chunks), wav, SR)
         self._change(state=ModelState.READY)
         used_seed = seed if seed is not None else 1234
         return Result(wav=np.concatenate(pieces), sample_rate=SR, text=text,
                       voice=getattr(voice, "name", voice) or "built-in", variant=variant,
                       seed=used_seed, settings=dict(settings), chunks=chunks,
                       timings={"total": 1.5, "first_audio": 0.4}, device="cpu",
-                      dtype=dtype, language=language)
+                      dtype=dtype, language=language, rate=rate)
 
 
 @pytest.fixture

@@ -53,9 +53,78 @@ class Backend(Protocol):
         """Ask a running generation to stop."""
     def output_dir(self) -> Path:
         """Where results are saved."""
+    def read_text_upload(self, data: bytes, filename: str) -> tuple[str, str]:
+        """(text, format) of an uploaded .txt/.md/.srt file; `invalid_text` if bad."""
+    def list_projects(self) -> list[dict]:
+        """The projects on disk (cbx.projects()): name, chunks, done, missing, flagged."""
+    def create_project(self, name: str, text: str, voice, *, text_format: str,
+                       seed: int | None, max_chunk_chars: int, **options) -> dict:
+        """Create (or reopen with new text) project `name`; returns project_overview()
+        plus "changes": what a reopen changed, "" for none."""
+    def project_overview(self, name: str) -> dict:
+        """{"name", "status", "rate", "chunks": [Project.overview() rows]}."""
+    def run_project(self, name: str, *, progress, cancel, on_chunk) -> dict:
+        """Make the project's missing chunks (Project.run); returns its status."""
+    def regenerate_chunk(self, name: str, index: int, text: str | None = None) -> dict:
+        """Chunk `index` again with its next seed, or with new `text`."""
+    def export_project(self, name: str, suffix: str, rate: float) -> Path:
+        """The joined audio in the format of `suffix` (cbx.audio.FORMATS); its path."""
 
 
-class CbxBackend(Backend):
+class ProjectsOnDisk:
+    """The project half of the backend: cbx.longform, each chunk made by the backend's
+    own `speak`. Shared by the real backend and the tests' fake, so the fake replaces
+    only the model and the page's project logic is the real one."""
+
+    def read_text_upload(self, data: bytes, filename: str) -> tuple[str, str]:
+        from ..sources import read_upload
+
+        return read_upload(data, filename)
+
+    def list_projects(self) -> list[dict]:
+        from ..longform import projects
+
+        return projects()
+
+    def _open(self, name: str, text=None, **kwargs):
+        from ..longform import project
+
+        return project(name, text, speak=self.speak, **kwargs)
+
+    def create_project(self, name: str, text: str, voice, *, text_format: str,
+                       seed: int | None, max_chunk_chars: int, **options) -> dict:
+        job = self._open(name, text, voice=voice, seed=seed, text_format=text_format,
+                         max_chunk_chars=max_chunk_chars, **options)
+        changes = job.changes
+        note = "" if not changes else (
+            f"{changes.reason}: chunks {', '.join(str(i + 1) for i in changes.changed)} "
+            "will be made again (their old takes are kept in superseded/)"
+            if changes.changed else changes.reason)
+        return {**self._overview(job), "changes": note}
+
+    def project_overview(self, name: str) -> dict:
+        return self._overview(self._open(name))
+
+    @staticmethod
+    def _overview(job) -> dict:
+        return {"name": job.name, "folder": job.folder, "status": job.status(),
+                "rate": job.rate, "chunks": job.overview()}
+
+    def run_project(self, name: str, *, progress, cancel, on_chunk) -> dict:
+        return self._open(name).run(progress=progress, cancel=cancel, on_chunk=on_chunk)
+
+    def regenerate_chunk(self, name: str, index: int, text: str | None = None) -> dict:
+        return self._open(name).regenerate(index, text=text)
+
+    def export_project(self, name: str, suffix: str, rate: float) -> Path:
+        from ..audio import format_for
+
+        job = self._open(name)
+        format_for(suffix)                    # an unknown suffix fails before any work
+        return job.export(job.folder / "exports" / f"{job.folder.name}{suffix}", rate=rate)
+
+
+class CbxBackend(ProjectsOnDisk, Backend):
     """The real backend: status, model manager, voice library, text helpers and speak()."""
 
     def __init__(self, model_dir: str | os.PathLike | None = None):

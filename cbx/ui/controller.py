@@ -31,6 +31,7 @@ from ..text import CHARS_PER_SECOND, DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHAR
 from ..tags import TURBO, find_tags
 from ..variants import DEFAULT_VARIANT, VARIANTS
 from .playback import LiveFeed, Schedule, thread_timer
+from .projects import ProjectActions
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ LOADING = "loading"
 GENERATING = "generating"
 CANCELLING = "cancelling"
 UNLOADING = "unloading"
+EXPORTING = "exporting"
 
 # Texts up to this length are counted on every keystroke (a few milliseconds); longer
 # ones once typing pauses for TEXT_COUNT_DELAY seconds.
@@ -51,7 +53,8 @@ DEFAULT_MAX_CHUNK_CHARS = DEFAULT_MAX_CHARS
 
 # Events the view listens to (each names the part of the page to redraw).
 EVENTS = ("busy", "progress", "status", "error", "result", "chunk", "history",
-          "health", "model", "voices", "text", "settings", "session")
+          "health", "model", "voices", "text", "settings", "session",
+          "project", "projects", "project_source", "export")
 
 
 @dataclass
@@ -107,8 +110,9 @@ def parse_seed(text: str) -> int | None:
     return value
 
 
-class DashboardController:
-    """Holds everything the page shows and performs every action the page offers."""
+class DashboardController(ProjectActions):
+    """Holds everything the page shows and performs every action the page offers
+    (the Projects section's part lives in projects.ProjectActions)."""
 
     def __init__(self, backend, *, idle_unload_minutes: float | None = None,
                  threaded: bool = True, exit_process: Callable[[], None] | None = None,
@@ -159,6 +163,7 @@ class DashboardController:
         self.dtype = "float32"
         self.seed_text = ""
         self.max_chunk_chars = DEFAULT_MAX_CHUNK_CHARS
+        self.rate = 1.0                # speech rate of one-off generations
         # the same short first chunk speak() uses, so the hint counts what will be made
         self.first_chunk_chars: int | None = DEFAULT_FIRST_CHUNK_CHARS
         self.settings: dict = dict(VARIANTS[self.variant].defaults)
@@ -168,6 +173,7 @@ class DashboardController:
         self._connect_manager()
         self.refresh_voices(emit=False)
         self.refresh_health(emit=False)
+        self._init_projects()
         if self.problems():
             self.status_line = "Setup needed: see 'Needs attention' above for what to do."
 
@@ -535,28 +541,11 @@ class DashboardController:
             self._emit("error")
             return False
         text = self.text
-        voice = None if self.voice_choice == BUILTIN else (self.voice_info or self.voice_choice)
-        voice_name = "built-in" if voice is None else self.voice_choice
-        variant, device, dtype = self.variant, self.device, self.dtype
-        language = self.language if VARIANTS[variant].languages else None
-        ignored = set(VARIANTS[variant].ignored_settings)
-        settings = {k: v for k, v in self.settings.items() if k not in ignored}
+        voice, options = self._speech_options()
         max_chars, first_chars = self.max_chunk_chars, self.first_chunk_chars
+        rate = self.rate
         token = self.backend.make_cancel_token()
-
-        def on_progress(p) -> None:
-            self.progress = {"chunk": p.chunk, "total": p.total, "tokens": p.tokens,
-                             "elapsed": p.elapsed, "eta": p.eta, "stage": p.stage}
-            stage = self.progress["stage"]
-            if stage == "loading" and not self.model.ready:
-                self.status_line = (f"Loading {VARIANTS[variant].label} first (Generate "
-                                    "loads the model on first use)...")
-            elif stage == "voice":
-                self.status_line = f"Preparing voice '{voice_name}'..."
-            elif self.busy == GENERATING:
-                self.status_line = (f"Generating chunk {max(self.progress['chunk'], 1)} of "
-                                    f"{self.progress['total']}...")
-            self._emit("progress", "status")
+        on_progress = self._progress_handler(options["variant"])
 
         def on_chunk(index, total, wav, sample_rate) -> None:
             data = encode_wav(wav, sample_rate)
@@ -572,10 +561,9 @@ class DashboardController:
             self.live.begin()
             try:
                 result = self.backend.speak(
-                    text, voice, variant=variant, device=device, dtype=dtype, seed=seed,
-                    language=language, max_chunk_chars=max_chars,
+                    text, voice, seed=seed, max_chunk_chars=max_chars,
                     first_chunk_chars=first_chars, progress=on_progress, cancel=token,
-                    on_chunk=on_chunk, on_block=self.live.add, **settings)
+                    on_chunk=on_chunk, on_block=self.live.add, rate=rate, **options)
             except GenerationCancelled as exc:
                 self.live.stop()
                 self.status_line = f"Cancelled. {exc.message}"
@@ -592,6 +580,43 @@ class DashboardController:
             self._finish(result)
 
         return self._start(GENERATING, work, cancel_token=token)
+
+    def _speech_options(self) -> tuple[object, dict]:
+        """(voice, speak() keywords) from the page's current choices: what a one-off
+        generation and a new project both use."""
+        voice = None if self.voice_choice == BUILTIN else (self.voice_info or self.voice_choice)
+        variant = self.variant
+        ignored = set(VARIANTS[variant].ignored_settings)
+        options = {"variant": variant, "device": self.device, "dtype": self.dtype,
+                   "language": self.language if VARIANTS[variant].languages else None,
+                   **{k: v for k, v in self.settings.items() if k not in ignored}}
+        return voice, options
+
+    def _progress_handler(self, variant: str) -> Callable:
+        """speak()'s progress callback: the progress bar's state and the status line."""
+        voice_name = "built-in" if self.voice_choice == BUILTIN else self.voice_choice
+
+        def on_progress(p) -> None:
+            self.progress = {"chunk": p.chunk, "total": p.total, "tokens": p.tokens,
+                             "elapsed": p.elapsed, "eta": p.eta, "stage": p.stage}
+            stage = self.progress["stage"]
+            if stage == "loading" and not self.model.ready:
+                self.status_line = (f"Loading {VARIANTS[variant].label} first (Generate "
+                                    "loads the model on first use)...")
+            elif stage == "voice":
+                self.status_line = f"Preparing voice '{voice_name}'..."
+            elif self.busy == GENERATING:
+                self.status_line = (f"Generating chunk {max(self.progress['chunk'], 1)} of "
+                                    f"{self.progress['total']}...")
+            self._emit("progress", "status")
+
+        return on_progress
+
+    def set_rate(self, value: float) -> None:
+        """The speech rate of one-off generations (cbx.settings.SPEECH_RATE's range)."""
+        from ..audio import check_rate
+
+        self.rate = check_rate(float(value))
 
     def _finish(self, result) -> None:
         """Save the result with its sidecar, put it in the player and the history."""
@@ -686,4 +711,4 @@ class DashboardController:
 
 
 __all__ = ["DashboardController", "HistoryEntry", "parse_seed", "BUILTIN",
-           "NOT_BUSY", "LOADING", "GENERATING", "CANCELLING", "UNLOADING"]
+           "NOT_BUSY", "LOADING", "GENERATING", "CANCELLING", "UNLOADING", "EXPORTING"]

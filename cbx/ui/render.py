@@ -40,6 +40,8 @@ CSS = """
 .cbx-ok { color: #137333; font-weight: 600; }
 .cbx-bad { color: #b00020; font-weight: 600; }
 .cbx-warn { color: #a15c00; font-weight: 600; }
+.cbx-chunk-row { border-top: 1px solid #e4e7eb; padding: 6px 0; }
+.cbx-chunk-flagged { background: #fffbea; }
 .cbx-error { border: 1px solid #f5c2c7; border-left: 5px solid #b00020; background: #fff5f5;
   border-radius: 8px; padding: 10px 14px; margin: 6px 0; }
 .cbx-error .cbx-code { font-family: ui-monospace, Menlo, Consolas, monospace; background: #b00020;

@@ -19,6 +19,7 @@ from ..voices import MAX_VOICE_BYTES
 from . import playback, render
 from .controller import BUILTIN, CANCELLING, GENERATING, DashboardController
 from .player import LivePlayer
+from .projectcard import ProjectsCard, rate_slider
 from .tagbar import TagBar
 from .upload import ClipUpload
 
@@ -141,7 +142,8 @@ class Dashboard:
         self._build()
         controller.observe(self._on_event)
         for event in ("health", "voices", "text", "settings", "busy", "status", "error",
-                      "result", "history", "progress", "chunk"):
+                      "result", "history", "progress", "chunk", "project_source",
+                      "projects", "project", "export"):
             self._on_event(event)
 
     # ----------------------------------------------------------------- helpers
@@ -190,7 +192,8 @@ class Dashboard:
         self.status = self._html("cbx-status-line")
         self.error = self._html("cbx-error-box")
         main = w.VBox([self._voice_card(), self._text_card(), self._settings_card(),
-                       self._run_card(), self._output_card(), self._history_card()],
+                       self._run_card(), self._output_card(), self._history_card(),
+                       self._projects_card()],
                       layout=w.Layout(width="62%", padding="0 12px 0 0"))
         side = w.VBox([self._model_card(), self._health_card()],
                       layout=w.Layout(width="38%"))
@@ -265,6 +268,8 @@ class Dashboard:
                                 style=desc, layout=w.Layout(width="260px"),
                                 tooltip="float16 halves GPU memory for the token model.")
         self.dtype.observe(self._on_dtype, names="value")
+        self.rate = rate_slider(w, c.rate, "cbx-rate")
+        self.rate.observe(self._on_rate, names="value")
         self.reset = self._button("Reset to defaults", "undo", "",
                                   lambda: self.c.set_variant(self.c.variant), width="160px")
         self.settings_hint = w.HTML()
@@ -274,7 +279,8 @@ class Dashboard:
                                     selected_index=None, layout=_full_width(w))
         return self._card(
             "3 &middot; Settings", self.variant, self.language, self.device,
-            *(self.sliders[n] for n in BASIC_SETTINGS), w.HBox([self.seed, self.reset]),
+            *(self.sliders[n] for n in BASIC_SETTINGS), self.rate,
+            w.HBox([self.seed, self.reset]),
             self.settings_hint, self.advanced)
 
     def _slider(self, name: str):
@@ -315,6 +321,13 @@ class Dashboard:
         self.history = self.w.VBox()
         self.history_hint = self.w.HTML()
         return self._card("History (this session)", self.history_hint, self.history)
+
+    def _projects_card(self):
+        self.projects = ProjectsCard(
+            self.w, self.c, upload_factory=ClipUpload,
+            slot_factory=lambda: AudioSlot(self.w, "cbx-chunk-player", height="36px"))
+        return self._card("Projects (long texts, saved chunk by chunk)", self.projects.box,
+                          cls="cbx-projects")
 
     def _model_card(self):
         w = self.w
@@ -368,6 +381,10 @@ class Dashboard:
         if not self._syncing:
             self.c.set_setting(name, change["new"])
 
+    def _on_rate(self, change) -> None:
+        if not self._syncing:
+            self.c.set_rate(change["new"])
+
     def _on_seed(self, change) -> None:
         if not self._syncing:
             self.c.seed_text = change["new"]
@@ -395,6 +412,9 @@ class Dashboard:
         handler = getattr(self, f"_render_{event}", None)
         if handler is not None:
             self._sync(handler)
+        if event in ("busy", "progress", "project", "projects", "project_source",
+                     "export"):
+            self._sync(self.projects.render, event)
 
     def _render_busy(self) -> None:
         c = self.c
@@ -567,6 +587,7 @@ class Dashboard:
         self.dtype.value = c.dtype
         self.device.value = c.device
         self.chunk_chars.value = c.max_chunk_chars
+        self.rate.value = c.rate
         self._render_settings_enabled()
 
     def _render_settings_enabled(self) -> None:
