@@ -16,7 +16,7 @@ from cbx.errors import InvalidText  # noqa: E402
 from cbx.ui.controller import DashboardController  # noqa: E402
 from cbx.ui.view import Dashboard  # noqa: E402
 from tests.test_ui_controller import (SR, FakeBackend, FakeClock, backend,  # noqa: E402,F401
-                                      env, no_stray_live_threads, wait_for)
+                                      env, wait_for)
 
 BOOK = (b"# Chapter one\n\nThe first line is here. The *second* one follows.\n\n"
         b"# Chapter two\n\nAnd a [last](http://x) line.\n")
