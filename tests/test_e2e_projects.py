@@ -73,7 +73,8 @@ def test_markdown_project_survives_a_reload_resumes_regenerates_and_exports_mp3(
         assert 1 <= done_after_reload <= 3
         if done_after_reload < 3:                      # else the old kernel finished it
             resume = page.locator("button.cbx-project-resume")
-            assert resume.is_visible() and resume.is_enabled()
+            resume.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
+            assert resume.is_enabled()
             resume.click()
         wait_text(page, ".cbx-project-summary", "3 of 3 chunks made", GENERATION_TIMEOUT_MS)
         page.wait_for_function(

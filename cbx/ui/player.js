@@ -111,6 +111,7 @@ function render({ model, el }) {
     segments.push([when, buffer.duration]);
     nextAt = when + buffer.duration;
     c.blocks += 1; c.buffered += buffer.duration;
+    if (!ticker) push();     // paused: the buffered figure still grows on the page
   }
 
   function finish(g) {
