@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from cbx import clips
-from cbx.pageserver import CHROMIUM, CHROMIUM_ARGS, VoilaServer, wait_text
+from cbx.pageserver import (CHROMIUM, CHROMIUM_ARGS, VoilaServer, audio_duration,
+                            set_chunk_size, type_text, upload_file, wait_text)
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
 
@@ -70,29 +71,6 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"e2e_{name}.png"), full_page=True)
 
 
-def upload_file(page, path: Path) -> None:
-    with page.expect_file_chooser() as chooser:
-        page.click(".cbx-upload button")
-    chooser.value.set_files(str(path))
-
-
-def set_chunk_size(page, chars: int) -> None:
-    """Open 'Advanced settings' and type into the chunk-size slider's readout."""
-    page.get_by_text("Advanced settings").click()
-    readout = page.locator(".cbx-chunk-chars .widget-readout")
-    readout.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.type(str(chars))
-    page.keyboard.press("Enter")
-    page.wait_for_function(
-        "() => document.querySelector('.cbx-chunk-chars .widget-readout').textContent.trim()"
-        f" === '{chars}'")
-
-
-def type_text(page, text: str) -> None:
-    area = page.locator(".cbx-text textarea")
-    area.fill(text)
-    area.press("End")           # make sure the widget syncs the last keystroke
 
 
 def assert_no_idle_players(page) -> None:
@@ -108,16 +86,6 @@ def assert_no_idle_players(page) -> None:
         assert player["error"] is None, f"a player the browser rejected: {player}"
         if not player["paused"]:
             assert player["duration"] and player["duration"] > 0, player
-
-
-def audio_duration(page, selector: str) -> float:
-    return page.eval_on_selector(
-        selector,
-        "a => new Promise((resolve, reject) => {"
-        " if (a.readyState >= 1 && isFinite(a.duration)) { resolve(a.duration); return; }"
-        " a.addEventListener('loadedmetadata', () => resolve(a.duration));"
-        " a.addEventListener('error', () => reject(new Error('audio failed to load')));"
-        " a.load(); })")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,114 @@
+"""End to end in JupyterLab 4: a real `jupyter lab` server (own config, runtime and
+settings folders, a token, a free port) and headless Chromium. Someone who opens
+notebooks/dashboard.ipynb in JupyterLab and runs it gets the same working dashboard as
+in Voila: upload a clip, generate on the random-weight checkpoint, the result plays. The
+experiment notebook's players (cbx.Result in a notebook) play there too.
+
+Needs what tests/test_e2e_dashboard.py needs (Chromium, Playwright); skips without them
+unless CBX_REQUIRE_BROWSER=1.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cbx import clips
+from cbx.pageserver import (LabServer, assert_plays, audio_duration, lab_run_notebook,
+                            type_text, upload_file, wait_text)
+from tests.test_e2e_dashboard import (ARTIFACTS, GENERATION_TIMEOUT_MS, PAGE_TIMEOUT_MS,
+                                      _require_browser, browser)  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.model, pytest.mark.e2e]
+
+# The first Generate also loads the model: one chunk took 238 s here on a shared 2-core
+# machine under load (load average about 10).
+FIRST_GENERATION_MS = 2 * GENERATION_TIMEOUT_MS
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A 12 MB clip (34 s of 48 kHz stereo float WAV, as a recorder might save it): over
+    tornado's 10 MiB websocket cap, which a plain JupyterLab keeps."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("lab_clip")
+    speech, rate = sf.read(str(clips.speech_clip(folder / "speech.wav", 8.5)),
+                           dtype="float32")
+    doubled = np.repeat(np.tile(speech, 4), 48_000 // rate)
+    path = folder / "Lab Speaker.wav"
+    sf.write(str(path), np.stack([doubled, doubled], axis=1), 48_000, subtype="FLOAT")
+    assert path.stat().st_size > 11 * 2**20
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab(checkpoint_root, clip, tmp_path_factory):
+    _require_browser()
+    server = LabServer(checkpoint_root, tmp_path_factory.mktemp("lab"), "model",
+                       env={"CBX_EXAMPLE_VOICE": str(clip)}, log_dir=ARTIFACTS)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def lab_page(browser, lab, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page, errors
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)    # the last state, passed or failed
+    page.screenshot(path=str(ARTIFACTS / f"lab_{request.node.name}.png"), full_page=True)
+    context.close()
+    lab.shutdown_kernels()        # each notebook's kernel holds its own model
+
+
+def test_dashboard_in_jupyterlab_uploads_generates_and_plays(lab, lab_page, clip):
+    page, errors = lab_page
+    lab_run_notebook(page, lab, "dashboard.ipynb")
+    page.wait_for_selector(".jp-OutputArea .cbx-health-panel table")
+    wait_text(page, ".cbx-health-panel", "Not loaded")
+    assert page.locator(".jp-OutputArea-output .cbx-problems .cbx-error").count() == 0
+    assert page.locator(".jp-OutputArea [data-mime-type='application/vnd.jupyter.stderr']"
+                        ).count() == 0, "the cell printed an error"
+
+    upload_file(page, clip)
+    wait_text(page, ".cbx-card", "Saved voice")
+    assert page.locator("audio.cbx-voice-player").count() == 1
+
+    type_text(page, "The sun rose over the quiet hills.")
+    wait_text(page, ".cbx-textinfo", "1 chunk")
+    page.click("button.cbx-generate")
+    wait_text(page, ".cbx-result-info", "s of audio", FIRST_GENERATION_MS)
+    page.wait_for_function("() => !document.querySelector('button.cbx-generate').disabled")
+    assert page.locator(".cbx-error-box .cbx-error").count() == 0
+    assert "Lab Speaker" in page.locator(".cbx-result-info").inner_text()
+    assert audio_duration(page, "audio.cbx-player") > 0.2
+    source = assert_plays(page, "audio.cbx-player")
+    assert source.startswith("blob:")
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def test_experiment_notebook_in_jupyterlab_plays_its_results(lab, lab_page):
+    """Run All, then wait for section 4's two takes side by side (status, load and two
+    generations before them): Result's own notebook player must play in JupyterLab.
+    The rest of the notebook (five more chunks) runs top to bottom in
+    tests/test_notebooks.py; here the kernel is stopped after the players are checked."""
+    page, errors = lab_page
+    lab_run_notebook(page, lab, "experiment.ipynb")
+    players = page.locator(".jp-OutputArea-output audio")
+    page.wait_for_function("() => document.querySelectorAll("
+                           "'.jp-OutputArea-output audio').length >= 2",
+                           timeout=2 * FIRST_GENERATION_MS)
+    assert page.locator(".jp-OutputArea-output[data-mime-type="
+                        "'application/vnd.jupyter.error']").count() == 0
+    body = page.locator(".jp-NotebookPanel").inner_text()
+    assert "Using original" in body and "calm (exaggeration 0.3)" in body
+    players.first.evaluate("a => a.classList.add('cbx-under-test')")
+    assert audio_duration(page, "audio.cbx-under-test") > 0.2
+    source = assert_plays(page, "audio.cbx-under-test")
+    assert source.startswith("data:audio/wav;base64,")
+    assert errors == [], f"JavaScript errors on the page: {errors}"
