@@ -109,6 +109,9 @@ def test_benchmark_runs_on_the_fixture(checkpoint_root):
         assert "unload_rss_retained_mb" in summary[side]
     assert summary["cbx"]["conds_reuse_s"] > 0
     assert summary["cbx"]["e2e_first_audio_s"] <= summary["cbx"]["e2e_total_s"]
+    # the first streamed block comes no later than the first whole chunk
+    assert 0 < summary["cbx"]["e2e_first_block_s"] <= summary["cbx"]["e2e_first_audio_s"]
+    assert "e2e_first_block_s" not in summary["upstream"]
     assert summary["cbx_unload_released"] is True
     for key, ratio in summary["ratios"].items():
         assert ratio > 0, key
@@ -117,7 +120,8 @@ def test_benchmark_runs_on_the_fixture(checkpoint_root):
     assert summary["ratios"]["conds_reuse_s"] == pytest.approx(
         summary["cbx"]["conds_reuse_s"] / summary["upstream"]["conds_first_s"])
     assert set(summary["targets_met"]) == {"load_s", "load_peak_rss_mb", "conds_reuse_s",
-                                           "t3_tokens_per_s", "e2e_first_audio_s"}
+                                           "t3_tokens_per_s", "e2e_first_audio_s",
+                                           "e2e_first_block_s"}
     assert len(summary["runs"]["cbx"]) == len(summary["runs"]["upstream"]) == 1
 
 
