@@ -176,7 +176,8 @@ def test_breaking_out_of_the_stream_cancels_the_generation(small_blocks, checkpo
 
 
 def test_cancel_between_blocks_raises_cancelled_with_the_finished_chunks(
-        small_blocks, checkpoint_root, speech_wav):
+        small_blocks, every_window, checkpoint_root, speech_wav):
+    """Cancelled on chunk 2's early block, i.e. while chunk 2's tokens still come."""
     token = cbx.CancelToken()
     seen = []
     try:
