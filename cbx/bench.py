@@ -153,8 +153,11 @@ class _Probe:
                 text_tokens = kwargs["text_tokens"].shape[-1]
                 kwargs["max_new_tokens"] = max(2, round(self.tokens_per_text_token
                                                         * text_tokens))
-            state.update(calls=0, start=_time.perf_counter())
-            out = inner_t3(*args, **kwargs)
+            state.update(calls=0, start=_time.perf_counter(), in_t3=True, window_s=0.0)
+            try:
+                out = inner_t3(*args, **kwargs)
+            finally:
+                state["in_t3"] = False
             end = _time.perf_counter()
             ran = decoder.last if decoder is not None else None
             if ran is not None and ran.fast:
@@ -166,14 +169,20 @@ class _Probe:
                 run = {"t3_calls": state["calls"],
                        "prefill_s": state["prefill_end"] - state["start"],
                        "decode_s": end - state["prefill_end"]}
-            self.runs.append({**run, "max_new_tokens": kwargs.get("max_new_tokens")})
+            # streaming: S3Gen windows made between tokens are not decoding time
+            run["decode_s"] -= state["window_s"]
+            self.runs.append({**run, "max_new_tokens": kwargs.get("max_new_tokens"),
+                              "window_s": state["window_s"]})
             return out
 
         def s3_inference(*args, **kwargs):
             start = _time.perf_counter()
             wav, extra = inner_s3(*args, **kwargs)
-            self.runs[-1].update(s3gen_s=_time.perf_counter() - start,
-                                 audio_s=wav.shape[-1] / SAMPLE_RATE)
+            if state.get("in_t3"):          # a streaming window, made inside T3's loop
+                state["window_s"] += _time.perf_counter() - start
+            else:
+                self.runs[-1].update(s3gen_s=_time.perf_counter() - start,
+                                     audio_s=wav.shape[-1] / SAMPLE_RATE)
             return wav, extra
 
         t3.inference, s3gen.inference = t3_inference, s3_inference
