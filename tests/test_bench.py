@@ -164,3 +164,31 @@ def test_length_model_is_refused_where_it_cannot_apply(capsys):
             bench.main(argv)
         assert exc.value.code == 2
         assert "--fixture-length" in capsys.readouterr().err
+
+
+@pytest.mark.model
+def test_probe_keeps_streamed_windows_out_of_decode_and_chunk_figures(checkpoint_root,
+                                                                      monkeypatch,
+                                                                      speech_wav):
+    """A streamed chunk calls S3Gen inside T3's loop (a window); the probe times it apart
+    instead of charging it to decoding or mistaking it for the chunk's S3Gen call."""
+    import cbx
+    from cbx import blocks, fixture
+    from cbx.manager import get_manager
+
+    monkeypatch.setattr(blocks, "FIRST_BLOCK_TOKENS", 5)     # a window inside the chunk
+    monkeypatch.setattr(blocks, "HOLD_TOKENS", 2)
+    cbx.load("original", device="cpu", model_dir=checkpoint_root)
+    try:
+        tts = get_manager().loaded.tts
+        got = []
+        with bench._Probe(tts) as probe:
+            cbx.speak("Short one here.", voice=cbx.voice(speech_wav), seed=0,
+                      on_block=got.append)
+        run, = probe.runs
+        assert len(got) == 2                         # the window, then the chunk's end
+        assert run["window_s"] > 0 and run["s3gen_s"] > 0 and run["decode_s"] > 0
+        assert run["t3_calls"] == fixture.DEFAULT_STOP_AFTER + 1
+        assert run["audio_s"] * bench.SAMPLE_RATE == fixture.expected_samples("original")
+    finally:
+        get_manager().unload()
