@@ -12,7 +12,9 @@ Playwright, and prints:
   FloatProgress, HTML) on the same server settings;
 - the time from the Generate click to the first chunk's audio playing in the page,
   beside `cbx.speak`'s `on_chunk` time for the same text, voice and seed in a plain
-  Jupyter kernel (model loaded and voice prepared on both sides; medians).
+  Jupyter kernel (model loaded, voice prepared and one warm-up generation on both
+  sides; the two sides take turns, so a machine that drifts during the run moves both
+  alike; medians).
 
 Without `--model-dir` it uses the random-weight test fixture (cbx/fixture.py),
 so it needs the dev install (`python setup_env.py --dev`: Playwright) and Chromium.
@@ -43,6 +45,7 @@ TRIVIAL_NOTEBOOK_SOURCE = (
 PAGE_TIMEOUT_MS = 180_000
 GENERATION_TIMEOUT_MS = 600_000
 RESULT_MARKER = "CBX_BENCH_PAGE_RESULT "
+WARM_UP_TEXT = "Warm up."   # one untimed generation on each side first
 
 
 # ----------------------------------------------------------------------- measuring
@@ -97,11 +100,14 @@ def _first_audio_seconds(page, text: str) -> float:
 
 
 def run_page(root: Path, clip: Path, scratch: Path, idle_seconds: float,
-             repeats: int, say) -> dict:
+             repeats: int, kernel: "PlainKernel", say) -> dict:
+    """Idle CPU in each state, and `repeats` timed generations, each one followed by
+    the same call in `kernel`, so that a machine that drifts faster or slower during
+    the run moves both sides alike."""
     from playwright.sync_api import sync_playwright
 
-
-    figures: dict = {"idle_cpu_percent": {}, "dashboard_first_audio_s": []}
+    figures: dict = {"idle_cpu_percent": {}, "dashboard_first_audio_s": [],
+                     "kernel_first_audio_s": []}
     trivial = scratch / "trivial.ipynb"
     trivial.write_text(json.dumps({
         "cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
@@ -144,10 +150,14 @@ def run_page(root: Path, clip: Path, scratch: Path, idle_seconds: float,
                 idle("after Load")
                 page.fill(".cbx-seed input", str(SEED))
                 page.keyboard.press("Enter")
+                _first_audio_seconds(page, WARM_UP_TEXT)    # as the kernel warmed up
                 for _ in range(repeats):
                     seconds = _first_audio_seconds(page, TEXT)
                     figures["dashboard_first_audio_s"].append(seconds)
                     say(f"  dashboard: Generate to first audio {seconds:.1f} s")
+                    seconds = kernel.first_audio_seconds()
+                    figures["kernel_first_audio_s"].append(seconds)
+                    say(f"  cbx.speak in a plain kernel: first chunk after {seconds:.1f} s")
                 idle(f"after {repeats} results")
                 page.click("button.cbx-generate")
                 wait_text(page, ".cbx-progress-text", "Chunk 1 of", GENERATION_TIMEOUT_MS)
@@ -165,13 +175,13 @@ def run_page(root: Path, clip: Path, scratch: Path, idle_seconds: float,
 
 
 # ---------------------------------------------------------------- the plain kernel
-KERNEL_CODE = """
+KERNEL_SETUP = """
 import threading, time, cbx
 voice = cbx.voice({clip!r})
 cbx.load("original", device="cpu")
-cbx.speak("Warm up.", voice=voice, seed=1)
-times = []
-for _ in range({repeats}):
+cbx.speak({warm_up!r}, voice=voice, seed={seed})
+
+def first_audio_seconds():
     first = []
     started = time.perf_counter()
     def work():
@@ -180,35 +190,44 @@ for _ in range({repeats}):
     worker = threading.Thread(target=work)
     worker.start()
     worker.join()
-    times.append(first[0])
-print({marker!r} + repr(times))
+    print({marker!r} + repr(first[0]))
 """
 
 
-def run_kernel(root: Path, clip: Path, scratch: Path, repeats: int) -> list[float]:
+class PlainKernel:
     """`cbx.speak` in a plain Jupyter kernel (in a worker thread, as the dashboard runs
-    it); the seconds until `on_chunk` hands over the first chunk."""
-    from jupyter_client.manager import start_new_kernel
+    it), model loaded, voice prepared and warmed up like the page's; each
+    `first_audio_seconds()` times one call until `on_chunk` hands over the first chunk."""
 
-    env = dict(os.environ, CBX_MODEL_DIR=str(root), CBX_VOICE_DIR=str(scratch / "kvoices"),
-               CBX_OUTPUT_DIR=str(scratch / "koutputs"), CBX_STATE_DIR=str(scratch / "kstate"))
-    manager, client = start_new_kernel(kernel_name="python3", env=env,
-                                       cwd=str(Path(__file__).resolve().parent.parent))
-    try:
+    def __init__(self, root: Path, clip: Path, scratch: Path):
+        from jupyter_client.manager import start_new_kernel
+
+        env = dict(os.environ, CBX_MODEL_DIR=str(root),
+                   CBX_VOICE_DIR=str(scratch / "kvoices"),
+                   CBX_OUTPUT_DIR=str(scratch / "koutputs"),
+                   CBX_STATE_DIR=str(scratch / "kstate"))
+        self.manager, self.client = start_new_kernel(
+            kernel_name="python3", env=env, cwd=str(Path(__file__).resolve().parent.parent))
+        self._run(KERNEL_SETUP.format(clip=str(clip), warm_up=WARM_UP_TEXT, text=TEXT,
+                                      seed=SEED, marker=RESULT_MARKER))
+
+    def _run(self, code: str) -> str:
         output: list[str] = []
-        code = KERNEL_CODE.format(clip=str(clip), repeats=repeats, text=TEXT, seed=SEED,
-                                  marker=RESULT_MARKER)
-        reply = client.execute_interactive(
+        reply = self.client.execute_interactive(
             code, timeout=GENERATION_TIMEOUT_MS / 1000,
             output_hook=lambda msg: output.append(msg["content"].get("text", "")))
         if reply["content"]["status"] != "ok":
             raise RuntimeError(f"kernel run failed: {reply['content'].get('evalue')}")
-        line = next(line for line in "".join(output).splitlines()
+        return "".join(output)
+
+    def first_audio_seconds(self) -> float:
+        line = next(line for line in self._run("first_audio_seconds()").splitlines()
                     if line.startswith(RESULT_MARKER))
-        return [float(v) for v in line[len(RESULT_MARKER):].strip("[]").split(",")]
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
+        return float(line[len(RESULT_MARKER):])
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
 
 
 # ------------------------------------------------------------------------- report
@@ -234,16 +253,18 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tmp)
         clip, clip_source = bench.make_clip(scratch / "reference voice.wav")
         say(f"Model root: {root}; reference clip: {clip_source}")
-        say("The dashboard in Chromium (real Voila server):")
-        figures = run_page(root, clip, scratch, args.idle_seconds, args.repeats, say)
-        say("cbx.speak in a plain Jupyter kernel:")
-        kernel = run_kernel(root, clip, scratch, args.repeats)
-        for seconds in kernel:
-            say(f"  cbx.speak: first chunk handed over after {seconds:.1f} s")
+        say("cbx.speak in a plain Jupyter kernel: loading and warming up")
+        kernel = PlainKernel(root, clip, scratch)
+        try:
+            say("The dashboard in Chromium (real Voila server), each generation followed "
+                "by the same call in the plain kernel:")
+            figures = run_page(root, clip, scratch, args.idle_seconds, args.repeats,
+                               kernel, say)
+        finally:
+            kernel.close()
     dashboard_s = statistics.median(figures["dashboard_first_audio_s"])
-    kernel_s = statistics.median(kernel)
-    figures.update(kernel_first_audio_s=kernel,
-                   first_audio_median_s={"dashboard": dashboard_s, "cbx.speak": kernel_s},
+    kernel_s = statistics.median(figures["kernel_first_audio_s"])
+    figures.update(first_audio_median_s={"dashboard": dashboard_s, "cbx.speak": kernel_s},
                    first_audio_ratio=dashboard_s / kernel_s,
                    machine=bench.describe_machine("cpu"), text=TEXT, seed=SEED)
     say("")
