@@ -8,12 +8,19 @@ first block after ``FIRST_BLOCK_TOKENS``, about 0.8 s of speech), and again each
 the count has grown by ``BLOCK_GROWTH`` times, so the number of extra S3Gen calls grows
 with the logarithm of the chunk's length.
 
-Each window costs about one S3Gen call (S3Gen reads the voice prompt again every time),
-so windows are made only where they buy something: the first one of the whole text
-always (first audio), the others only while tokens come at least as fast as speech
-plays (``REALTIME_TOKENS_PER_SECOND``), i.e. where they keep playback from running dry.
-On a device slower than real time playback runs dry anyway, and more windows would only
-make the whole text later.
+S3Gen's flow runs over the voice prompt and the new tokens together (its attention sees
+the whole of both), so with the whole 10 s prompt a 20-token window costs as much as a
+9 s chunk (11.3 s on a 2-core CPU, most of the time to first audio).  A window
+therefore reads only ``WINDOW_PROMPT_TOKENS`` (3 s) of the prompt, the span of the
+reference with the most speech in it (`window_prompt`), and the speaker embedding of
+the whole clip (4.2 s on the same CPU).  Upstream itself takes reference clips that short; the chunk's
+own end still comes from upstream's full call with the whole prompt.
+
+Even so a window costs a good part of an S3Gen call, so windows are made only where they
+buy something: the first one of the whole text always (first audio), the others only
+while tokens come at least as fast as speech plays (``REALTIME_TOKENS_PER_SECOND``),
+i.e. where they keep playback from running dry.  On a device slower than real time
+playback runs dry anyway, and more windows would only make the whole text later.
 
 How a window joins the audio before it:
 
@@ -46,6 +53,28 @@ FADE_SAMPLES = 480          # 20 ms at 24 kHz
 SAMPLES_PER_TOKEN = 960     # S3 tokens are 25 per second; S3Gen writes 24 kHz
 SPEECH_VOCAB = 6561         # ids at or above this are not speech (upstream drops them)
 REALTIME_TOKENS_PER_SECOND = 25   # tokens per second of speech
+WINDOW_PROMPT_TOKENS = 75   # 3 s of the voice prompt for a window (the whole: up to 10 s)
+MEL_FRAMES_PER_TOKEN = 2    # S3Gen's prompt_feat has two mel frames per prompt token
+
+
+def window_prompt(gen: dict, tokens: int = WINDOW_PROMPT_TOKENS) -> dict:
+    """S3Gen's `ref_dict` for a window: the `tokens` of the voice prompt whose mel
+    frames carry the most energy (a span of speech, not a trailing pause), with their
+    frames, and the whole clip's speaker embedding.  Why: the window's cost grows with
+    the prompt's length (see the module's docstring)."""
+    import torch
+
+    prompt, feat = gen["prompt_token"], gen["prompt_feat"]
+    count = prompt.shape[1]
+    if count <= tokens or feat.shape[1] < MEL_FRAMES_PER_TOKEN * count:
+        return gen
+    level = feat[0, :MEL_FRAMES_PER_TOKEN * count].float().mean(dim=-1)   # log-mel
+    per_token = level.reshape(count, MEL_FRAMES_PER_TOKEN).sum(dim=1)
+    start = int(torch.argmax(per_token.unfold(0, tokens, 1).sum(dim=1)))
+    frames = slice(MEL_FRAMES_PER_TOKEN * start, MEL_FRAMES_PER_TOKEN * (start + tokens))
+    return {**gen, "prompt_token": prompt[:, start:start + tokens],
+            "prompt_token_len": torch.full_like(gen["prompt_token_len"], tokens),
+            "prompt_feat": feat[:, frames], "prompt_feat_len": None}
 
 
 @dataclass(frozen=True)
@@ -78,6 +107,7 @@ class BlockMaker:
         self.sent_tokens = 0        # audio up to this token has been emitted
         self.tail = None            # FADE_SAMPLES past it, from the last window
         self.windows = 0
+        self.prompt = window_prompt(conds.gen)
 
     def on_tokens(self, tokens, made: int) -> None:
         """Called after every sampled token with a view of the chunk's tokens so far
@@ -121,7 +151,7 @@ class BlockMaker:
         else:
             options = {}
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            wav, _ = tts.s3gen.inference(speech_tokens=tokens, ref_dict=self.conds.gen,
+            wav, _ = tts.s3gen.inference(speech_tokens=tokens, ref_dict=self.prompt,
                                          **options)
             wav = wav.squeeze(0).detach().cpu().numpy()
             wav = tts.watermarker.apply_watermark(wav, sample_rate=tts.sr)

@@ -108,6 +108,15 @@ def test_a_long_chunk_gets_growing_windows_and_stays_close_to_speak(
     monkeypatch.setattr(decode, "token_budget", lambda chars: 90)
     try:
         cbx.load("original", device="cpu")
+        s3gen = get_manager().loaded.tts.s3gen
+        prompts = []          # the voice prompt's length in every S3Gen call
+        upstream = s3gen.inference
+
+        def counting(**kwargs):
+            prompts.append(kwargs["ref_dict"]["prompt_token"].shape[1])
+            return upstream(**kwargs)
+
+        monkeypatch.setattr(s3gen, "inference", counting)
         voice = cbx.voice(speech_wav)
         collected = []
         streamed = cbx.speak("One long sentence.", voice=voice, seed=5,
@@ -117,6 +126,10 @@ def test_a_long_chunk_gets_growing_windows_and_stays_close_to_speak(
         get_manager().unload()
     assert np.array_equal(streamed.wav, whole.wav)
     assert len(collected) == 4
+    # three windows on 3 s of the prompt, then the chunk's own call on all of it, twice
+    full = prompts[-1]
+    assert full > blocks.WINDOW_PROMPT_TOKENS
+    assert prompts == [blocks.WINDOW_PROMPT_TOKENS] * 3 + [full, full], prompts
     sizes = [len(b.wav) for b in collected]
     assert sizes[0] < sizes[1] < sizes[2], sizes          # blocks grow
     joined = _joined(collected)
