@@ -21,13 +21,13 @@ def test_summary_takes_medians_and_ratios_against_upstream():
     runs = {
         "cbx": [_run("cbx", load_s=2.0, load_peak_rss_mb=4000, conds_first_s=1.5,
                      conds_reuse_s=0.01, t3_tokens_per_s=4.0, e2e_first_audio_s=3.0,
-                     e2e_total_s=9.0, unload_released=True),
+                     e2e_total_s=9.0, e2e_stream_cost=1.1, unload_released=True),
                 _run("cbx", load_s=4.0, load_peak_rss_mb=4200, conds_first_s=1.4,
                      conds_reuse_s=0.03, t3_tokens_per_s=4.4, e2e_first_audio_s=5.0,
-                     e2e_total_s=11.0, unload_released=True),
+                     e2e_total_s=11.0, e2e_stream_cost=1.4, unload_released=True),
                 _run("cbx", load_s=3.0, load_peak_rss_mb=4100, conds_first_s=1.6,
                      conds_reuse_s=0.02, t3_tokens_per_s=4.2, e2e_first_audio_s=4.0,
-                     e2e_total_s=10.0, unload_released=True)],
+                     e2e_total_s=10.0, e2e_stream_cost=1.2, unload_released=True)],
         "upstream": [_run("upstream", load_s=10.0, load_peak_rss_mb=7000, conds_first_s=1.0,
                           t3_tokens_per_s=4.0, e2e_first_audio_s=8.0, e2e_total_s=8.0)] * 3,
     }
@@ -44,7 +44,10 @@ def test_summary_takes_medians_and_ratios_against_upstream():
     assert summary["ratios"]["t3_tokens_per_s"] == pytest.approx(4.2 / 4.0)
     assert summary["targets_met"] == {"load_s": True, "load_peak_rss_mb": True,
                                       "conds_reuse_s": True, "t3_tokens_per_s": True,
-                                      "e2e_first_audio_s": False}
+                                      "e2e_first_audio_s": False,
+                                      "e2e_stream_cost": True}
+    # cbx's own ratio has no upstream counterpart: its target applies to the value
+    assert "e2e_stream_cost" not in summary["ratios"]
     assert summary["cbx_unload_released"] is True
     assert any("fixture" in note for note in summary["notes"])
     table = bench.format_table(summary)
@@ -102,9 +105,12 @@ def test_benchmark_runs_on_the_fixture(checkpoint_root):
         for key in positive:
             assert summary[side][key] > 0, (side, key)
         assert summary[side]["e2e_chunks"] == 1
-        # decode speed is taken over every T3 call: the short sentence and the text,
-        # 8 tokens each (the fixture's fixed length)
-        assert summary[side]["t3_decode_steps"] == 8 * 2
+        assert summary[side]["e2e_t3_tokens"] == 8 + 1      # the text's, once
+    # decode speed is taken over every T3 call: the short sentence and the text (cbx:
+    # the text twice, plain and streamed), 8 tokens each (the fixture's fixed length)
+    assert summary["upstream"]["t3_decode_steps"] == 8 * 2
+    assert summary["cbx"]["t3_decode_steps"] == 8 * 3
+    for side in ("cbx", "upstream"):
         assert summary[side]["load_peak_rss_mb"] >= summary[side]["loaded_rss_mb"] * 0.99
         assert "unload_rss_retained_mb" in summary[side]
     assert summary["cbx"]["conds_reuse_s"] > 0
@@ -112,6 +118,11 @@ def test_benchmark_runs_on_the_fixture(checkpoint_root):
     # the first streamed block comes no later than the first whole chunk
     assert 0 < summary["cbx"]["e2e_first_block_s"] <= summary["cbx"]["e2e_first_audio_s"]
     assert "e2e_first_block_s" not in summary["upstream"]
+    # streaming's total against plain speak()'s, cbx against itself
+    assert summary["cbx"]["e2e_stream_cost"] == pytest.approx(
+        summary["cbx"]["e2e_total_s"] / summary["cbx"]["e2e_speak_total_s"])
+    assert "e2e_speak_total_s" not in summary["upstream"]
+    assert "e2e_stream_cost" not in summary["ratios"]
     assert summary["cbx_unload_released"] is True
     for key, ratio in summary["ratios"].items():
         assert ratio > 0, key
@@ -121,7 +132,7 @@ def test_benchmark_runs_on_the_fixture(checkpoint_root):
         summary["cbx"]["conds_reuse_s"] / summary["upstream"]["conds_first_s"])
     assert set(summary["targets_met"]) == {"load_s", "load_peak_rss_mb", "conds_reuse_s",
                                            "t3_tokens_per_s", "e2e_first_audio_s",
-                                           "e2e_first_block_s"}
+                                           "e2e_first_block_s", "e2e_stream_cost"}
     assert len(summary["runs"]["cbx"]) == len(summary["runs"]["upstream"]) == 1
 
 
