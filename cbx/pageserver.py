@@ -248,3 +248,10 @@ def audio_duration(page, selector: str) -> float:
         " a.addEventListener('loadedmetadata', () => resolve(a.duration));"
         " a.addEventListener('error', () => reject(new Error('audio failed to load')));"
         " a.load(); })")
+
+
+def live_counters(page) -> dict:
+    """The live player's own counters (cbx/ui/player.js mirrors its widget model into
+    data-* attributes of its element): state, played_s, buffered_s, blocks, ..."""
+    data = page.eval_on_selector(".cbx-live", "el => Object.assign({}, el.dataset)")
+    return {k: (v if k == "state" else float(v)) for k, v in data.items()}

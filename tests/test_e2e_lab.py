@@ -15,7 +15,7 @@ import pytest
 
 from cbx import clips
 from cbx.pageserver import (LabServer, assert_plays, audio_duration, lab_run_notebook,
-                            type_text, upload_file, wait_text)
+                            live_counters, type_text, upload_file, wait_text)
 from tests.test_e2e_dashboard import (ARTIFACTS, GENERATION_TIMEOUT_MS, PAGE_TIMEOUT_MS,
                                       _require_browser, browser)  # noqa: F401 (fixture)
 
@@ -81,11 +81,22 @@ def test_dashboard_in_jupyterlab_uploads_generates_and_plays(lab, lab_page, clip
 
     type_text(page, "The sun rose over the quiet hills.")
     wait_text(page, ".cbx-textinfo", "1 chunk")
+    clicked = page.evaluate("() => Date.now()")
     page.click("button.cbx-generate")
     wait_text(page, ".cbx-result-info", "s of audio", FIRST_GENERATION_MS)
     page.wait_for_function("() => !document.querySelector('button.cbx-generate').disabled")
     assert page.locator(".cbx-error-box .cbx-error").count() == 0
     assert "Lab Speaker" in page.locator(".cbx-result-info").inner_text()
+    # the live player (an anywidget) played the blocks on JupyterLab's Web Audio too
+    page.wait_for_function("() => document.querySelector('.cbx-live').dataset.state"
+                           " === 'ended'", timeout=30_000)
+    live = live_counters(page)
+    duration = float(page.locator(".cbx-result-info").inner_text()
+                     .split(" s of audio")[0].split()[-1])
+    assert live["blocks"] >= 1 and live["first_played_at"] > clicked, live
+    assert live["buffered_s"] == pytest.approx(duration, abs=0.06), live
+    assert live["played_s"] == pytest.approx(live["buffered_s"], abs=0.02), live
+    assert live["max_gap_ms"] <= 50 and live["late_gaps"] == 0, live
     assert audio_duration(page, "audio.cbx-player") > 0.2
     source = assert_plays(page, "audio.cbx-player")
     assert source.startswith("blob:")
@@ -99,7 +110,6 @@ def test_experiment_notebook_in_jupyterlab_plays_its_results(lab, lab_page):
     tests/test_notebooks.py; here the kernel is stopped after the players are checked."""
     page, errors = lab_page
     lab_run_notebook(page, lab, "experiment.ipynb")
-    players = page.locator(".jp-OutputArea-output audio")
     page.wait_for_function("() => document.querySelectorAll("
                            "'.jp-OutputArea-output audio').length >= 2",
                            timeout=2 * FIRST_GENERATION_MS)

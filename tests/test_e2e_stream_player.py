@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from cbx import fixture
-from cbx.pageserver import VoilaServer, wait_text
+from cbx.pageserver import VoilaServer, live_counters, wait_text
 from tests.test_e2e_dashboard import (ARTIFACTS, GENERATION_TIMEOUT_MS, _open,
                                       _require_browser, browser, set_chunk_size, shot,
                                       type_text)  # noqa: F401
@@ -23,12 +23,6 @@ pytestmark = [pytest.mark.model, pytest.mark.e2e]
 
 THREE_CHUNKS = ("The first line is spoken here. The second line follows after it. "
                 "And the third line ends it all.")
-
-
-def counters(page) -> dict:
-    """The player's counters as the widget model holds them."""
-    data = page.eval_on_selector(".cbx-live", "el => Object.assign({}, el.dataset)")
-    return {k: (v if k == "state" else float(v)) for k, v in data.items()}
 
 
 def wait_state(page, state: str, timeout: int = GENERATION_TIMEOUT_MS) -> None:
@@ -74,13 +68,13 @@ def test_three_chunks_play_gaplessly_to_the_end(browser, checkpoint_root, tmp_pa
         wait_text(page, ".cbx-result-info", "s of audio", GENERATION_TIMEOUT_MS)
         duration = float(page.locator(".cbx-result-info").inner_text()
                          .split(" s of audio")[0].split()[-1])
-        paused = counters(page)
+        paused = live_counters(page)
         assert paused["blocks"] >= 3 and paused["played_s"] < 0.2, paused
         assert paused["buffered_s"] == pytest.approx(duration, abs=0.06), \
             "the buffer grew to the whole result while paused"
         page.click(".cbx-live-toggle")                     # Play
         wait_state(page, "ended", int(duration * 1000) + 30_000)
-        done = counters(page)
+        done = live_counters(page)
         shot(page, "stream_ended")
         assert done["max_gap_ms"] <= 50, done
         assert done["late_gaps"] == 0, done
@@ -103,11 +97,11 @@ def test_first_sound_before_the_first_chunk_is_done_and_cancel_stops_it(browser,
         page.wait_for_function(
             "() => Number(document.querySelector('.cbx-live').dataset.first_played_at) > 0",
             timeout=GENERATION_TIMEOUT_MS)
-        first = counters(page)["first_played_at"]
+        first = live_counters(page)["first_played_at"]
         chunk1 = page.evaluate("() => window.__cbx.chunk1")
         assert chunk1 == 0 or first < chunk1, "the player started after chunk 1 was done"
         # it is sounding now: wait until the played counter moves on, then Cancel
-        played = counters(page)["played_s"]
+        played = live_counters(page)["played_s"]
         page.wait_for_function(
             "p => Number(document.querySelector('.cbx-live').dataset.played_s) > p",
             arg=played, timeout=10_000)
@@ -117,9 +111,9 @@ def test_first_sound_before_the_first_chunk_is_done_and_cancel_stops_it(browser,
         took = page.evaluate("() => window.__cbx.stopped") - clicked
         shot(page, "stream_cancelled")
         assert took <= 500, f"the player stopped {took} ms after Cancel"
-        stopped = counters(page)
+        stopped = live_counters(page)
         page.wait_for_timeout(600)
-        assert counters(page)["played_s"] == stopped["played_s"], "nothing plays after"
+        assert live_counters(page)["played_s"] == stopped["played_s"], "nothing plays after"
         wait_text(page, ".cbx-status-line", "Cancelled", GENERATION_TIMEOUT_MS)
         chunk1 = page.evaluate("() => window.__cbx.chunk1")
         assert chunk1 == 0 or first < chunk1
