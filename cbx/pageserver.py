@@ -83,6 +83,23 @@ class PageServer:
         raise RuntimeError(f"{self.kind} did not start in {timeout} s: "
                            f"{self.log_path.read_text()[-3000:]}")
 
+    def kernel_pids(self) -> set[int]:
+        """The process ids of the server's running kernels (one per open page)."""
+        import psutil
+
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return set()
+        pids = set()
+        for kid in kids:
+            try:
+                if "ipykernel_launcher" in " ".join(kid.cmdline()):
+                    pids.add(kid.pid)
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+        return pids
+
     def close(self) -> None:
         import psutil
 

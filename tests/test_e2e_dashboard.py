@@ -207,6 +207,34 @@ def test_cancel_stops_a_long_generation(model_page):
     assert_no_idle_players(page)
 
 
+def test_reloading_the_page_shuts_its_old_kernel_down(browser, checkpoint_root, tmp_path):
+    """Reload (or close) the tab = that kernel is gone, with whatever model it held:
+    Voila's shutdown beacon must get through (it was refused with 403 for lack of an
+    _xsrf cookie, and the old kernel lived on beside the new one)."""
+    server = VoilaServer(checkpoint_root, tmp_path / "work", "reload", log_dir=ARTIFACTS)
+    context, page = _open(browser, server, tmp_path)
+    try:
+        first = server.kernel_pids()
+        assert len(first) == 1, first
+        page.reload(timeout=PAGE_TIMEOUT_MS)
+        page.wait_for_selector(".cbx-health-panel table", timeout=PAGE_TIMEOUT_MS)
+        deadline = time.monotonic() + 30
+        while server.kernel_pids() & first and time.monotonic() < deadline:
+            time.sleep(0.5)
+        now = server.kernel_pids()
+        assert not now & first, "the reloaded page's old kernel is still running"
+        assert len(now) == 1, now                      # the new page's own kernel
+        page.close(run_before_unload=True)              # closing the tab: the same
+        deadline = time.monotonic() + 30
+        while server.kernel_pids() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert server.kernel_pids() == set(), "the closed tab's kernel is still running"
+        assert "403 POST" not in server.log_path.read_text(encoding="utf-8")
+    finally:
+        context.close()
+        server.close()
+
+
 def test_no_weights_page_explains_the_fix(browser, empty_server, tmp_path):
     context, page = _open(browser, empty_server, tmp_path)
     try:

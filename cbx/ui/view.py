@@ -17,6 +17,7 @@ from ..settings import ALL_SETTINGS, DEVICES, DTYPES, SETTINGS
 from ..variants import VARIANTS
 from ..voices import MAX_VOICE_BYTES
 from . import playback, render
+from .closing import ShutdownOnClose
 from .controller import BUILTIN, CANCELLING, GENERATING, DashboardController
 from .player import LivePlayer
 from .projectcard import ProjectsCard, rate_slider
@@ -198,7 +199,8 @@ class Dashboard:
         side = w.VBox([self._model_card(), self._health_card()],
                       layout=w.Layout(width="38%"))
         self.root = w.VBox([self.header, self.problems, self.status, self.error,
-                            w.HBox([main, side], layout=w.Layout(width="100%"))])
+                            w.HBox([main, side], layout=w.Layout(width="100%")),
+                            ShutdownOnClose()])
         self.root.add_class("cbx-app")
 
     def _voice_card(self):
