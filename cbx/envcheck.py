@@ -552,6 +552,41 @@ def resolve_device(requested: str = "auto") -> str:
     raise InvalidSetting(f"Unknown device {requested!r}.", f"Use one of {_DEVICE_CHOICES}.")
 
 
+# On a CPU, half precision pays only where the CPU multiplies it natively.  cbx's T3
+# decode (python -m cbx.bench_decode, 2-core Xeon with AVX512-BF16, AMX and AVX512-FP16):
+# bfloat16 10.1 vs float32 8.6 tokens/s (1.17x); the same machine with those
+# instructions off (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2) 6.3 vs 9.1 (0.69x);
+# float16 6.6 vs 8.6 (0.77x) even with AVX512-FP16, so float16 needs AMX-FP16.
+# dtype -> (PyTorch's probe names, how they are called, speed vs float32 without them)
+CPU_HALF_PRECISION = {
+    "bfloat16": (("avx512_bf16", "amx_tile"), "AVX512-BF16 or AMX", 0.69),
+    "float16": (("amx_fp16",), "AMX-FP16", 0.77),
+}
+
+
+def cpu_has(instruction: str) -> bool:
+    """Whether this CPU has `instruction` as PyTorch's own CPU probe sees it (False
+    where this PyTorch has no probe for it)."""
+    probe = getattr(getattr(_import_torch()._C, "_cpu", None),
+                    f"_is_{instruction}_supported", None)
+    return bool(probe is not None and probe())
+
+
+def check_precision(device: str, dtype: str) -> None:
+    """Refuse half precision on a CPU that would run it slower than float32 (see
+    CPU_HALF_PRECISION): the user asked for speed and would get the opposite."""
+    if device != "cpu" or dtype not in CPU_HALF_PRECISION:
+        return
+    probes, names, speed = CPU_HALF_PRECISION[dtype]
+    if any(cpu_has(name) for name in probes):
+        return
+    raise InvalidSetting(
+        f"dtype={dtype!r} on this CPU would be slower than float32: it lacks {names}, "
+        f"which {dtype} needs to be fast on a CPU (cbx measured {dtype} decoding at "
+        f"{speed:.2f}x of float32's speed without them).",
+        "Use dtype='float32' on the CPU; half precision pays on a GPU (device='cuda').")
+
+
 @dataclass
 class DeviceInfo:
     requested: str = "auto"

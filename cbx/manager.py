@@ -174,6 +174,7 @@ class ModelManager:
         options.choice("dtype", dtype, DTYPES)
         envcheck.require_libraries(MODEL_LIBRARIES)
         resolved = envcheck.resolve_device(device)
+        envcheck.check_precision(resolved, dtype)
         with self._lock:
             if self._is_loaded(variant, resolved, dtype):
                 return self.describe()

@@ -439,6 +439,50 @@ def test_resolve_device():
     assert "'auto'" in info.value.solution
 
 
+def test_half_precision_on_a_cpu_needs_the_cpu_to_compute_it(monkeypatch):
+    """bfloat16 on a CPU without AVX512-BF16/AMX (and float16 without AMX-FP16) would
+    decode slower than float32, so it is refused with the fix; with them it is allowed,
+    and a GPU is never asked."""
+    present: set[str] = set()
+    monkeypatch.setattr(envcheck, "cpu_has", lambda name: name in present)
+    for dtype in ("bfloat16", "float16"):
+        with pytest.raises(InvalidSetting) as info:
+            envcheck.check_precision("cpu", dtype)
+        assert "slower than float32" in info.value.message and dtype in info.value.message
+        assert "dtype='float32'" in info.value.solution
+        envcheck.check_precision("cuda", dtype)
+        envcheck.check_precision("cuda:1", dtype)
+    envcheck.check_precision("cpu", "float32")
+    present.add("amx_tile")
+    envcheck.check_precision("cpu", "bfloat16")
+    present.clear()
+    present.add("avx512_bf16")
+    envcheck.check_precision("cpu", "bfloat16")
+    with pytest.raises(InvalidSetting):
+        envcheck.check_precision("cpu", "float16")        # AVX512-FP16 is not enough
+    present.add("amx_fp16")
+    envcheck.check_precision("cpu", "float16")
+
+
+def test_load_refuses_slow_half_precision_and_keeps_what_was_loaded(monkeypatch):
+    import cbx
+    from cbx.manager import get_manager
+
+    monkeypatch.setattr(envcheck, "cpu_has", lambda name: False)
+    before = get_manager().describe()
+    with pytest.raises(InvalidSetting) as info:
+        cbx.load("original", device="cpu", dtype="bfloat16")
+    assert "slower than float32" in info.value.message
+    after = get_manager().describe()
+    assert (after.state, after.variant, after.dtype) == \
+        (before.state, before.variant, before.dtype)
+
+
+def test_cpu_probe_reads_pytorch_and_knows_no_made_up_instruction():
+    assert envcheck.cpu_has("avx2") == torch._C._cpu._is_avx2_supported()
+    assert envcheck.cpu_has("no_such_instruction") is False
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_explicit_cuda_without_cuda_names_the_fix():
     with pytest.raises(InvalidSetting) as info:
