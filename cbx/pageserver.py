@@ -201,15 +201,32 @@ class LabServer(PageServer):
         return len(kernels)
 
 
+# a cell's prompt once JupyterLab has sent it to the kernel: "[*]:" queued/running, "[3]:"
+_CELL_SENT = ("() => [...document.querySelectorAll('.jp-NotebookPanel .jp-InputArea-prompt')]"
+              ".some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))")
+
+
 def lab_run_notebook(page, server: LabServer, name: str, timeout: int = 120_000) -> None:
     """Open notebooks/`name` in JupyterLab, wait for its kernel, then Run > Run All Cells,
-    as a user would (Playwright)."""
+    as a user would (Playwright). The notebook is clicked first: Run All Cells acts on
+    the current widget and does nothing while the notebook is not yet current, which
+    happened on a loaded machine; so the run is also checked to have started."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.goto(server.notebook_url(name), timeout=timeout)
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout)
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator"
                            "[data-status='idle']", timeout=timeout)
-    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-    page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+    for _attempt in range(3):
+        page.locator(".jp-NotebookPanel .jp-Cell .jp-InputPrompt").first.click()
+        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+        page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+        try:
+            page.wait_for_function(_CELL_SENT, timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            continue                     # the menu did nothing: try it again
+    raise AssertionError(f"JupyterLab did not run {name} after 3 tries of Run All Cells")
 
 
 def assert_plays(page, selector: str, timeout: int = 30_000) -> str:
