@@ -13,8 +13,8 @@ the whole of both), so with the whole 10 s prompt a 20-token window costs as muc
 9 s chunk (11.3 s on a 2-core CPU, most of the time to first audio).  A window
 therefore reads only ``WINDOW_PROMPT_TOKENS`` (3 s) of the prompt, the span of the
 reference with the most speech in it (`window_prompt`), and the speaker embedding of
-the whole clip (4.2 s on the same CPU).  Upstream itself takes reference clips that short; the chunk's
-own end still comes from upstream's full call with the whole prompt.
+the whole clip (4.2 s on the same CPU).  Upstream itself takes reference clips that
+short; the chunk's own end still comes from upstream's full call with the whole prompt.
 
 Even so a window costs a good part of an S3Gen call, so windows are made only where they
 buy something: the first one of the whole text always (first audio), the others only
@@ -107,7 +107,6 @@ class BlockMaker:
         self.sent_tokens = 0        # audio up to this token has been emitted
         self.tail = None            # FADE_SAMPLES past it, from the last window
         self.windows = 0
-        self.prompt = window_prompt(conds.gen)
 
     def on_tokens(self, tokens, made: int) -> None:
         """Called after every sampled token with a view of the chunk's tokens so far
@@ -151,7 +150,8 @@ class BlockMaker:
         else:
             options = {}
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            wav, _ = tts.s3gen.inference(speech_tokens=tokens, ref_dict=self.prompt,
+            wav, _ = tts.s3gen.inference(speech_tokens=tokens,
+                                         ref_dict=window_prompt(self.conds.gen),
                                          **options)
             wav = wav.squeeze(0).detach().cpu().numpy()
             wav = tts.watermarker.apply_watermark(wav, sample_rate=tts.sr)
