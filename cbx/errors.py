@@ -139,9 +139,24 @@ class OutputNotSaved(UnexpectedError):
 
 
 class ProjectIncomplete(CbxError):
-    """A long-form project's export was asked for while chunks are still missing."""
+    """A long-form project's export was asked for while chunks are still missing or
+    damaged."""
 
     code = "project_incomplete"
+
+
+class VoiceChanged(CbxError):
+    """The saved voice a project was planned with now holds another clip: making more
+    chunks with it would mix two voices in one project."""
+
+    code = "voice_changed"
+
+
+class OutputExists(CbxError):
+    """An explicit output path names a file that is already there (the user's own
+    choice of name is never silently changed or overwritten)."""
+
+    code = "output_exists"
 
 
 CUDA_OOM_SOLUTION = (
@@ -173,6 +188,8 @@ EXIT_STATUS: dict[type[CbxError], int] = {
     OutputNotSaved: 24,
     ProjectIncomplete: 25,
     ProjectLocked: 26,
+    VoiceChanged: 27,
+    OutputExists: 28,
 }
 EXIT_INTERRUPTED = 130
 

@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 import cbx
-from cbx import clips, longform, paths, synth
+from cbx import clips, paths, synth
+from cbx.longform import project as longform
 from cbx.errors import CbxError, InvalidSetting, InvalidText
 from cbx.synth import CancelToken, Result
 

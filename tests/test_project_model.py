@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cbx import guard
+from cbx.longform import guard
 
 pytestmark = pytest.mark.model
 REPO = Path(__file__).resolve().parent.parent

@@ -77,7 +77,7 @@ class ProjectsOnDisk:
     only the model and the page's project logic is the real one."""
 
     def read_text_upload(self, data: bytes, filename: str) -> tuple[str, str]:
-        from ..sources import read_upload
+        from ..longform.sources import read_upload
 
         return read_upload(data, filename)
 

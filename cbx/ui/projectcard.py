@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..audio import FORMATS
 from ..settings import SPEECH_RATE
-from ..sources import MAX_FILE_BYTES
+from ..longform.sources import MAX_FILE_BYTES
 from . import render
 
 ACCEPTED_TEXT = ".txt,.md,.srt"

@@ -164,7 +164,7 @@ class ProjectActions:
 
     def refuse_project_upload(self, filename: str, size: int) -> None:
         """The browser found the chosen text file too large and sent only its size."""
-        from ..sources import check_size
+        from ..longform.sources import check_size
 
         try:
             check_size(size, filename)

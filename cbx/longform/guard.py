@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .text import CHARS_PER_SECOND
+from ..text import CHARS_PER_SECOND
 
 FRAME_SECONDS = 0.02
 SILENCE_DB = -40.0          # frames quieter than the peak frame by this are silence

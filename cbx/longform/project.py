@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import audio, guard, options, paths
-from . import sources
-from . import text as textmod
-from .errors import CbxError, InvalidSetting, InvalidText, ProjectIncomplete, ProjectLocked
+from .. import audio, options, paths
+from . import guard, sources
+from .. import text as textmod
+from ..errors import CbxError, InvalidSetting, InvalidText, ProjectIncomplete, ProjectLocked
 
 MANIFEST = "project.json"
 CHUNK_DIR = "chunks"
@@ -297,7 +297,7 @@ class Project:
     def _make(self, index: int, progress, cancel):
         """Chunk `index` through cbx.speak with its seed, retried with the next seeds
         while the guard flags it; the best take is kept (flagged), never dropped."""
-        from . import synth
+        from .. import synth
 
         speak = self._speak or synth.speak
         plan = self._plan()
@@ -337,7 +337,7 @@ class Project:
 
     def _store(self, index: int, wav, result, record: dict) -> None:
         """WAV first, then the chunk's JSON (which marks it done), each atomic."""
-        from .synth import encode_wav
+        from ..synth import encode_wav
 
         data = encode_wav(wav, result.sample_rate)
         record["wav_sha256"] = _sha(data)
@@ -453,7 +453,7 @@ class Project:
     def export(self, path, rate: float | None = None) -> Path:
         """The joined audio in the format the suffix names, with the settings JSON
         beside it (cbx.synth.Result.save: never overwrites)."""
-        from .synth import Result
+        from ..synth import Result
 
         plan = self._plan()
         wav, sample_rate = self.audio(rate)

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import text as textmod
-from .errors import InvalidSetting, InvalidText
+from .. import text as textmod
+from ..errors import InvalidSetting, InvalidText
 
 PAUSE_SECONDS = 0.3          # between chunks of one paragraph or subtitle
 CHAPTER_PAUSE_SECONDS = 1.5  # before a Markdown heading (a chapter mark)
