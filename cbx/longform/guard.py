@@ -2,7 +2,8 @@
 
 Chatterbox sometimes keeps going after the words (babble, breaths, noise) or runs to
 its token budget. Three cheap checks catch that without a transcript:
-- the duration against the text's expected length (~15 characters a second);
+- the duration against the text's expected length (cbx.text.estimate_seconds: ~15
+  characters a second, ~5 for Chinese, Japanese and Korean);
 - sound after the last speech: speech is voiced (energy in harmonics, a low spectral
   flatness), trailing noise is loud but flat;
 - a note from speak() that the chunk hit its token budget.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..text import CHARS_PER_SECOND
+from ..text import estimate_seconds
 
 FRAME_SECONDS = 0.02
 SILENCE_DB = -40.0          # frames quieter than the peak frame by this are silence
@@ -39,10 +40,6 @@ class Check:
     @property
     def ok(self) -> bool:
         return not self.flags
-
-
-def expected_seconds(text: str, rate: float = 1.0) -> float:
-    return len(" ".join(text.split())) / CHARS_PER_SECOND / rate
 
 
 def _frames(wav, sample_rate: int):
@@ -80,7 +77,7 @@ def _last_speech(wav, sample_rate: int) -> tuple[int, int]:
 def check(wav, sample_rate: int, text: str, notes=(), rate: float = 1.0) -> Check:
     """Flags for one chunk's audio, each a sentence saying what looks wrong."""
     duration = len(wav) / float(sample_rate)
-    expected = expected_seconds(text, rate)
+    expected = estimate_seconds(text, rate)
     end, trailing = _last_speech(wav, sample_rate)
     flags = []
     if duration > expected * LONG_FACTOR + LONG_SLACK_SECONDS:

@@ -1,171 +1,301 @@
-"""Long-form projects on disk (cbx.project, cbx.projects): every finished chunk
-survives a kill, a restart or an unload, and a resumed run is bit-identical to an
-uninterrupted one. (Not named project.py: cbx.project is the function.)
+"""Long-form projects (cbx.project, cbx.projects): a book made chunk by chunk, every
+finished chunk kept safe across kills, restarts, full disks and second writers, and a
+resumed run bit-identical to an uninterrupted one.
 
     job = cbx.project("chapter-1", text=long_text, voice=voice, seed=7)
-    job.run()                  # makes only the missing chunks
+    job.run()                  # makes only the missing (or damaged) chunks
     job.regenerate(3)          # a new seed for chunk 3 only (or seed=, text=)
     job.export("chapter-1.mp3", rate=1.1)
 
-Layout: `<CBX_OUTPUT_DIR>/projects/<safe name>/project.json` (the plan: each chunk's
-text, seed and pause, the voice's sha256, the settings) and `chunks/NNNN.wav` +
-`chunks/NNNN.json` (one chunk's outcome: seed used, checks, retries). A chunk is done
-when its JSON exists and names its text; the JSON is written after the WAV, each by
-temporary file + os.replace, so a kill leaves the old state or the new one. Chunk i
-is made by cbx.speak (one chunk per call) with seed + i, so the audio never depends
-on what ran before it in the same process. Layer 4.
+Layout: `<CBX_OUTPUT_DIR>/projects/<slug>-<hash>/` (names.py) holds `project.db` (the
+store: plan, chunks, takes; store.py), `takes/<sha256>.wav` (immutable audio) and
+`voice/` (the project's own copy of its reference clip). Chunk i is made by cbx.speak
+(one chunk per call) with seed + i (modulo 2**32), so its audio never depends on what
+ran before it in the same process.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
+import shutil
 import time
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import audio, options, paths
-from . import guard, sources
+from .. import audio, files, options, paths
 from .. import text as textmod
-from ..errors import CbxError, InvalidSetting, InvalidText, ProjectIncomplete, ProjectLocked
+from ..errors import (CbxError, InvalidSetting, InvalidText, ProjectIncomplete,
+                      VoiceChanged, VoiceFileNotFound)
+from . import guard, legacy, names, sources
+from .store import (TAKES_DIR, VOICE_DIR, Store, TakeRow, busy_error, check_take,
+                    holder, scan_takes, take_file, writer)
 
-MANIFEST = "project.json"
-CHUNK_DIR = "chunks"
-SUPERSEDED_DIR = "superseded"
-MAX_NAME_CHARS = 64
 GUARD_RETRIES = 2
-FORMAT_VERSION = 1
-# Keys of a chunk's plan that decide its audio; a change in any one remakes it.
-_AUDIO_INPUTS = ("text", "seed")
-_WINDOWS_RESERVED = frozenset(
-    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
-    | {f"{p}{i}" for p in ("COM", "LPT") for i in range(10)})
+SEED_LIMIT = options.SEED_LIMIT
+# speak() keywords a project keeps as its settings (checked by speak()'s own rules)
+_PER_CALL = {"text", "voice", "seed", "progress", "cancel", "on_chunk", "on_block",
+             "max_chunk_chars", "first_chunk_chars", "rate", "model_dir"}
+_KEEP = object()      # "not given": a reopen keeps what the project has
 
 
 def projects_root() -> Path:
     return paths.output_dir() / "projects"
 
 
-def safe_name(name) -> str:
-    """A folder name for a project name on every OS: letters and digits of any script,
-    '-', '_' and '.', no leading dots, no Windows device names, at most 64 chars."""
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidSetting(f"A project name must be non-empty text, not {name!r}.",
-                             "Name the project, e.g. 'chapter-1'.")
-    text = unicodedata.normalize("NFKC", name).strip()
-    text = re.sub(r"\s+", "-", text)
-    text = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)
-    text = re.sub(r"-{2,}", "-", text).strip("-.")[:MAX_NAME_CHARS].rstrip("-.")
-    if not text:
-        raise InvalidSetting(f"The project name {name!r} has no letters or digits.",
-                             "Use letters or digits in the name, e.g. 'chapter-1'.")
-    if text.split(".")[0].upper() in _WINDOWS_RESERVED:
-        text = "_" + text
-    return text
-
-
-def _folder(name: str) -> Path:
-    root = projects_root().resolve()
-    folder = (root / safe_name(name)).resolve()
-    if folder.parent != root:           # belt and braces: never outside the output dir
-        raise InvalidSetting(f"The project name {name!r} leaves the projects folder.",
-                             "Use a plain name such as 'chapter-1'.")
-    return folder
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """The old file or the whole new one, never a part: tmp, fsync, os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data) -> None:
-    _write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def chunk_seed(base: int, index: int) -> int:
+    """Chunk `index`'s seed: base + index, wrapped into speak()'s seed range."""
+    return (base + index) % SEED_LIMIT
 
 
 @dataclass(frozen=True)
 class Changes:
     """What a reopen with other text, voice or settings changed."""
 
-    changed: tuple[int, ...]      # chunks to be made again (their old audio is kept aside)
+    changed: tuple[int, ...]      # chunks to be made again (their old takes are kept)
     added: tuple[int, ...]
     removed: tuple[int, ...]
     reason: str
 
     def __bool__(self) -> bool:
-        return bool(self.changed or self.added or self.removed)
+        return bool(self.changed or self.added or self.removed or self.reason)
 
 
+# ---------------------------------------------------------------------- opening
 def projects() -> list[dict]:
-    """Every project in the output folder: name, folder, chunks, done, flagged."""
+    """Every project in the output folder: name, folder, chunks, done, missing,
+    flagged, damaged, seconds and who is changing it now (holder). Read from each
+    store's rows alone, so a book-sized project lists as fast as a small one; one
+    unreadable project is listed with its error, never hiding the others."""
     root = projects_root()
     out = []
-    if root.is_dir():
-        for folder in sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()):
+    if not root.is_dir():
+        return out
+    for old in legacy.v1_folders(root):
+        try:
+            _import_v1(root, old)
+        except CbxError as exc:
+            out.append({"name": old.name, "folder": str(old), "error": exc.to_dict()})
+    for folder in sorted(p for p in root.iterdir() if (p / "project.db").is_file()):
+        try:
+            job = Project(folder)
             try:
-                job = Project(folder)
-                out.append({"name": job.name, "folder": str(folder), **job.status()})
-            except CbxError as exc:
-                out.append({"name": folder.name, "folder": str(folder),
-                            "error": exc.to_dict()})
+                out.append({"name": job.name, "folder": str(folder), **job.summary()})
+            finally:
+                job.close()
+        except CbxError as exc:
+            out.append({"name": folder.name, "folder": str(folder), "error": exc.to_dict()})
     return out
 
 
-def project(name: str, text=None, *, voice=None, seed: int | None = None,
-            text_format: str | None = None,
-            max_chunk_chars: int = textmod.DEFAULT_MAX_CHARS, rate: float = 1.0,
-            speak=None, **speak_options) -> "Project":
+def project(name: str, text=None, *, voice=_KEEP, seed: int | None = None,
+            text_format: str | None = None, max_chunk_chars: int | None = None,
+            rate: float | None = None, speak=None, **speak_options) -> "Project":
     """Open project `name`, creating it when `text` is given and it does not exist.
-    Reopening with another text, voice, seed or settings changes only the chunks they
-    change (reported in `.changes`; their old audio moves to `superseded/`).
-    `speak` makes each chunk (default cbx.speak; the dashboard passes its backend's,
-    so the page's model folder applies)."""
-    folder = _folder(name)
-    if text is None:
-        if not (folder / MANIFEST).is_file():
-            raise InvalidText(f"There is no project {name!r} yet.",
-                              "Create it with text: cbx.project(name, text=...).")
+
+    Reopening with another text, voice, seed, chunk size, speech rate or settings
+    replans under the project's writer lock: only the chunks that change are made
+    again (`.changes` says which; their old takes are kept). What is not given is
+    kept. `speak` makes each chunk (default cbx.speak; the dashboard passes its
+    backend's, so the page's model folder applies)."""
+    name = names.check_name(name)
+    root = projects_root()
+    folder = root / names.folder_name(name)
+    old = legacy.find_v1(root, name)
+    if old is not None:
+        _import_v1(root, old)
+    asked = {"text": text, "voice": voice, "seed": seed, "text_format": text_format,
+             "max_chunk_chars": max_chunk_chars, "rate": rate, "options": speak_options}
+    changing = (text is not None or voice is not _KEEP or seed is not None or
+                text_format is not None or max_chunk_chars is not None or
+                rate is not None or bool(speak_options))
+    if not (folder / "project.db").is_file() and text is None:
+        raise InvalidText(f"There is no project {name!r} yet.",
+                          "Create it with text: cbx.project(name, text=...).")
+    if not changing:
         return Project(folder, speak=speak)
-    seed = options.seed(seed)
-    rate = audio.check_rate(rate)
-    source, pieces = sources.load(text, text_format=text_format,
-                                  max_chars=max_chunk_chars)
-    voice_name, voice_sha = _voice_identity(voice)
-    settings = _check_speak_options(speak_options)
-    plan = {"version": FORMAT_VERSION, "name": name, "created": _now(),
-            "voice": voice_name, "voice_sha256": voice_sha,
-            "seed": seed if seed is not None else int.from_bytes(os.urandom(4), "big") >> 1,
-            "max_chunk_chars": max_chunk_chars, "rate": rate, "options": settings,
-            "text_sha256": _sha(source.encode("utf-8")), "chunks": []}
-    plan["chunks"] = [{"text": p.text, "pause_after": p.pause_after,
-                       "chapter": p.chapter, "seed": plan["seed"] + i}
-                      for i, p in enumerate(pieces)]
+    plan = _new_plan(name, asked, _stored_plan(folder))
+    return _write_plan(folder, name, plan, speak)
+
+
+def _stored_plan(folder: Path) -> dict | None:
+    if not (folder / "project.db").is_file():
+        return None
+    job = Project(folder)
+    try:
+        return job.plan()
+    finally:
+        job.close()
+
+
+def _new_plan(name: str, asked: dict, old: dict | None) -> dict:
+    """Every input checked and every default filled in (from the stored plan when
+    reopening), before anything is written."""
+    old = old or {}
+    seed = options.seed(asked["seed"])
+    if seed is None:
+        seed = old.get("seed", int.from_bytes(os.urandom(4), "big") >> 1)
+    rate = audio.check_rate(asked["rate"] if asked["rate"] is not None
+                            else old.get("rate", 1.0))
+    max_chars = (asked["max_chunk_chars"] if asked["max_chunk_chars"] is not None
+                 else old.get("max_chunk_chars", textmod.DEFAULT_MAX_CHARS))
+    text_format = asked["text_format"] or (None if asked["text"] is not None
+                                           else old.get("text_format"))
+    body = asked["text"] if asked["text"] is not None else old.get("source")
+    source, pieces = sources.load(body, text_format=text_format, max_chars=max_chars)
+    if isinstance(body, os.PathLike):
+        text_format = text_format or sources.format_of(Path(body).name)
+    taken = _PER_CALL & set(asked["options"])
+    if taken:
+        raise InvalidSetting(f"{', '.join(sorted(taken))} cannot be a project setting.",
+                             "Pass them to run() or export() instead, or leave them out.")
+    from ..synth import check_options
+
+    settings = check_options({**old.get("options", {}), **asked["options"]})
+    voice = (_voice_identity(asked["voice"]) if asked["voice"] is not _KEEP
+             else old.get("voice", {"name": None, "sha256": None, "clip": None}))
+    return {"name": name, "created": old.get("created", _now()), "seed": seed, "rate": rate,
+            "max_chunk_chars": max_chars, "text_format": text_format or "plain",
+            "options": settings, "voice": voice, "source": source,
+            "chunks": [(p.text, chunk_seed(seed, i), p.pause_after, p.chapter)
+                       for i, p in enumerate(pieces)]}
+
+
+def _voice_identity(voice) -> dict:
+    """{"name", "sha256", "clip"} of the voice; a clip path or bytes is saved in the
+    library first, so the project can be reopened by name after a restart. "clip"
+    is the voice itself, copied into the project's folder when the plan is written."""
+    from .. import voices as voicemod
+
+    none = {"name": None, "sha256": None, "clip": None}
+    if voice is None:
+        return none
+    if not isinstance(voice, voicemod.Voice):
+        voice = (voicemod.get_voice(voice) if voicemod.is_voice_name(voice)
+                 else voicemod.load_voice(voice))
+    if voice.builtin:
+        return none
+    return {"name": voice.name, "sha256": voice.sha256, "clip": voice.path}
+
+
+def _write_plan(folder: Path, name: str, plan: dict, speak) -> "Project":
+    """Create the project, or replan it, under its writer lock."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CHUNK_DIR).mkdir(exist_ok=True)
-    if not (folder / MANIFEST).is_file():
-        _write_json(folder / MANIFEST, plan)
-        return Project(folder, speak=speak)
+    store = Store(folder, create=True)
+    try:
+        with writer(folder, store, name, "replan"):
+            _keep_voice_copy(folder, plan["voice"])
+            if store.get("schema_version") is None:      # new, or a creation was killed
+                _create(store, plan)
+                changes = Changes((), (), (), "")
+            else:
+                changes = _replan(store, plan)
+    finally:
+        store.close()
     job = Project(folder, speak=speak)
-    job.changes = job._replan(plan, keep_seed=seed is None)
+    job.changes = changes
     return job
 
 
-def _project_progress(progress, index: int, total: int):
+def _keep_voice_copy(folder: Path, voice: dict) -> None:
+    """The project's own copy of its clip, named by content, so the chunks can always
+    be remade in the voice they were planned with."""
+    clip = voice.get("clip")
+    if not clip or not isinstance(clip, Path):
+        return
+    target = folder / VOICE_DIR / f"{voice['sha256']}{clip.suffix}"
+    if not target.is_file():
+        target.parent.mkdir(exist_ok=True)
+        files.write_atomic(target, clip.read_bytes())
+    voice["clip"] = target.name
+
+
+def _plan_meta(plan: dict) -> dict:
+    return {k: v for k, v in plan.items() if k != "chunks"}
+
+
+def _create(store: Store, plan: dict) -> None:
+    with store.transaction() as db:
+        db.executemany("INSERT INTO chunks (idx, text, seed, pause_after, chapter) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       ((i, *row) for i, row in enumerate(plan["chunks"])))
+        for key, value in _plan_meta(plan).items():
+            Store.set(db, key, value)
+        Store.set(db, "schema_version", 1)
+
+
+def _replan(store: Store, new: dict) -> Changes:
+    """Adopt a new plan; chunk i keeps its take when its text, seed, voice and
+    settings are the same (a re-rolled chunk keeps its own seed). One transaction."""
+    old = store.meta()
+    reasons = []
+    everything = False
+    if new["seed"] != old["seed"]:
+        everything = True
+        reasons.append(f"the seed changed ({old['seed']} -> {new['seed']})")
+    if new["voice"]["sha256"] != old["voice"]["sha256"]:
+        everything = True
+        reasons.append("the voice changed")
+    if new["options"] != old["options"]:
+        everything = True
+        reasons.append("the settings changed")
+    if new["max_chunk_chars"] != old["max_chunk_chars"]:
+        reasons.append(f"the chunk size changed ({old['max_chunk_chars']} -> "
+                       f"{new['max_chunk_chars']} characters)")
+    if new["rate"] != old["rate"]:
+        reasons.append(f"the speech rate changed ({old['rate']:g} -> {new['rate']:g}; "
+                       "applied at export, no chunk is remade for it)")
+    before = {row["idx"]: (row["text"], row["seed"])
+              for row in store.query("SELECT idx, text, seed FROM chunks")}
+    if len(before) != len(new["chunks"]) or any(
+            before[i][0] != chunk[0] for i, chunk in enumerate(new["chunks"])):
+        reasons.insert(0, "the text changed")
+    changed, rows = [], []
+    for i, (text, seed, pause, chapter) in enumerate(new["chunks"]):
+        if i in before and not everything and before[i][0] == text:
+            seed = before[i][1]
+        elif i in before:
+            changed.append(i)
+        rows.append((i, text, seed, pause, chapter))
+    added = tuple(range(len(before), len(rows)))
+    removed = tuple(range(len(rows), len(before)))
+    with store.transaction() as db:
+        db.executemany("UPDATE chunks SET text = ?, seed = ?, pause_after = ?, "
+                       "chapter = ?, take = CASE WHEN ? THEN NULL ELSE take END "
+                       "WHERE idx = ?",
+                       ((text, seed, pause, chapter, i in changed, i)
+                        for i, text, seed, pause, chapter in rows if i in before))
+        db.executemany("INSERT INTO chunks (idx, text, seed, pause_after, chapter) "
+                       "VALUES (?, ?, ?, ?, ?)", (r for r in rows if r[0] not in before))
+        db.execute("DELETE FROM chunks WHERE idx >= ?", (len(rows),))
+        for key, value in _plan_meta(new).items():
+            Store.set(db, key, value)
+    return Changes(tuple(changed), added, removed, "; ".join(reasons))
+
+
+def _import_v1(root: Path, old: Path) -> None:
+    """A project made before the store (project.json), imported whole on first open:
+    plan, current takes and superseded ones; the old folder then moves inside the new
+    one as imported-v1/, so nothing is lost."""
+    name = legacy.read_name(old)
+    folder = root / names.folder_name(names.check_name(name))
+    folder.mkdir(parents=True, exist_ok=True)
+    store = Store(folder, create=True)
+    try:
+        with writer(folder, store, name, "import"):
+            if store.get("schema_version") is None:
+                legacy.import_into(old, folder, store)
+            legacy.retire(old, folder)
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------- the handle
+def _progress_for(progress, index: int, total: int):
     """speak()'s progress for its one chunk, renumbered as chunk index+1 of total."""
     if progress is None:
         return None
@@ -174,204 +304,297 @@ def _project_progress(progress, index: int, total: int):
     return lambda event: progress(replace(event, chunk=index + 1, total=total))
 
 
-def _voice_identity(voice) -> tuple[str | None, str | None]:
-    """(name, sha256) of the voice; a clip path or bytes is saved in the library first
-    so the project can be reopened by name after a restart."""
-    from . import voices as voicemod
-
-    if voice is None:
-        return None, None
-    if not isinstance(voice, voicemod.Voice):
-        voice = (voicemod.get_voice(voice) if voicemod.is_voice_name(voice)
-                 else voicemod.load_voice(voice))
-    if voice.builtin:
-        return None, None
-    return voice.name, voice.sha256
-
-
-def _check_speak_options(speak_options: dict) -> dict:
-    """The speak() keywords a project keeps; the per-call ones are its own business."""
-    own = {"text", "voice", "seed", "progress", "cancel", "on_chunk", "max_chunk_chars",
-           "first_chunk_chars", "rate", "model_dir"}
-    taken = own & set(speak_options)
-    if taken:
-        raise InvalidSetting(f"{', '.join(sorted(taken))} cannot be a project setting.",
-                             "Pass them to run() or export() instead, or leave them out.")
-    return dict(speak_options)
+def _record(row, take: TakeRow | None, folder: Path) -> dict | None:
+    if take is None:
+        return None
+    return {**take.record, "index": row["idx"], "text": take.text, "seed": take.seed,
+            "seed_used": take.seed_used, "flags": list(take.flags),
+            "duration": take.duration, "sample_rate": take.sample_rate,
+            "samples": take.samples, "wav_sha256": take.sha256,
+            "wav": str(take_file(folder, take.file))}
 
 
 class Project:
-    """One project folder. Reads the plan on every call, so two handles agree."""
+    """One project: a handle on its store. Every read asks the store, so two handles
+    (two tabs, two processes) always agree; every change takes the writer lock."""
 
     def __init__(self, folder: Path, speak=None):
         self.folder = Path(folder)
         self._speak = speak
         self.changes = Changes((), (), (), "")
-        self._plan()    # fail now on a missing or broken manifest
+        self._store = Store(self.folder)
+        meta = self._store.meta()
+        missing = {"name", "seed", "rate", "options", "voice", "max_chunk_chars"} - set(meta)
+        if missing:
+            raise InvalidText(f"The project store in {self.folder} lacks "
+                              f"{', '.join(sorted(missing))}.",
+                              "Restore the project folder from a backup, or create the "
+                              "project again.")
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ reading
-
-    def _plan(self) -> dict:
-        try:
-            plan = json.loads((self.folder / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InvalidText(f"{self.folder / MANIFEST} cannot be read ({exc}).",
-                              "Restore it from a backup, or delete the project folder "
-                              "and create the project again.") from None
-        if plan.get("version") != FORMAT_VERSION:
-            raise InvalidText(f"{self.folder.name} was made by another cbx version.",
-                              "Create the project again with this version.")
-        return plan
+    def plan(self) -> dict:
+        """The project's settings and source text (not its chunks)."""
+        return self._store.meta()
 
     @property
     def name(self) -> str:
-        return self._plan()["name"]
+        return self._store.get("name")
 
     @property
     def rate(self) -> float:
         """The speech rate export() applies unless told another."""
-        return self._plan()["rate"]
+        return self._store.get("rate")
 
-    def _paths(self, index: int) -> tuple[Path, Path]:
-        base = self.folder / CHUNK_DIR / f"{index:04d}"
-        return base.with_suffix(".wav"), base.with_suffix(".json")
+    def holder(self) -> dict | None:
+        """Who is changing this project now (pid, host, action, since), or None."""
+        return holder(self._store)
+
+    def _rows(self, start: int = 0, stop: int | None = None, *, full: bool = False,
+              records: bool = False):
+        """[(chunk row, take or None, state, why)] with state "done", "missing" or
+        "damaged"; the take files are checked cheaply (size, header when touched),
+        or fully (sha256 too) when `full`; the takes' records are parsed too when
+        `records` or `full` (a record that cannot be read makes its take damaged)."""
+        rows = self._store.chunks(start, stop)
+        stats = scan_takes(self.folder) if len(rows) > 64 else None
+        out = []
+        for row in rows:
+            if row["take"] is None:
+                out.append((row, None, "missing", None))
+                continue
+            take = TakeRow.from_row(row)
+            try:
+                take.flags
+                if records or full:
+                    take.record
+            except (ValueError, TypeError) as exc:
+                out.append((row, take, "damaged", f"its record cannot be read ({exc})"))
+                continue
+            stat = stats.get(take.file) if stats is not None else None
+            if stats is not None and stat is None:
+                why = "its audio file is missing"
+            else:
+                why = check_take(self.folder, take, stat, full=full)
+            out.append((row, take, "damaged" if why else "done", why))
+        return out
 
     def chunk(self, index: int) -> dict | None:
-        """Chunk `index`'s outcome when it is done for its current plan, else None."""
-        plan = self._plan()["chunks"][index]
-        wav_path, json_path = self._paths(index)
-        try:
-            record = json.loads(json_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        """Chunk `index`'s current take (its record) when it is done and sound, else None."""
+        rows = self._rows(index, index + 1, records=True)
+        if not rows:
             return None
-        except (OSError, ValueError):
-            return None          # unreadable: made again, never trusted
-        if any(record.get(k) != plan[k] for k in _AUDIO_INPUTS) or not wav_path.is_file():
-            return None
-        return record
+        row, take, state, _why = rows[0]
+        return _record(row, take, self.folder) if state == "done" else None
 
-    def overview(self) -> list[dict]:
-        """Each chunk's plan (index, text, seed, chapter) with `record` (its outcome,
-        or None while it is missing) and `wav` (its file): what a chunk list shows."""
-        plan = self._plan()
-        return [{"index": i, "text": entry["text"], "seed": entry["seed"],
-                 "chapter": entry.get("chapter"), "record": self.chunk(i),
-                 "wav": self._paths(i)[0]} for i, entry in enumerate(plan["chunks"])]
+    def takes(self, index: int) -> list[dict]:
+        """Every take chunk `index` ever had, oldest first (re-rolls and replans
+        keep them): the history behind a chunk."""
+        return [{**t.record, "seed_used": t.seed_used, "text": t.text,
+                 "flags": list(t.flags), "duration": t.duration,
+                 "wav": str(take_file(self.folder, t.file))}
+                for t in self._store.takes_of(index)]
+
+    def overview(self, start: int = 0, stop: int | None = None) -> list[dict]:
+        """Rows of chunks [start, stop): index, text, seed, chapter, pause_after, state ("done",
+        "missing", "damaged"), why (what is wrong with a damaged take), record (the
+        take's outcome when done) and wav (its file): what a chunk list shows."""
+        return [{"index": row["idx"], "text": row["text"], "seed": row["seed"],
+                 "chapter": row["chapter"], "pause_after": row["pause_after"],
+                 "state": state, "why": why,
+                 "record": _record(row, take, self.folder) if state == "done" else None,
+                 "wav": take_file(self.folder, take.file)
+                 if take is not None and state == "done" else None}
+                for row, take, state, why in self._rows(start, stop, records=True)]
 
     def status(self) -> dict:
-        plan = self._plan()
-        records = [self.chunk(i) for i in range(len(plan["chunks"]))]
-        done = [r for r in records if r is not None]
-        return {"chunks": len(records), "done": len(done),
-                "flagged": [i for i, r in enumerate(records) if r and r["flags"]],
-                "missing": [i for i, r in enumerate(records) if r is None],
-                "seconds": round(sum(r["duration"] for r in done), 3)}
+        """Counts and lists of the chunks, each current take checked cheaply."""
+        done, missing, damaged, flagged, seconds = 0, [], [], [], 0.0
+        for row, take, state, _why in self._rows():
+            if state == "done":
+                done += 1
+                seconds += take.duration
+                if take.flags:
+                    flagged.append(row["idx"])
+            else:
+                missing.append(row["idx"])
+                if state == "damaged":
+                    damaged.append(row["idx"])
+        return {"chunks": done + len(missing), "done": done, "flagged": flagged,
+                "missing": missing, "damaged": damaged, "seconds": round(seconds, 3),
+                "holder": self.holder()}
+
+    def summary(self) -> dict:
+        """status() from the rows alone (no file checks): what a list of many
+        projects shows. `damaged` lists only the takes already found damaged."""
+        rows = self._store.query(
+            "SELECT c.idx, t.id IS NOT NULL AS has, t.duration, t.flags, t.damaged "
+            "FROM chunks c LEFT JOIN takes t ON t.id = c.take ORDER BY c.idx")
+        done = [r for r in rows if r["has"] and not r["damaged"]]
+        return {"chunks": len(rows), "done": len(done),
+                "flagged": [r["idx"] for r in done if r["flags"] != "[]"],
+                "missing": [r["idx"] for r in rows if not r["has"] or r["damaged"]],
+                "damaged": [r["idx"] for r in rows if r["has"] and r["damaged"]],
+                "seconds": round(sum(r["duration"] for r in done), 3),
+                "holder": self.holder()}
+
+    # ------------------------------------------------------------------ voice
+    def _voice(self):
+        """The Voice to make chunks with: the saved voice the plan names, which must
+        still be the same clip. A deleted one is restored from the project's copy."""
+        from .. import voices as voicemod
+
+        planned = self._store.get("voice")
+        if not planned["name"]:
+            return None
+        try:
+            voice = voicemod.get_voice(planned["name"])
+        except VoiceFileNotFound:
+            copy = self.folder / VOICE_DIR / (planned.get("clip") or "")
+            if not planned.get("clip") or not copy.is_file():
+                raise
+            voice = voicemod.load_voice(copy.read_bytes(), planned["name"] + copy.suffix)
+        if voice.sha256 != planned["sha256"]:
+            total = self._store.count()
+            raise VoiceChanged(
+                f"The saved voice {planned['name']!r} now holds another clip than the one "
+                f"project {self.name!r} was planned with; making more chunks with it "
+                "would mix two voices.",
+                f"To use the new clip, reopen with cbx.project({self.name!r}, "
+                f"voice={planned['name']!r}) (all {total} chunks are made again). To keep "
+                f"the old voice, save its copy ({self.folder / VOICE_DIR}) as a voice and "
+                "reopen with that.")
+        return voice
 
     # ------------------------------------------------------------------ making
-
     def run(self, progress=None, cancel=None, on_chunk=None) -> dict:
-        """Make the missing chunks in order and return status(). `on_chunk(index,
-        total, wav, sample_rate)` sees each chunk once it is on disk."""
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.folder / ".lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise ProjectLocked(f"Project {self.name!r} is being generated by another "
-                            "kernel or process.", "Wait for it to finish, or stop it "
-                            "there first.") from None
-        try:
-            total = len(self._plan()["chunks"])
-            for index in range(total):
+        """Make the missing and damaged chunks in order and return status().
+        `on_chunk(index, total, wav, sample_rate)` sees each chunk once it is stored."""
+        with writer(self.folder, self._store, self.name, "run"):
+            self._sweep()
+            voice = self._voice()
+            rows = self._rows(records=True)
+            total = len(rows)
+            for row, _take, state, _why in rows:
                 if cancel is not None and cancel.cancelled:
                     break
-                if self.chunk(index) is None:
-                    wav, sample_rate = self._make(index, progress, cancel)
+                if state != "done":
+                    wav, sample_rate = self._make(row["idx"], row["text"], row["seed"],
+                                                  voice, _progress_for(progress,
+                                                                       row["idx"], total),
+                                                  cancel)
                     if on_chunk is not None:
-                        on_chunk(index, total, wav, sample_rate)
-        finally:
-            lock.release()
+                        on_chunk(row["idx"], total, wav, sample_rate)
         return self.status()
 
-    def _make(self, index: int, progress, cancel):
+    def _sweep(self) -> None:
+        """Remove what killed writers left: take files no row names, temporaries.
+        Called under the writer lock, so no live writer's file is touched."""
+        named = {row[0] for row in self._store.query("SELECT DISTINCT file FROM takes")}
+        takes = self.folder / TAKES_DIR
+        for entry in scan_takes(self.folder):
+            if entry not in named and not entry.startswith("."):
+                (takes / entry).unlink(missing_ok=True)
+        files.sweep_temporaries(takes, min_age=0)
+        files.sweep_temporaries(self.folder, min_age=0)
+
+    def _make(self, index: int, text: str, seed: int, voice, progress, cancel):
         """Chunk `index` through cbx.speak with its seed, retried with the next seeds
-        while the guard flags it; the best take is kept (flagged), never dropped."""
+        while the guard flags it; the best take is kept (flagged), never dropped.
+        The take's file is on disk before its row commits."""
         from .. import synth
 
         speak = self._speak or synth.speak
-        plan = self._plan()
-        entry = plan["chunks"][index]
+        plan = self._store.meta()
         attempts, best = [], None
         for attempt in range(GUARD_RETRIES + 1):
-            seed = entry["seed"] + attempt
+            used = chunk_seed(seed, attempt)
             started = time.perf_counter()
-            result = speak(entry["text"], plan["voice"], seed=seed,
-                                 max_chunk_chars=plan["max_chunk_chars"],
-                                 first_chunk_chars=None,
-                                 progress=_project_progress(progress, index,
-                                                            len(plan["chunks"])),
-                                 cancel=cancel, **plan["options"])
+            result = speak(text, voice, seed=used, max_chunk_chars=plan["max_chunk_chars"],
+                           first_chunk_chars=None, progress=progress, cancel=cancel,
+                           **plan["options"])
             if len(result.chunks) != 1:      # the plan's chunks always fit one call
                 raise AssertionError(f"chunk {index} was split by speak()")
-            checked = guard.check(result.wav, result.sample_rate, entry["text"],
-                                  result.notes)
-            attempts.append({"seed": seed, "flags": list(checked.flags),
+            checked = guard.check(result.wav, result.sample_rate, text, result.notes)
+            attempts.append({"seed": used, "flags": list(checked.flags),
                              "duration": checked.duration,
                              "seconds": round(time.perf_counter() - started, 3)})
             if best is None or len(checked.flags) < len(best[1].flags):
-                best = (result, checked, seed)
+                best = (result, checked, used)
             if checked.ok:
                 break
-        result, checked, seed = best
+        result, checked, used = best
         wav = guard.trim_tail(result.wav, result.sample_rate)
-        self._store(index, wav, result, {
-            "index": index, "text": entry["text"], "seed": entry["seed"],
-            "seed_used": seed, "flags": list(checked.flags), "attempts": attempts,
-            "duration": round(len(wav) / result.sample_rate, 3),
-            "untrimmed_duration": checked.duration, "expected": checked.expected,
-            "sample_rate": result.sample_rate, "notes": result.notes,
-            "voice_sha256": result.voice_sha256, "variant": result.variant,
-            "device": result.device, "dtype": result.dtype, "created": _now()})
+        self._keep(index, text, seed, used, wav, result, checked, attempts)
         return wav, result.sample_rate
 
-    def _store(self, index: int, wav, result, record: dict) -> None:
-        """WAV first, then the chunk's JSON (which marks it done), each atomic."""
+    def _keep(self, index, text, seed, used, wav, result, checked, attempts) -> None:
         from ..synth import encode_wav
 
         data = encode_wav(wav, result.sample_rate)
-        record["wav_sha256"] = _sha(data)
-        wav_path, json_path = self._paths(index)
-        _write_atomic(wav_path, data)
-        _write_json(json_path, record)
+        sha = hashlib.sha256(data).hexdigest()
+        path = take_file(self.folder, f"{sha}.wav")
+        try:
+            path.parent.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise files.not_saved(path, exc) from exc
+        files.write_atomic(path, data)
+        stat = path.stat()
+        record = {"attempts": attempts, "untrimmed_duration": checked.duration,
+                  "expected": checked.expected, "notes": list(result.notes),
+                  "voice_sha256": result.voice_sha256, "variant": result.variant,
+                  "device": result.device, "dtype": result.dtype, "created": _now()}
+        with self._store.transaction() as db:
+            db.execute("UPDATE chunks SET seed = ?, text = ? WHERE idx = ?",
+                       (seed, text, index))
+            Store.add_take(db, {
+                "idx": index, "text": text, "seed": seed, "seed_used": used,
+                "file": path.name, "sha256": sha, "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns, "sample_rate": int(result.sample_rate),
+                "channels": 1, "samples": len(wav),
+                "duration": round(len(wav) / result.sample_rate, 3),
+                "flags": checked.flags, "record": record})
 
-    def regenerate(self, index: int, *, seed: int | None = None, text: str | None = None):
+    def regenerate(self, index: int, *, seed: int | None = None, text: str | None = None,
+                   progress=None, cancel=None) -> dict:
         """Make chunk `index` again: a new seed (the next unused one unless `seed=`),
-        or new `text`; no other chunk changes. The old take moves to superseded/."""
-        plan = self._plan()
-        if isinstance(index, bool) or not isinstance(index, int) or \
-                not 0 <= index < len(plan["chunks"]):
-            raise InvalidSetting(f"There is no chunk {index!r}.",
-                                 f"Pass a number from 0 to {len(plan['chunks']) - 1}.")
-        entry = plan["chunks"][index]
-        old = self.chunk(index)
-        if text is not None:
-            entry["text"] = self._one_chunk(textmod.validate_text(text),
-                                            plan["max_chunk_chars"])
-        if seed is not None:
-            entry["seed"] = options.seed(seed)
-        elif text is None:
-            tried = [a["seed"] for a in (old or {}).get("attempts", [])] or [entry["seed"]]
-            entry["seed"] = max(tried) + 1
-        self._supersede([index])
-        _write_json(self.folder / MANIFEST, plan)
-        self._make(index, None, None)
+        or new `text`; no other chunk changes. The old take stays current until the
+        new one is stored, so a cancel or a failure loses nothing."""
+        with writer(self.folder, self._store, self.name, "regenerate"):
+            total = self._store.count()
+            if isinstance(index, bool) or not isinstance(index, int) or \
+                    not 0 <= index < total:
+                raise InvalidSetting(f"There is no chunk {index!r}.",
+                                     f"Pass a number from 0 to {total - 1}.")
+            row = self._store.chunks(index, index + 1)[0]
+            new_text = row["text"]
+            if text is not None:
+                new_text = self._one_chunk(textmod.validate_text(text),
+                                           self._store.get("max_chunk_chars"))
+            new_seed = row["seed"]
+            if seed is not None:
+                new_seed = options.seed(seed)
+            elif text is None:
+                tried = [a["seed"] for t in self._store.takes_of(index)
+                         for a in t.record.get("attempts", [])] or [row["seed"]]
+                new_seed = chunk_seed(max(tried), 1)
+            self._sweep()
+            self._make(index, new_text, new_seed, self._voice(),
+                       _progress_for(progress, index, total), cancel)
         return self.chunk(index)
 
     @staticmethod
     def _one_chunk(text: str, max_chars: int) -> str:
-        """An edited chunk's text, refused before anything is moved aside when speak()
-        would split it (a chunk is one speak() call, or the project's seeds shift)."""
+        """An edited chunk's text, refused before anything changes when speak() would
+        split it (a chunk is one speak() call, or the project's seeds shift)."""
         pieces = textmod.split_text(text, max_chars=max_chars, first_chunk_chars=None)
         if len(pieces) != 1:
             raise InvalidText(f"The new text makes {len(pieces)} chunks of at most "
@@ -380,94 +603,78 @@ class Project:
                               "rest into the next chunk's text.")
         return text
 
-    def _supersede(self, indices) -> None:
-        """Move finished takes aside (never deleted) before their chunks are remade."""
-        aside = self.folder / SUPERSEDED_DIR
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        for index in indices:
-            for path in self._paths(index):
-                if path.exists():
-                    aside.mkdir(exist_ok=True)
-                    os.replace(path, aside / f"{path.stem}-{stamp}{path.suffix}")
-
-    def _replan(self, new: dict, keep_seed: bool) -> Changes:
-        """Adopt a new plan on reopen; chunk i keeps its audio when its text, seed,
-        voice and settings are the same. Returns what changed."""
-        old = self._plan()
-        reason = []
-        everything = False
-        if keep_seed:
-            new["seed"] = old["seed"]
-            for i, entry in enumerate(new["chunks"]):
-                entry["seed"] = old["seed"] + i
-        elif new["seed"] != old["seed"]:
-            everything = True
-            reason.append("the seed changed")
-        for key, label in (("voice_sha256", "voice"), ("options", "settings"),
-                           ("max_chunk_chars", "chunk size")):
-            if new[key] != old[key]:
-                everything = True
-                reason.append(f"the {label} changed")
-        old_chunks, new_chunks = old["chunks"], new["chunks"]
-        changed = []
-        for i, entry in enumerate(new_chunks):
-            if i >= len(old_chunks):
-                continue
-            before = old_chunks[i]
-            if not everything and entry["text"] == before["text"]:
-                entry["seed"] = before["seed"]     # a regenerated chunk keeps its take
-            else:
-                changed.append(i)
-        added = tuple(range(len(old_chunks), len(new_chunks)))
-        removed = tuple(range(len(new_chunks), len(old_chunks)))
-        if changed and not reason:
-            reason.append("the text changed")
-        new["created"] = old["created"]
-        self._supersede(changed + list(removed))
-        _write_json(self.folder / MANIFEST, new)
-        return Changes(tuple(changed), added, removed, "; ".join(reason))
+    def delete(self) -> None:
+        """Remove the project, its takes and its store, under its writer lock (a
+        project another process is making is never deleted under it)."""
+        trash = self.folder.with_name(f".deleting-{self.folder.name}-{os.getpid()}")
+        with writer(self.folder, self._store, self.name, "delete"):
+            self.close()
+            os.replace(self.folder, trash)
+        shutil.rmtree(trash)
 
     # ------------------------------------------------------------------ output
+    def _verified(self) -> list:
+        """Every chunk's take, fully checked (sha256, rate, channels, samples); a
+        damaged take is recorded so run() remakes it, and nothing is exported."""
+        rows = self._rows(full=True)
+        missing = [row["idx"] for row, _t, state, _w in rows if state == "missing"]
+        damaged = [(row["idx"], take, why) for row, take, state, why in rows
+                   if state == "damaged"]
+        if damaged:
+            with self._store.transaction() as db:
+                db.executemany("UPDATE takes SET damaged = ? WHERE id = ?",
+                               ((why, take.id) for _i, take, why in damaged if take))
+        if missing or damaged:
+            shown = "; ".join(f"chunk {i + 1}: {why}" for i, _t, why in damaged[:3])
+            raise ProjectIncomplete(
+                f"{len(missing)} of {len(rows)} chunks are not made yet"
+                + (f" and {len(damaged)} are damaged ({shown})" if damaged else "") + ".",
+                "Run the project (job.run() or Resume): it makes the missing chunks and "
+                "remakes the damaged ones.")
+        rates = {take.sample_rate for _row, take, _s, _w in rows}
+        if len(rates) != 1:
+            raise ProjectIncomplete(f"The chunks were made at different sample rates "
+                                    f"({', '.join(map(str, sorted(rates)))} Hz).",
+                                    "Regenerate the chunks made with the other model.")
+        return rows
 
     def audio(self, rate: float | None = None):
-        """(float32 audio of every chunk joined with its pause, sample rate)."""
+        """(float32 audio of every chunk joined with its pause, sample rate), after
+        checking every take fully."""
         import numpy as np
         import soundfile as sf
 
-        plan = self._plan()
-        rate = audio.check_rate(plan["rate"] if rate is None else rate)
-        status = self.status()
-        if status["missing"]:
-            raise ProjectIncomplete(
-                f"{len(status['missing'])} of {status['chunks']} chunks are not made yet.",
-                "Run the project (job.run() or Resume) first.")
-        parts, sample_rate = [], None
-        for index, entry in enumerate(plan["chunks"]):
-            wav, sample_rate = sf.read(str(self._paths(index)[0]), dtype="float32")
+        rate = audio.check_rate(self.rate if rate is None else rate)
+        rows = self._verified()
+        parts, sample_rate = [], rows[0][1].sample_rate
+        for n, (row, take, _state, _why) in enumerate(rows):
+            wav, _sr = sf.read(str(take_file(self.folder, take.file)), dtype="float32")
             parts.append(audio.stretch(wav, sample_rate, rate))
-            if index < len(plan["chunks"]) - 1:
-                parts.append(np.zeros(int(entry["pause_after"] / rate * sample_rate),
+            if n < len(rows) - 1:
+                parts.append(np.zeros(int(row["pause_after"] / rate * sample_rate),
                                       dtype=np.float32))
         return np.concatenate(parts), sample_rate
 
-    def export(self, path, rate: float | None = None) -> Path:
-        """The joined audio in the format the suffix names, with the settings JSON
-        beside it (cbx.synth.Result.save: never overwrites)."""
+    def export(self, path, rate: float | None = None, *, overwrite: bool = False,
+               unique: bool = False) -> Path:
+        """The joined audio in the format the suffix names, with its settings sidecar
+        (cbx.synth.Result.save): an existing file is refused unless `overwrite`;
+        `unique` picks the next free name instead (for names cbx chooses itself)."""
         from ..synth import Result
 
-        plan = self._plan()
+        rate = audio.check_rate(self.rate if rate is None else rate)
         wav, sample_rate = self.audio(rate)
-        records = [self.chunk(i) for i in range(len(plan["chunks"]))]
-        flagged = [i for i, r in enumerate(records) if r["flags"]]
-        notes = [f"Chunk {i} is flagged: {' '.join(records[i]['flags'])}" for i in flagged]
+        plan = self.plan()
+        rows = self._store.chunks()
+        takes = [TakeRow.from_row(r) for r in rows]
+        notes = [f"Chunk {t.idx + 1} is flagged: {' '.join(t.flags)}"
+                 for t in takes if t.flags]
         result = Result(
-            wav=wav, sample_rate=sample_rate, text="\n".join(c["text"] for c in plan["chunks"]),
-            voice=plan["voice"] or "built-in", variant=records[0]["variant"],
-            seed=plan["seed"], settings=plan["options"],
-            chunks=[c["text"] for c in plan["chunks"]],
-            timings={"chunks_seconds": sum(a["seconds"] for r in records
-                                           for a in r["attempts"])},
-            device=records[0]["device"], dtype=records[0]["dtype"], notes=notes,
-            voice_sha256=plan["voice_sha256"],
-            rate=audio.check_rate(plan["rate"] if rate is None else rate))
-        return result.save(path)
+            wav=wav, sample_rate=sample_rate, text="\n".join(r["text"] for r in rows),
+            voice=plan["voice"]["name"] or "built-in", variant=takes[0].record["variant"],
+            seed=plan["seed"], settings=plan["options"], chunks=[r["text"] for r in rows],
+            timings={"chunks_seconds": round(sum(a["seconds"] for t in takes
+                                                 for a in t.record["attempts"]), 3)},
+            device=takes[0].record["device"], dtype=takes[0].record["dtype"], notes=notes,
+            voice_sha256=plan["voice"]["sha256"], rate=rate)
+        return result.save(path, overwrite=overwrite, unique=unique)
