@@ -315,13 +315,23 @@ def test_a_malformed_record_or_store_is_coded_and_hides_no_other_project(calls):
     assert listed["good"]["done"] == 12
     assert listed[names.folder_name("broken store")]["error"]["error"] == "invalid_text"
     assert bad.status()["damaged"] == [3]
-    assert [row["state"] for row in bad.overview(1, 5)] == \
-        ["done", "damaged", "damaged", "done"]
+    assert [row["state"] for row in bad.overview(1, 5)] == ["done", "done", "damaged", "done"]
+    assert bad.chunk(2) is None and bad.chunk(3) is None, "an unreadable record is not done"
+    made = len(calls)
     bad.run()
+    assert [index for _text, index in calls[made:]] == [1 + 2, 1 + 3], "both remade"
     assert bad.status()["done"] == 12 and bad.status()["damaged"] == []
     with pytest.raises(CbxError) as caught:
         cbx.project("broken store")
     assert caught.value.code == "invalid_text"
+    for key, value in (("options", "[1]"), ("voice", "7"), ("seed", '"x"'), ("name", "null")):
+        job = new(f"bad {key}")
+        job.close()
+        with sqlite3.connect(job.folder / "project.db") as db:
+            db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+        listed = {p["folder"]: p for p in cbx.projects()}
+        assert listed[str(job.folder)]["error"]["error"] == "invalid_text", key
+        assert key in listed[str(job.folder)]["error"]["message"]
 
 
 # ------------------------------------------------------------------ format 1

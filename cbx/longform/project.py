@@ -16,6 +16,7 @@ ran before it in the same process.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -28,8 +29,9 @@ from .. import text as textmod
 from ..errors import (CbxError, InvalidSetting, InvalidText, ProjectIncomplete,
                       VoiceChanged, VoiceFileNotFound)
 from . import guard, legacy, names, sources
-from .store import (TAKES_DIR, VOICE_DIR, Store, TakeRow, busy_error, check_take,
-                    holder, scan_takes, take_file, writer)
+from .store import (TAKES_DIR, VOICE_DIR, Store, TakeRow, check_take, holder,
+                    scan_takes, take_file, writer)
+from .store import sha256_file as store_sha256
 
 GUARD_RETRIES = 2
 SEED_LIMIT = options.SEED_LIMIT
@@ -37,6 +39,10 @@ SEED_LIMIT = options.SEED_LIMIT
 _PER_CALL = {"text", "voice", "seed", "progress", "cancel", "on_chunk", "on_block",
              "max_chunk_chars", "first_chunk_chars", "rate", "model_dir"}
 _KEEP = object()      # "not given": a reopen keeps what the project has
+# What a store's plan must hold, so a hand-edited or damaged one is a coded error at
+# open, never a KeyError or TypeError later.
+_META_TYPES = {"name": str, "seed": int, "rate": (int, float), "options": dict,
+               "voice": dict, "max_chunk_chars": int, "source": str}
 
 
 def projects_root() -> Path:
@@ -304,16 +310,6 @@ def _progress_for(progress, index: int, total: int):
     return lambda event: progress(replace(event, chunk=index + 1, total=total))
 
 
-def _record(row, take: TakeRow | None, folder: Path) -> dict | None:
-    if take is None:
-        return None
-    return {**take.record, "index": row["idx"], "text": take.text, "seed": take.seed,
-            "seed_used": take.seed_used, "flags": list(take.flags),
-            "duration": take.duration, "sample_rate": take.sample_rate,
-            "samples": take.samples, "wav_sha256": take.sha256,
-            "wav": str(take_file(folder, take.file))}
-
-
 class Project:
     """One project: a handle on its store. Every read asks the store, so two handles
     (two tabs, two processes) always agree; every change takes the writer lock."""
@@ -324,10 +320,15 @@ class Project:
         self.changes = Changes((), (), (), "")
         self._store = Store(self.folder)
         meta = self._store.meta()
-        missing = {"name", "seed", "rate", "options", "voice", "max_chunk_chars"} - set(meta)
-        if missing:
-            raise InvalidText(f"The project store in {self.folder} lacks "
-                              f"{', '.join(sorted(missing))}.",
+        wrong = [key for key, kind in _META_TYPES.items()
+                 if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)]
+        if not wrong and not all(isinstance(meta["voice"].get(k), (str, type(None)))
+                                 for k in ("name", "sha256")):
+            wrong = ["voice"]
+        if wrong:
+            self.close()
+            raise InvalidText(f"The project store in {self.folder} has no valid "
+                              f"{', '.join(wrong)}.",
                               "Restore the project folder from a backup, or create the "
                               "project again.")
 
@@ -359,41 +360,63 @@ class Project:
         return holder(self._store)
 
     def _rows(self, start: int = 0, stop: int | None = None, *, full: bool = False,
-              records: bool = False):
-        """[(chunk row, take or None, state, why)] with state "done", "missing" or
-        "damaged"; the take files are checked cheaply (size, header when touched),
-        or fully (sha256 too) when `full`; the takes' records are parsed too when
-        `records` or `full` (a record that cannot be read makes its take damaged)."""
-        rows = self._store.chunks(start, stop)
+              records: bool = False, columns: str = "list"):
+        """[(chunk row joined with its take's columns, state, why)] for chunks
+        [start, stop); state is "done", "missing" or "damaged" (why says what is
+        wrong). Each take is checked cheaply (it exists, its size, its header when the
+        file was touched since its row was written), or fully when `full` (sha256 and
+        its record too); `records` reads the records without hashing the audio.
+        `columns` picks what the rows hold (store.Store.chunks). One query and, for
+        many rows, one directory read."""
+        rows = self._store.chunks(start, stop, columns)
         stats = scan_takes(self.folder) if len(rows) > 64 else None
+        takes = self.folder / TAKES_DIR
         out = []
         for row in rows:
             if row["take"] is None:
-                out.append((row, None, "missing", None))
+                out.append((row, "missing", None))
                 continue
-            take = TakeRow.from_row(row)
-            try:
-                take.flags
-                if records or full:
-                    take.record
-            except (ValueError, TypeError) as exc:
-                out.append((row, take, "damaged", f"its record cannot be read ({exc})"))
-                continue
-            stat = stats.get(take.file) if stats is not None else None
-            if stats is not None and stat is None:
-                why = "its audio file is missing"
+            if stats is not None:
+                stat = stats.get(row["file"])
             else:
-                why = check_take(self.folder, take, stat, full=full)
-            out.append((row, take, "damaged" if why else "done", why))
+                try:
+                    stat = os.stat(takes / row["file"])
+                except OSError:
+                    stat = None
+            why = row["damaged"]
+            if why is None and stat is None:
+                why = "its audio file is missing"
+            elif why is None and (full or stat.st_size != row["size"] or
+                                  stat.st_mtime_ns != row["mtime_ns"]):
+                why = check_take(self.folder, self._store.take(row["take"]), stat,
+                                 full=full)
+            if why is None and (full or records or row["flags"] != "[]"):
+                try:
+                    take = self._store.take(row["take"])
+                    take.flags
+                    if full or records:
+                        take.record
+                except (ValueError, TypeError) as exc:
+                    why = f"its record cannot be read ({exc})"
+            out.append((row, "damaged" if why else "done", why))
         return out
 
     def chunk(self, index: int) -> dict | None:
-        """Chunk `index`'s current take (its record) when it is done and sound, else None."""
-        rows = self._rows(index, index + 1, records=True)
-        if not rows:
+        """Chunk `index`'s current take (its whole record: attempts, notes, device...)
+        when it is done and sound, else None."""
+        rows = self._rows(index, index + 1, full=True, columns="full")
+        if not rows or rows[0][1] != "done":
             return None
-        row, take, state, _why = rows[0]
-        return _record(row, take, self.folder) if state == "done" else None
+        row = rows[0][0]
+        return {**json.loads(row["record"]), **self._summary_record(row)}
+
+    def _summary_record(self, row) -> dict:
+        """What a chunk list shows of a take, from its row's columns alone."""
+        return {"index": row["idx"], "text": row["text"], "seed": row["seed"],
+                "seed_used": row["seed_used"], "flags": json.loads(row["flags"]),
+                "duration": row["duration"], "sample_rate": row["sample_rate"],
+                "samples": row["samples"], "wav_sha256": row["sha256"],
+                "wav": str(self.folder / TAKES_DIR / row["file"])}
 
     def takes(self, index: int) -> list[dict]:
         """Every take chunk `index` ever had, oldest first (re-rolls and replans
@@ -404,25 +427,27 @@ class Project:
                 for t in self._store.takes_of(index)]
 
     def overview(self, start: int = 0, stop: int | None = None) -> list[dict]:
-        """Rows of chunks [start, stop): index, text, seed, chapter, pause_after, state ("done",
-        "missing", "damaged"), why (what is wrong with a damaged take), record (the
-        take's outcome when done) and wav (its file): what a chunk list shows."""
-        return [{"index": row["idx"], "text": row["text"], "seed": row["seed"],
-                 "chapter": row["chapter"], "pause_after": row["pause_after"],
-                 "state": state, "why": why,
-                 "record": _record(row, take, self.folder) if state == "done" else None,
-                 "wav": take_file(self.folder, take.file)
-                 if take is not None and state == "done" else None}
-                for row, take, state, why in self._rows(start, stop, records=True)]
+        """Rows of chunks [start, stop): index, text, seed, chapter, pause_after,
+        state ("done", "missing", "damaged"), why (what is wrong with a damaged
+        take), record (seed_used, duration, flags, wav_sha256... of a done take, else
+        None; chunk(i) has the whole record) and wav (its file): a chunk list's rows."""
+        out = []
+        for row, state, why in self._rows(start, stop):
+            record = self._summary_record(row) if state == "done" else None
+            out.append({"index": row["idx"], "text": row["text"], "seed": row["seed"],
+                        "chapter": row["chapter"], "pause_after": row["pause_after"],
+                        "state": state, "why": why, "record": record,
+                        "wav": Path(record["wav"]) if record else None})
+        return out
 
     def status(self) -> dict:
         """Counts and lists of the chunks, each current take checked cheaply."""
         done, missing, damaged, flagged, seconds = 0, [], [], [], 0.0
-        for row, take, state, _why in self._rows():
+        for row, state, _why in self._rows(columns="status"):
             if state == "done":
                 done += 1
-                seconds += take.duration
-                if take.flags:
+                seconds += row["duration"]
+                if row["flags"] != "[]":
                     flagged.append(row["idx"])
             else:
                 missing.append(row["idx"])
@@ -483,7 +508,7 @@ class Project:
             voice = self._voice()
             rows = self._rows(records=True)
             total = len(rows)
-            for row, _take, state, _why in rows:
+            for row, state, _why in rows:
                 if cancel is not None and cancel.cancelled:
                     break
                 if state != "done":
@@ -544,10 +569,13 @@ class Project:
         path = take_file(self.folder, f"{sha}.wav")
         try:
             path.parent.mkdir(exist_ok=True)
+            stat = path.stat() if path.is_file() else None
         except OSError as exc:
             raise files.not_saved(path, exc) from exc
-        files.write_atomic(path, data)
-        stat = path.stat()
+        if stat is None or stat.st_size != len(data) or \
+                store_sha256(path) != sha:      # the same audio is one file, written once
+            files.write_atomic(path, data)
+            stat = path.stat()
         record = {"attempts": attempts, "untrimmed_duration": checked.duration,
                   "expected": checked.expected, "notes": list(result.notes),
                   "voice_sha256": result.voice_sha256, "variant": result.variant,
@@ -614,29 +642,29 @@ class Project:
 
     # ------------------------------------------------------------------ output
     def _verified(self) -> list:
-        """Every chunk's take, fully checked (sha256, rate, channels, samples); a
-        damaged take is recorded so run() remakes it, and nothing is exported."""
-        rows = self._rows(full=True)
-        missing = [row["idx"] for row, _t, state, _w in rows if state == "missing"]
-        damaged = [(row["idx"], take, why) for row, take, state, why in rows
-                   if state == "damaged"]
+        """Every chunk's row, its take fully checked (sha256, rate, channels,
+        samples, record); a damaged take is recorded so run() remakes it, and
+        nothing is exported."""
+        rows = self._rows(full=True, columns="full")
+        missing = [row["idx"] for row, state, _w in rows if state == "missing"]
+        damaged = [(row, why) for row, state, why in rows if state == "damaged"]
         if damaged:
             with self._store.transaction() as db:
                 db.executemany("UPDATE takes SET damaged = ? WHERE id = ?",
-                               ((why, take.id) for _i, take, why in damaged if take))
+                               ((why, row["take"]) for row, why in damaged))
         if missing or damaged:
-            shown = "; ".join(f"chunk {i + 1}: {why}" for i, _t, why in damaged[:3])
+            shown = "; ".join(f"chunk {row['idx'] + 1}: {why}" for row, why in damaged[:3])
             raise ProjectIncomplete(
                 f"{len(missing)} of {len(rows)} chunks are not made yet"
                 + (f" and {len(damaged)} are damaged ({shown})" if damaged else "") + ".",
                 "Run the project (job.run() or Resume): it makes the missing chunks and "
                 "remakes the damaged ones.")
-        rates = {take.sample_rate for _row, take, _s, _w in rows}
+        rates = {row["sample_rate"] for row, _s, _w in rows}
         if len(rates) != 1:
             raise ProjectIncomplete(f"The chunks were made at different sample rates "
                                     f"({', '.join(map(str, sorted(rates)))} Hz).",
                                     "Regenerate the chunks made with the other model.")
-        return rows
+        return [row for row, _s, _w in rows]
 
     def audio(self, rate: float | None = None):
         """(float32 audio of every chunk joined with its pause, sample rate), after
@@ -646,9 +674,9 @@ class Project:
 
         rate = audio.check_rate(self.rate if rate is None else rate)
         rows = self._verified()
-        parts, sample_rate = [], rows[0][1].sample_rate
-        for n, (row, take, _state, _why) in enumerate(rows):
-            wav, _sr = sf.read(str(take_file(self.folder, take.file)), dtype="float32")
+        parts, sample_rate = [], rows[0]["sample_rate"]
+        for n, row in enumerate(rows):
+            wav, _sr = sf.read(str(self.folder / TAKES_DIR / row["file"]), dtype="float32")
             parts.append(audio.stretch(wav, sample_rate, rate))
             if n < len(rows) - 1:
                 parts.append(np.zeros(int(row["pause_after"] / rate * sample_rate),
@@ -665,16 +693,16 @@ class Project:
         rate = audio.check_rate(self.rate if rate is None else rate)
         wav, sample_rate = self.audio(rate)
         plan = self.plan()
-        rows = self._store.chunks()
-        takes = [TakeRow.from_row(r) for r in rows]
-        notes = [f"Chunk {t.idx + 1} is flagged: {' '.join(t.flags)}"
-                 for t in takes if t.flags]
+        rows = self._store.chunks(columns="full")
+        records = [json.loads(r["record"]) for r in rows]
+        notes = [f"Chunk {r['idx'] + 1} is flagged: {' '.join(json.loads(r['flags']))}"
+                 for r in rows if r["flags"] != "[]"]
         result = Result(
             wav=wav, sample_rate=sample_rate, text="\n".join(r["text"] for r in rows),
-            voice=plan["voice"]["name"] or "built-in", variant=takes[0].record["variant"],
+            voice=plan["voice"]["name"] or "built-in", variant=records[0]["variant"],
             seed=plan["seed"], settings=plan["options"], chunks=[r["text"] for r in rows],
-            timings={"chunks_seconds": round(sum(a["seconds"] for t in takes
-                                                 for a in t.record["attempts"]), 3)},
-            device=takes[0].record["device"], dtype=takes[0].record["dtype"], notes=notes,
+            timings={"chunks_seconds": round(sum(a["seconds"] for r in records
+                                                 for a in r["attempts"]), 3)},
+            device=records[0]["device"], dtype=records[0]["dtype"], notes=notes,
             voice_sha256=plan["voice"]["sha256"], rate=rate)
         return result.save(path, overwrite=overwrite, unique=unique)
