@@ -4,7 +4,13 @@
     python cleanup.py                  # table of everything, then asks before removing
     python cleanup.py --dry-run        # only the table
     python cleanup.py --models-only    # weights only (model_cache/ and the Hub cache)
-    python cleanup.py --keep-voices --keep-outputs --yes
+    python cleanup.py --keep-voices --yes
+    python cleanup.py --include-projects --include-outputs   # your own audio too
+
+Your own audio in the output folder (long-form projects, unfinished ones included, and
+one-off results) is listed but never removed by default, not even with --yes: hours of
+generated chunks must not go with one "y". Only --include-projects and
+--include-outputs remove them.
 
 Standard library only, so it also works when the environment is broken or half-removed.
 Run it with the system Python (not the environment's) when removing the environment.
@@ -40,15 +46,10 @@ from cbx.units import format_bytes  # noqa: E402
 
 SCRIPT_ROOT = Path(__file__).resolve().parent
 VENV_DIR_NAME = ".venv_chatterbox"
-GROUPS = ("env", "models", "hub", "voices", "outputs", "caches")
-GROUP_LABELS = {
-    "env": "environment",
-    "models": "model weights",
-    "hub": "Hugging Face cache",
-    "voices": "voice library (your saved voices)",
-    "outputs": "generated audio (your results)",
-    "caches": "caches and build leftovers",
-}
+GROUPS = ("env", "models", "hub", "voices", "projects", "outputs", "caches")
+# The user's own audio: removed only when its flag names it (--yes alone never does).
+INCLUDE_FLAGS = {"projects": "--include-projects", "outputs": "--include-outputs"}
+PROJECTS_DIR = "projects"        # <output dir>/projects/<folder>/, as cbx.longform keeps them
 # Folders inside the checkout that are pure caches (re-created on demand).
 CACHE_DIRS = (".pytest_cache", ".fixture_cache", ".pip_cache", ".ipynb_checkpoints",
               "tests/artifacts", "build")
@@ -62,8 +63,10 @@ EXIT_BUSY = 3
 EXIT_FAILED = 4
 
 DESCRIPTION = ("Show the disk used by Chatterbox Studio's environment, model weights, "
-               "Hugging Face cache, voices, outputs and caches, then remove what you "
-               "choose (everything by default, after asking).")
+               "Hugging Face cache, voices, long-form projects, generated audio and "
+               "caches, then remove what you choose: by default, after asking, "
+               "everything except your projects and generated audio, which only "
+               "--include-projects and --include-outputs remove.")
 EXIT_CODES_HELP = """\
 sizes: disk space actually used (allocated blocks, as `du -s` counts them) on Linux and
 macOS, file sizes on Windows; hard-linked files count once; links count as links.
@@ -100,13 +103,10 @@ def _allocated(st: os.stat_result) -> int:
     return blocks * 512 if blocks is not None else st.st_size
 
 
-def disk_usage(*paths: Path, errors: list[str] | None = None) -> int:
-    """Bytes of disk used by the given paths, like `du -s --block-size=1 -c PATHS`:
-    allocated blocks (file sizes where the OS has no block count), every inode once,
-    links measured as links and never followed. Unreadable parts are skipped and noted
-    in `errors`."""
+def _entries(paths, errors: list[str] | None = None):
+    """(path, lstat) of every file, folder and link under `paths`, every inode once,
+    links never followed. Unreadable parts are skipped and noted in `errors`."""
     seen: set[tuple[int, int]] = set()
-    total = 0
     stack = [Path(p) for p in paths]
     while stack:
         p = stack.pop()
@@ -122,7 +122,7 @@ def disk_usage(*paths: Path, errors: list[str] | None = None) -> int:
         if st.st_ino and key in seen:
             continue
         seen.add(key)
-        total += _allocated(st)
+        yield p, st
         if stat.S_ISDIR(st.st_mode) and not _is_link(st):
             try:
                 with os.scandir(p) as it:
@@ -130,7 +130,20 @@ def disk_usage(*paths: Path, errors: list[str] | None = None) -> int:
             except OSError as exc:
                 if errors is not None:
                     errors.append(f"{p}: {exc}")
-    return total
+
+
+def disk_usage(*paths: Path, errors: list[str] | None = None) -> int:
+    """Bytes of disk used by the given paths, like `du -s --block-size=1 -c PATHS`:
+    allocated blocks (file sizes where the OS has no block count), every inode once,
+    links measured as links and never followed. Unreadable parts are skipped and noted
+    in `errors`."""
+    return sum(_allocated(st) for _p, st in _entries(paths, errors))
+
+
+def count_files(*paths: Path) -> int:
+    """Files (a link counts as one) under the given paths, for the outputs row."""
+    return sum(1 for _p, st in _entries(paths)
+               if _is_link(st) or not stat.S_ISDIR(st.st_mode))
 
 
 def _make_accessible(path: str) -> None:
@@ -255,13 +268,15 @@ class Item:
     selected: bool = False
     freed: int = 0
     failures: list[str] = field(default_factory=list)
+    shown: str = ""                  # the location shown when it is not paths[0]
+    counts: dict = field(default_factory=dict)   # projects: total/unfinished/unknown
 
     def to_dict(self) -> dict:
         return {"group": self.group, "label": self.label, "key": self.key,
                 "paths": [str(p) for p in self.paths], "bytes": self.size,
                 "selected": self.selected, "blocked": self.blocked or None,
                 "note": self.note or None, "freed": self.freed,
-                "failures": self.failures}
+                "failures": self.failures, "counts": self.counts or None}
 
 
 def _located(env_var: str, default: Path) -> Path:
@@ -291,6 +306,95 @@ def _load_cbx(root: Path):
     finally:
         sys.path.pop(0)
     return paths, variants, holds
+
+
+def _load_project_summary():
+    """(cbx.longform.store.summary, '') or (None, why): the store reads its own sqlite
+    schema, so cleanup never has to know it. A missing or broken store (a half-removed
+    or older checkout) must not stop cleanup: its projects are counted as unknown."""
+    sys.path.insert(0, str(SCRIPT_ROOT))
+    try:
+        from cbx.longform import store
+        return store.summary, ""
+    except Exception as exc:     # whatever a broken module raises: counts become unknown
+        return None, f"cbx.longform.store cannot be used ({type(exc).__name__}: {exc})"
+    finally:
+        sys.path.pop(0)
+
+
+def project_progress(folder: Path, summary) -> tuple[int, int] | None:
+    """(chunks, done) of one project folder; None when it cannot be read. project.db
+    is read by the store's summary; an old project.json approximately (a chunk is done
+    when its record exists), since the store imports it exactly on first open."""
+    if (folder / "project.db").is_file():
+        if summary is None:
+            return None
+        try:
+            info = summary(folder)
+            return (int(info["chunks"]), int(info["done"])) if info else None
+        except Exception:        # a store bug must not stop cleanup: this one is unknown
+            return None
+    try:
+        plan = json.loads((folder / "project.json").read_text(encoding="utf-8"))
+        total = len(plan["chunks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return total, sum((folder / "chunks" / f"{i:04d}.json").is_file()
+                      for i in range(total))
+
+
+def project_counts(projects: Path) -> tuple[dict, str]:
+    """How many projects the folder holds, how many are unfinished and how many could
+    not be read (counted as unknown), and why some are unknown ('' when none are)."""
+    counts = {"projects": 0, "unfinished": 0, "unknown": 0}
+    folders = sorted(p for p in projects.iterdir()
+                     if (p / "project.db").is_file() or (p / "project.json").is_file())
+    summary, why = _load_project_summary()
+    for folder in folders:
+        progress = project_progress(folder, summary)
+        counts["projects"] += 1
+        if progress is None:
+            counts["unknown"] += 1
+        elif progress[1] < progress[0]:
+            counts["unfinished"] += 1
+    if counts["unknown"] and not why:
+        why = f"{counts['unknown']} project(s) could not be read"
+    return counts, why if counts["unknown"] else ""
+
+
+def user_audio_items(out: Path, real_root: Path) -> list[Item]:
+    """The user's own audio in the output folder, as two rows that only their
+    --include-* flag selects: long-form projects (count, unfinished, size) and the
+    one-off outputs (everything else there). An output folder cleanup may not touch
+    (CBX_OUTPUT_DIR naming the checkout, home, a drive root, a place outside the
+    checkout) is one blocked row, not read further."""
+    reason = protected_reason(out, real_root)
+    if reason and os.path.lexists(out):
+        return [Item("outputs", "projects and generated audio", [out], blocked=reason)]
+    try:
+        entries = sorted(out.iterdir()) if out.is_dir() else []
+    except OSError as exc:
+        return [Item("outputs", "generated audio (cannot be listed)", [out],
+                     blocked=f"cannot list {out}: {exc}")]
+    items = []
+    projects = out / PROJECTS_DIR
+    if projects in entries:
+        try:
+            counts, why = project_counts(projects)
+            unknown = f", {counts['unknown']} unknown" if why else ""
+            label = (f"long-form projects: {counts['projects']} "
+                     f"({counts['unfinished']} unfinished{unknown})")
+        except OSError as exc:
+            counts, why = {}, f"cannot list {projects}: {exc}"
+            label = "long-form projects: count unknown"
+        items.append(Item("projects", label, [projects], note=why, counts=counts))
+    others = [p for p in entries if p != projects]
+    if others:
+        files = count_files(*others)
+        items.append(Item("outputs", f"one-off generated audio: {files} file(s)", others,
+                          shown=f"{out} (all but {PROJECTS_DIR}{os.sep})",
+                          counts={"files": files}))
+    return items
 
 
 def model_holders(state: Path, holds) -> list[str]:
@@ -336,9 +440,7 @@ def discover(root: Path, force: bool = False) -> list[Item]:
     voice = _located(paths.VOICE_DIR_ENV, root / "voices")
     if os.path.lexists(voice):
         items.append(Item("voices", "voice library", [voice]))
-    out = _located(paths.OUTPUT_DIR_ENV, root / "outputs")
-    if os.path.lexists(out):
-        items.append(Item("outputs", "generated audio", [out]))
+    items += user_audio_items(_located(paths.OUTPUT_DIR_ENV, root / "outputs"), real_root)
 
     pycaches = []
     for dirpath, dirnames, _files in os.walk(root):   # os.walk does not follow links
@@ -414,7 +516,14 @@ def conda_env_note(root: Path) -> str | None:
     return None
 
 
+def included(args: argparse.Namespace) -> set[str]:
+    """The user-audio groups whose --include-* flag was given."""
+    return {g for g in INCLUDE_FLAGS if getattr(args, f"include_{g}")}
+
+
 def select(items: list[Item], args: argparse.Namespace) -> None:
+    """Mark what the flags choose. The user's audio is chosen only by its --include-*
+    flag, which adds it to whatever else is chosen."""
     if args.only:
         groups = set(args.only)
     elif args.models_only:
@@ -425,10 +534,11 @@ def select(items: list[Item], args: argparse.Namespace) -> None:
         groups = {"caches"}
     else:
         groups = set(GROUPS)
+    groups = (groups - set(INCLUDE_FLAGS)) | included(args)
     for g, flag in (("env", args.keep_env), ("models", args.keep_models),
                     ("hub", args.keep_models or args.keep_hub_cache),
-                    ("voices", args.keep_voices), ("outputs", args.keep_outputs),
-                    ("caches", args.keep_caches)):
+                    ("voices", args.keep_voices), ("projects", args.keep_outputs),
+                    ("outputs", args.keep_outputs), ("caches", args.keep_caches)):
         if flag:
             groups.discard(g)
     for item in items:
@@ -583,13 +693,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-hub-cache", action="store_true",
                    help="keep the Hugging Face Hub cache entries")
     p.add_argument("--keep-voices", action="store_true", help="keep the voice library")
-    p.add_argument("--keep-outputs", action="store_true", help="keep generated audio")
+    p.add_argument("--include-projects", action="store_true",
+                   help="also remove your long-form projects (projects/ in the output folder: "
+                        "outputs/ or CBX_OUTPUT_DIR), unfinished ones included; never "
+                        "removed without this flag, even with --yes")
+    p.add_argument("--include-outputs", action="store_true",
+                   help="also remove your one-off generated audio (everything in the "
+                        "output folder except projects/); never removed without this flag")
+    p.add_argument("--keep-outputs", action="store_true",
+                   help="keep projects and generated audio (the default already; wins "
+                        "over --include-projects and --include-outputs)")
     p.add_argument("--keep-caches", action="store_true", help="keep caches")
     p.add_argument("--variant", action="append", metavar="NAME",
                    help="with models/hub: only this variant (repeatable)")
     p.add_argument("--dry-run", action="store_true",
                    help="show the table and what would be freed; remove nothing")
-    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask for confirmation (removes your projects and generated "
+                        "audio only with their --include-* flag)")
     p.add_argument("--force", action="store_true",
                    help="also remove the runtime state of kernels that still hold a model")
     p.add_argument("--json", action="store_true",
@@ -607,14 +728,20 @@ def print_table(items: list[Item], extra_notes: list[str]) -> None:
     for group in GROUPS:
         for item in (i for i in items if i.group == group):
             mark = "x" if item.selected else " "
-            say(f"  [{mark}] {item.label:<{width}}  {format_bytes(item.size):>10}   "
-                f"{item.paths[0] if len(item.paths) == 1 else str(len(item.paths)) + ' folders'}")
+            where = item.shown or (item.paths[0] if len(item.paths) == 1
+                                   else f"{len(item.paths)} folders")
+            say(f"  [{mark}] {item.label:<{width}}  {format_bytes(item.size):>10}   {where}")
             for note in (item.blocked, item.note):
                 if note:
                     say(f"        {'':<{width}}  {'':>10}   ({note})")
     chosen = sum(i.size for i in items if i.selected)
     say(f"  {'total found':<{width + 4}}  {format_bytes(sum(i.size for i in items)):>10}")
     say(f"  {'to remove':<{width + 4}}  {format_bytes(chosen):>10}")
+    kept = [INCLUDE_FLAGS[i.group] for i in items
+            if i.group in INCLUDE_FLAGS and not i.selected and not i.blocked]
+    if kept:
+        say(f"  kept: your own audio (add {' and '.join(dict.fromkeys(kept))} to remove "
+            "it)")
     for note in extra_notes:
         say(f"  note: {note}")
 
@@ -624,6 +751,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.only and set(args.only) - set(GROUPS):
         print(f"error: unknown group(s) {', '.join(set(args.only) - set(GROUPS))}; choose "
               f"from {', '.join(GROUPS)}", file=sys.stderr)
+        return EXIT_USAGE
+    named = (set(args.only or ()) & set(INCLUDE_FLAGS)) - included(args)
+    if named:
+        flags = " and ".join(INCLUDE_FLAGS[g] for g in sorted(named))
+        print(f"error: --only {','.join(sorted(named))} is your own audio; add {flags} "
+              "to remove it", file=sys.stderr)
         return EXIT_USAGE
     if args.json and not (args.dry_run or args.yes):
         print("error: --json needs --dry-run or --yes (there is no prompt in JSON mode)",
@@ -704,6 +837,10 @@ def confirmed(chosen: list[Item], total: int, out) -> bool:
               "--yes to remove the items marked x, or --dry-run to only look.",
               file=sys.stderr)
         return False
+    own = [i.label for i in chosen if i.group in INCLUDE_FLAGS]
+    if own:
+        out(f"This includes your own audio ({'; '.join(own)}): removing it cannot be "
+            "undone.")
     try:
         answer = input(f"Remove the {len(chosen)} item(s) marked x "
                        f"({format_bytes(total)})? [y/N] ")

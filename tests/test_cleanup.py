@@ -1,9 +1,10 @@
 """cleanup.py on temporary trees: sizes agree with du, --dry-run removes nothing,
-selective flags remove exactly their items, links are never followed out of the
-checkout, nothing outside it is touched, and a process using the environment blocks
-removal."""
+selective flags remove exactly their items, the user's projects and generated audio go
+only with their --include-* flag, links are never followed out of the checkout,
+nothing outside it is touched, and a process using the environment blocks removal."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -26,6 +27,18 @@ def write(path: Path, size: int, byte: bytes = b"x") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(byte * size)
     return path
+
+
+def old_project(folder: Path, chunks: int, done: int) -> Path:
+    """A project in the old format (project.json, chunks/NNNN.wav + NNNN.json) with
+    `done` of its `chunks` made."""
+    plan = {"name": folder.name, "chunks": [{"text": f"Sentence {i}."}
+                                            for i in range(chunks)]}
+    write(folder / "project.json", 0).write_text(json.dumps(plan))
+    for i in range(done):
+        write(folder / "chunks" / f"{i:04d}.wav", 30_000)
+        write(folder / "chunks" / f"{i:04d}.json", 0).write_text("{}")
+    return folder
 
 
 @pytest.fixture
@@ -52,6 +65,13 @@ def tree(tmp_path, monkeypatch):
     write(root / "model_cache" / "turbo" / "t3_turbo_v1.safetensors", 120_000)
     write(root / "voices" / "alice.wav", 40_000)
     write(root / "outputs" / "take1.wav", 60_000)
+    write(root / "outputs" / "take1.json", 300)
+    projects = root / "outputs" / "projects"
+    old_project(projects / "finished", chunks=2, done=2)
+    old_project(projects / "halfway", chunks=3, done=1)
+    write(projects / "broken" / "project.json", 0).write_text("{not json")
+    write(projects / "damaged" / "project.db", 0).write_text("not a database")
+    write(projects / "empty-folder" / "notes.txt", 10)     # not a project
     write(root / ".pytest_cache" / "v" / "cache" / "lastfailed", 20)
     write(root / ".fixture_cache" / "ckpt.safetensors", 70_000)
     write(root / "cbx.egg-info" / "PKG-INFO", 500)
@@ -87,10 +107,8 @@ def run(root: Path, *args, env=None, stdin=subprocess.DEVNULL):
                           timeout=120)
 
 
-def listing(root: Path, *args) -> dict:
-    import json
-
-    r = run(root, "--dry-run", "--json", *args)
+def listing(root: Path, *args, env=None) -> dict:
+    r = run(root, "--dry-run", "--json", *args, env=env)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -127,7 +145,7 @@ def test_sizes_match_du(tree):
     root, _, _ = tree
     data = listing(root)
     groups = {it["group"] for it in data["items"]}
-    assert groups == {"env", "models", "hub", "voices", "outputs", "caches"}
+    assert groups == {"env", "models", "hub", "voices", "projects", "outputs", "caches"}
     for it in data["items"]:
         # cleanup.py reports allocated blocks, i.e. what `du --block-size=1` counts.
         du = subprocess.run(["du", "-s", "-c", "--block-size=1", *it["paths"]],
@@ -155,7 +173,8 @@ def test_dry_run_removes_nothing(tree, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Dry run: nothing removed" in r.stdout
     for label in ("Python environment", "model_cache/original", "model_cache/turbo",
-                  "ResembleAI/chatterbox", "voice library", "generated audio",
+                  "ResembleAI/chatterbox", "voice library", "one-off generated audio",
+                  "long-form projects",
                   "__pycache__ folders (2)", ".pytest_cache", ".fixture_cache"):
         assert label in r.stdout
     assert "models--someone" not in r.stdout
@@ -205,19 +224,20 @@ def test_keep_flags_and_full_cleanup_stay_inside_the_root(tree, tmp_path):
     assert (root / ".venv_chatterbox" / "lib" / "site-packages" / "big.so").exists()
     assert (root / "voices" / "alice.wav").exists()
     assert (root / "voices" / "linked_dir").is_symlink()
-    for gone in ("model_cache/original", "model_cache/turbo", "outputs", ".pytest_cache",
+    for gone in ("model_cache/original", "model_cache/turbo", ".pytest_cache",
                  ".fixture_cache", "cbx/__pycache__", "tests/__pycache__", "cbx.egg-info"):
         assert not os.path.lexists(root / gone), gone
-    for kept in ("pyproject.toml", "cbx/__init__.py", "setup_env.py", "model_cache/.gitkeep"):
+    for kept in ("pyproject.toml", "cbx/__init__.py", "setup_env.py", "model_cache/.gitkeep",
+                 "outputs/take1.wav", "outputs/projects/halfway/chunks/0000.wav"):
         assert (root / kept).exists(), kept
-    # The outputs folder held a link to a file outside: the link went, the file stayed.
-    assert snapshot(outside) == outside_before
     assert snapshot(hub / "models--someone--other-model") == other_before
 
-    r = run(root, "--yes")          # now everything, the environment and voices too
+    r = run(root, "--yes", "--include-projects", "--include-outputs")   # now everything
     assert r.returncode == 0, r.stdout + r.stderr
     assert not (root / ".venv_chatterbox").exists()   # read-only file included
     assert not (root / "voices").exists()
+    assert (root / "outputs").is_dir() and not any((root / "outputs").iterdir())
+    # The outputs folder held a link to a file outside: the link went, the file stayed.
     assert snapshot(outside) == outside_before
     assert (root / "pyproject.toml").exists() and (root / "cbx" / "__init__.py").exists()
 
@@ -327,11 +347,16 @@ def test_user_folders_pointing_at_the_checkout_or_above_are_never_removed(
         tree, variable, value, monkeypatch):
     """Issue 15 (1): CBX_STATE_DIR=.. made `cleanup.py --yes` delete the checkout and the
     folder above it. Any folder variable naming the checkout, an ancestor of it, the home
-    folder or a drive root is blocked, shown as such, and survives --yes."""
+    folder or a drive root is blocked, shown as such, and survives --yes, even with the
+    flags that remove the user's audio (whose rows are that folder's entries)."""
     root, outside, _hub = tree
     monkeypatch.chdir(root)
     monkeypatch.setenv(variable, value.format(root=root))
-    r = run(root, "--yes")
+    if variable == "CBX_OUTPUT_DIR":
+        data = listing(root, "--include-projects", "--include-outputs")
+        rows = [it for it in data["items"] if it["group"] in ("projects", "outputs")]
+        assert rows and all(it["blocked"] and not it["selected"] for it in rows), rows
+    r = run(root, "--yes", "--include-projects", "--include-outputs")
     assert root.is_dir() and (root / "pyproject.toml").is_file() and (root / "cbx").is_dir()
     assert outside.is_dir()
     assert "never removed" in r.stdout or "not removed" in r.stdout, r.stdout
@@ -357,10 +382,10 @@ def test_unreadable_folders_are_opened_up_and_removed_and_the_rest_goes_on(tree)
     locked = write(root / "outputs" / "locked" / "deep" / "take.wav", 1000).parent.parent
     (locked / "deep").chmod(0)
     locked.chmod(0)
-    r = run(root, "--yes")
+    r = run(root, "--yes", "--include-outputs")
     assert "Traceback" not in r.stderr, r.stderr
     assert r.returncode == 0, r.stdout + r.stderr
-    assert not (root / "outputs").exists() and not (root / ".venv_chatterbox").exists()
+    assert not locked.exists() and not (root / ".venv_chatterbox").exists()
 
 
 def test_a_folder_that_cannot_be_opened_is_reported_and_the_rest_removed(tmp_path,
@@ -471,3 +496,173 @@ def test_environment_row_shows_its_size_and_its_cuda_libraries(tmp_path):
     windows = tmp_path / "win_env"
     write(windows / "Lib" / "site-packages" / "nvidia" / "x.dll", 10)
     assert cuda_library_dirs(windows) == [windows / "Lib" / "site-packages" / "nvidia"]
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 20 (5): the user's projects and generated audio are never removed by default
+# ---------------------------------------------------------------------------------------
+
+def user_rows(data: dict) -> dict:
+    return {it["group"]: it for it in data["items"] if it["group"] in ("projects", "outputs")}
+
+
+def test_projects_and_one_off_outputs_are_listed_as_unticked_rows(tree):
+    root, _, _ = tree
+    rows = user_rows(listing(root))
+    projects, outputs = rows["projects"], rows["outputs"]
+    # finished + halfway + broken JSON + unreadable project.db; a folder without a
+    # project file is not a project
+    assert projects["counts"] == {"projects": 4, "unfinished": 1, "unknown": 2}
+    assert projects["label"] == "long-form projects: 4 (1 unfinished, 2 unknown)"
+    assert projects["paths"] == [str(root / "outputs" / "projects")]
+    assert projects["bytes"] == cleanup.disk_usage(root / "outputs" / "projects") > 60_000
+    # everything in outputs/ but projects/: take1.wav, its sidecar and a link
+    assert outputs["counts"] == {"files": 3}
+    assert sorted(outputs["paths"]) == sorted(
+        str(root / "outputs" / n) for n in ("take1.wav", "take1.json", "linked_file.wav"))
+    assert not projects["selected"] and not outputs["selected"]
+    assert not projects["blocked"] and not outputs["blocked"]
+
+    table = run(root, "--dry-run").stdout
+    size = cleanup.format_bytes(projects["bytes"])
+    assert any(line.lstrip().startswith("[ ] long-form projects: 4 (1 unfinished")
+               and size in line for line in table.splitlines()), table
+    assert "[ ] one-off generated audio: 3 file(s)" in table
+    assert "add --include-projects and --include-outputs to remove it" in table
+
+
+def test_yes_keeps_the_users_audio_and_removes_what_setup_installed(tree):
+    root, _, _ = tree
+    before = snapshot(root / "outputs")
+    r = run(root, "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert snapshot(root / "outputs") == before
+    for gone in (".venv_chatterbox", "model_cache/original", "model_cache/turbo",
+                 ".pytest_cache", ".fixture_cache", "cbx/__pycache__", "cbx.egg-info"):
+        assert not os.path.lexists(root / gone), gone
+
+
+def test_each_include_flag_removes_exactly_its_row(tree):
+    root, outside, _ = tree
+    outside_before = snapshot(outside)
+    out = root / "outputs"
+    r = run(root, "--only", "caches", "--include-projects", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (out / "projects").exists() and not (root / ".pytest_cache").exists()
+    assert (out / "take1.wav").exists() and (root / ".venv_chatterbox").exists()
+    assert "removed long-form projects: 4 (1 unfinished, 2 unknown)" in r.stdout
+
+    r = run(root, "--only", "outputs", "--include-outputs", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert out.is_dir() and not any(out.iterdir())
+    assert (root / ".venv_chatterbox").exists() and snapshot(outside) == outside_before
+
+    # --keep-outputs (older scripts) wins over an include flag
+    old_project(out / "projects" / "again", chunks=1, done=0)
+    r = run(root, "--include-projects", "--keep-outputs", "--models-only", "--yes")
+    assert r.returncode == 0 and (out / "projects" / "again" / "project.json").exists()
+
+
+def test_naming_the_users_audio_in_only_needs_its_include_flag(tree, tmp_path):
+    root, _, _ = tree
+    before = snapshot(tmp_path)
+    r = run(root, "--only", "projects,caches", "--yes")
+    assert r.returncode == cleanup.EXIT_USAGE
+    assert "add --include-projects" in r.stderr
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX pseudo-terminal")
+def test_answering_y_on_a_terminal_keeps_the_users_audio(tree):
+    import pty
+
+    root, _, _ = tree
+    before = snapshot(root / "outputs")
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"y\n")
+        r = run(root, stdin=terminal)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[y/N]" in r.stdout and "Freed" in r.stdout
+    assert "This includes your own audio" not in r.stdout
+    assert not (root / ".venv_chatterbox").exists()
+    assert snapshot(root / "outputs") == before
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX pseudo-terminal")
+def test_the_prompt_names_the_users_audio_when_it_is_included(tree):
+    import pty
+
+    root, _, _ = tree
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"n\n")
+        r = run(root, "--include-projects", stdin=terminal)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert r.returncode == cleanup.EXIT_DECLINED, r.stdout + r.stderr
+    assert "This includes your own audio (long-form projects: 4" in r.stdout
+    assert (root / "outputs" / "projects" / "halfway" / "project.json").exists()
+
+
+def test_the_output_folder_comes_from_cbx_output_dir(tree):
+    root, _, _ = tree
+    moved = root / "my_audio"
+    old_project(moved / "projects" / "book", chunks=4, done=4)
+    write(moved / "single.wav", 1000)
+    env = dict(os.environ, CBX_OUTPUT_DIR=str(moved))
+    rows = user_rows(listing(root, env=env))
+    assert rows["projects"]["counts"] == {"projects": 1, "unfinished": 0, "unknown": 0}
+    assert rows["projects"]["paths"] == [str(moved / "projects")]
+    assert rows["outputs"]["paths"] == [str(moved / "single.wav")]
+    r = run(root, "--yes", env=env)
+    assert r.returncode == 0 and (moved / "projects" / "book" / "project.json").exists()
+    r = run(root, "--yes", "--include-projects", "--include-outputs", env=env)
+    assert r.returncode == 0 and moved.is_dir() and not any(moved.iterdir())
+    assert (root / "outputs" / "projects" / "halfway").is_dir(), "not the default folder"
+
+
+MAKE_PROJECT = """
+import cbx
+cbx.project("Chapter one", text="Hello there. Second sentence.")
+"""
+
+
+def test_a_project_made_by_cbx_is_counted_as_unfinished(tree):
+    """Whatever format cbx.project writes (project.db read by the store's summary, or
+    the older project.json), a new project with no audio yet is one unfinished one."""
+    root, _, _ = tree
+    out = root / "fresh_outputs"
+    made = subprocess.run([sys.executable, "-c", MAKE_PROJECT], cwd=str(ROOT),
+                          env=dict(os.environ, CBX_OUTPUT_DIR=str(out)),
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    rows = user_rows(listing(root, env=dict(os.environ, CBX_OUTPUT_DIR=str(out))))
+    assert rows["projects"]["counts"] == {"projects": 1, "unfinished": 1, "unknown": 0}
+
+
+def test_a_broken_store_module_gives_unknown_counts_without_site_packages(tree, tmp_path):
+    """cleanup.py must run when the environment is broken or gone: with Python's site
+    packages off (-S) and cbx/longform/store.py raising on import, project.db folders are
+    counted as unknown, old project.json ones still exactly, and nothing crashes."""
+    root, _, _ = tree
+    checkout = tmp_path / "copy"
+    shutil.copytree(ROOT / "cbx", checkout / "cbx",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "cleanup.py", checkout / "cleanup.py")
+    (checkout / "cbx" / "longform" / "store.py").write_text(
+        'raise RuntimeError("half-installed")\n')
+    old_project(root / "outputs" / "projects" / "valid-db", chunks=1, done=0)
+    (root / "outputs" / "projects" / "valid-db" / "project.json").rename(
+        root / "outputs" / "projects" / "valid-db" / "project.db")
+    r = subprocess.run([sys.executable, "-S", str(checkout / "cleanup.py"), "--root",
+                        str(root), "--dry-run", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = user_rows(json.loads(r.stdout))
+    assert rows["projects"]["counts"] == {"projects": 5, "unfinished": 1, "unknown": 3}
+    assert "RuntimeError: half-installed" in rows["projects"]["note"]
