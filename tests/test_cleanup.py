@@ -641,8 +641,11 @@ def test_a_project_made_by_cbx_is_counted_as_unfinished(tree):
                           env=dict(os.environ, CBX_OUTPUT_DIR=str(out)),
                           capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     rows = user_rows(listing(root, env=dict(os.environ, CBX_OUTPUT_DIR=str(out))))
     assert rows["projects"]["counts"] == {"projects": 1, "unfinished": 1, "unknown": 0}
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before, \
+        "a dry run reads the store without creating or touching a file"
 
 
 def test_a_broken_store_module_gives_unknown_counts_without_site_packages(tree, tmp_path):
