@@ -1,7 +1,8 @@
 """Projects on the random-weight fixture, through the real cbx.speak path (issue 12):
 a run SIGKILLed after chunk 2 is on disk and resumed in a new process exports the same
 audio, bit for bit, as an uninterrupted run; the babble guard passes a normal chunk
-and flags one padded with 20 s of noise."""
+and flags one padded with 20 s of noise. The guard's expected length is also checked on
+synthetic audio, without a model: CJK text is spoken at ~4.5 characters a second."""
 from __future__ import annotations
 
 import os
@@ -15,9 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cbx.longform import guard
+from cbx.longform import guard, names, store
 
-pytestmark = pytest.mark.model
 REPO = Path(__file__).resolve().parent.parent
 TEXT = ("One small line. Two small lines. Three small lines. "
         "Four small lines. Five small lines.")
@@ -59,14 +59,14 @@ def _run_worker(checkpoint_root, out: Path, export: Path, kill_after: int | None
     return proc.returncode, lines, proc.stderr.read()
 
 
+@pytest.mark.model
 def test_kill_after_chunk_2_then_resume_exports_the_same_audio(checkpoint_root, tmp_path):
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
     code, lines, err = _run_worker(checkpoint_root, killed_dir, tmp_path / "resumed.wav",
                                    kill_after=1)
     assert code == -signal.SIGKILL, err
     assert lines[-1] == "chunk 1"
-    chunks = killed_dir / "projects" / "book" / "chunks"
-    assert {p.name for p in chunks.glob("*.json")} >= {"0000.json", "0001.json"}
+    assert store.summary(killed_dir / "projects" / names.folder_name("book"))["done"] >= 2
 
     code, lines, err = _run_worker(checkpoint_root, killed_dir, tmp_path / "resumed.wav")
     assert code == 0, err
@@ -83,6 +83,7 @@ def test_kill_after_chunk_2_then_resume_exports_the_same_audio(checkpoint_root, 
     assert resumed == clean
 
 
+@pytest.mark.model
 def test_guard_on_fixture_audio(loaded):
     import cbx
 
@@ -96,3 +97,33 @@ def test_guard_on_fixture_audio(loaded):
                                   for f in checked.flags), checked
     assert len(guard.trim_tail(padded, result.sample_rate)) < len(result.wav) + \
         result.sample_rate
+
+
+def _voiced(seconds: float, rate: int = 24000) -> np.ndarray:
+    """Speech-like audio without a model: harmonics of a 140 Hz voice (a low spectral
+    flatness, as the guard expects of speech), its loudness moving at syllable pace."""
+    t = np.arange(int(seconds * rate)) / rate
+    voice = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 6))
+    return (0.2 * voice * (0.65 + 0.35 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+
+
+@pytest.mark.parametrize("text, chars_per_second", [
+    ("这是一个正常语速的普通话句子，每秒大约四个半字。" * 4, 4.5),      # 96 Han characters
+    ("これは普通の速さで話される日本語の文です。" * 4, 6.0),
+    ("A sentence read at an ordinary English pace, fifteen characters a second. " * 2,
+     15.0),
+])
+def test_guard_passes_speech_at_each_scripts_normal_pace(text, chars_per_second):
+    """Normal-pace Mandarin was flagged as babble (expected at 15 characters a second),
+    so every chunk was made three times (issue 20, item 13)."""
+    wav = _voiced(len(text) / chars_per_second)
+    checked = guard.check(wav, 24000, text)
+    assert checked.ok, checked
+    assert checked.expected == pytest.approx(len(wav) / 24000, rel=0.5)
+
+
+def test_guard_still_flags_latin_text_with_cjk_length_audio():
+    text = "A sentence read at an ordinary English pace, fifteen characters a second. " * 2
+    checked = guard.check(_voiced(len(text) / 4.5), 24000, text)
+    assert not checked.ok and "babble" in checked.flags[0], checked
+    assert checked.expected == pytest.approx(len(text.strip()) / 15, rel=0.05)

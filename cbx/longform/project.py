@@ -42,7 +42,7 @@ _KEEP = object()      # "not given": a reopen keeps what the project has
 # What a store's plan must hold, so a hand-edited or damaged one is a coded error at
 # open, never a KeyError or TypeError later.
 _META_TYPES = {"name": str, "seed": int, "rate": (int, float), "options": dict,
-               "voice": dict, "max_chunk_chars": int, "source": str}
+               "voice": dict, "max_chunk_chars": int}
 
 
 def projects_root() -> Path:
@@ -152,6 +152,9 @@ def _new_plan(name: str, asked: dict, old: dict | None) -> dict:
     text_format = asked["text_format"] or (None if asked["text"] is not None
                                            else old.get("text_format"))
     body = asked["text"] if asked["text"] is not None else old.get("source")
+    if not isinstance(body, (str, os.PathLike)):
+        raise InvalidText(f"Project {name!r} has no readable source text to replan from.",
+                          f"Reopen it with its text: cbx.project({name!r}, text=...).")
     source, pieces = sources.load(body, text_format=text_format, max_chars=max_chars)
     if isinstance(body, os.PathLike):
         text_format = text_format or sources.format_of(Path(body).name)
@@ -344,7 +347,7 @@ class Project:
     # ------------------------------------------------------------------ reading
     def plan(self) -> dict:
         """The project's settings and source text (not its chunks)."""
-        return self._store.meta()
+        return self._store.meta(source=True)
 
     @property
     def name(self) -> str:
@@ -366,8 +369,8 @@ class Project:
         wrong). Each take is checked cheaply (it exists, its size, its header when the
         file was touched since its row was written), or fully when `full` (sha256 and
         its record too); `records` reads the records without hashing the audio.
-        `columns` picks what the rows hold (store.Store.chunks). One query and, for
-        many rows, one directory read."""
+        `columns` picks what the rows hold (store.Store.chunks; "full" for `records`
+        or `full`). One query and, for many rows, one directory read."""
         rows = self._store.chunks(start, stop, columns)
         stats = scan_takes(self.folder) if len(rows) > 64 else None
         takes = self.folder / TAKES_DIR
@@ -392,10 +395,10 @@ class Project:
                                  full=full)
             if why is None and (full or records or row["flags"] != "[]"):
                 try:
-                    take = self._store.take(row["take"])
-                    take.flags
-                    if full or records:
-                        take.record
+                    if not isinstance(json.loads(row["flags"]), list):
+                        raise TypeError("its flags are not a list")
+                    if (full or records) and not isinstance(json.loads(row["record"]), dict):
+                        raise TypeError("its record is not an object")
                 except (ValueError, TypeError) as exc:
                     why = f"its record cannot be read ({exc})"
             out.append((row, "damaged" if why else "done", why))
@@ -458,18 +461,23 @@ class Project:
                 "holder": self.holder()}
 
     def summary(self) -> dict:
-        """status() from the rows alone (no file checks): what a list of many
-        projects shows. `damaged` lists only the takes already found damaged."""
-        rows = self._store.query(
-            "SELECT c.idx, t.id IS NOT NULL AS has, t.duration, t.flags, t.damaged "
-            "FROM chunks c LEFT JOIN takes t ON t.id = c.take ORDER BY c.idx")
-        done = [r for r in rows if r["has"] and not r["damaged"]]
-        return {"chunks": len(rows), "done": len(done),
-                "flagged": [r["idx"] for r in done if r["flags"] != "[]"],
-                "missing": [r["idx"] for r in rows if not r["has"] or r["damaged"]],
-                "damaged": [r["idx"] for r in rows if r["has"] and r["damaged"]],
-                "seconds": round(sum(r["duration"] for r in done), 3),
-                "holder": self.holder()}
+        """status() from the rows alone (no file checks), counted by SQLite: what a
+        list of many projects shows. `damaged` lists only takes already found damaged."""
+        join = "FROM chunks c LEFT JOIN takes t ON t.id = c.take"
+        sound = "c.take IS NOT NULL AND t.damaged IS NULL"
+        total, done, seconds = self._store.query(
+            f"SELECT count(*), count(CASE WHEN {sound} THEN 1 END), "
+            f"coalesce(sum(CASE WHEN {sound} THEN t.duration END), 0) {join}")[0]
+
+        def column(where: str) -> list[int]:
+            return [r[0] for r in self._store.query(
+                f"SELECT c.idx {join} WHERE {where} ORDER BY c.idx")]
+
+        return {"chunks": total, "done": done,
+                "flagged": column(f"{sound} AND t.flags != '[]'"),
+                "missing": column(f"NOT ({sound})"),
+                "damaged": column("t.damaged IS NOT NULL"),
+                "seconds": round(seconds, 3), "holder": self.holder()}
 
     # ------------------------------------------------------------------ voice
     def _voice(self):
@@ -506,7 +514,7 @@ class Project:
         with writer(self.folder, self._store, self.name, "run"):
             self._sweep()
             voice = self._voice()
-            rows = self._rows(records=True)
+            rows = self._rows(records=True, columns="full")
             total = len(rows)
             for row, state, _why in rows:
                 if cancel is not None and cancel.cancelled:
@@ -692,7 +700,7 @@ class Project:
 
         rate = audio.check_rate(self.rate if rate is None else rate)
         wav, sample_rate = self.audio(rate)
-        plan = self.plan()
+        plan = self._store.meta()
         rows = self._store.chunks(columns="full")
         records = [json.loads(r["record"]) for r in rows]
         notes = [f"Chunk {r['idx'] + 1} is flagged: {' '.join(json.loads(r['flags']))}"
