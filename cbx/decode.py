@@ -37,10 +37,11 @@ import os
 import time
 from dataclasses import dataclass
 
+from .text import estimate_seconds
+
 FAST_DECODE_ENV = "CBX_FAST_DECODE"
 UPSTREAM_MAX_TOKENS = 1000      # what upstream's generate() asks for (40 s of speech)
 TOKENS_PER_SECOND = 25          # S3 speech tokens per second of audio
-TOKENS_PER_CHAR = 1.7           # real English speech: 25 tokens/s at ~15 characters/s
 BUDGET_FACTOR = 4               # room for slow, expressive reading
 BUDGET_MARGIN = 50              # 2 s, for very short chunks
 CACHE_BUCKET = 256              # cache lengths are rounded up to this many positions
@@ -52,11 +53,12 @@ def enabled() -> bool:
                                                                           "off")
 
 
-def token_budget(chars: int) -> int:
-    """Most speech tokens a chunk of `chars` characters may take (never above upstream's
-    own cap): about 4x what its text predicts, plus 2 s."""
-    return min(UPSTREAM_MAX_TOKENS,
-               math.ceil(BUDGET_FACTOR * TOKENS_PER_CHAR * max(chars, 1)) + BUDGET_MARGIN)
+def token_budget(text: str) -> int:
+    """Most speech tokens the chunk `text` may take (never above upstream's own cap):
+    about 4x the tokens of the speech its text predicts (`estimate_seconds`, which
+    knows that a CJK character takes three times a Latin one's time), plus 2 s."""
+    return min(UPSTREAM_MAX_TOKENS, math.ceil(
+        BUDGET_FACTOR * TOKENS_PER_SECOND * estimate_seconds(text)) + BUDGET_MARGIN)
 
 
 @dataclass(frozen=True)

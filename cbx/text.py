@@ -2,9 +2,13 @@
 
 Chatterbox reads about one long sentence at a time well; longer inputs run into its
 token cap and get cut off. `split_text` therefore splits on sentence boundaries and
-packs whole sentences into chunks of at most `max_chars` characters. A sentence that
-is itself too long is split at clause punctuation, then between words, and (only for
-a single "word" longer than a chunk, e.g. a URL or unspaced CJK text) at a character.
+packs whole sentences into chunks of at most `max_chars` characters. Those are
+characters of speech (`speech_length`): a Chinese, Japanese or Korean character takes
+as long to say as three Latin ones, so it counts three, and a chunk of any script
+takes about the same time to say (300 is ~20 s, well inside the model's 40 s cap).
+A sentence that is itself too long is split at clause punctuation, then between
+words, and (only for a single "word" longer than a chunk, e.g. a URL or unspaced CJK
+text) at a character.
 A paralinguistic tag such as "[clear throat]" is never split (cbx/tags.py).
 
 The first chunk is kept short (`first_chunk_chars`, whole sentences only): chunks are
@@ -31,6 +35,13 @@ DEFAULT_FIRST_CHUNK_CHARS = 100
 # speech runs at ~150 words/min, i.e. ~2.5 words or ~15 characters (spaces included)
 # per second. Chatterbox's own pace is close to that; it is an estimate, not a promise.
 CHARS_PER_SECOND = 15.0
+# A Han, Hiragana, Katakana or Hangul character is about one syllable: normal-pace
+# Mandarin runs at ~4.5 a second, Japanese and Korean at 5 or more, so one counts as
+# three Latin characters (CJK text ~5 characters a second) wherever length means time.
+CJK_CHARACTER_WEIGHT = 3
+_CJK_RUNS = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff"
+                       "\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+                       "\uff66-\uff9f\U00020000-\U0003134f]+")
 
 # Words that end in a period without ending the sentence (compared lower-cased,
 # without the final period). Titles are followed by a capitalised name, so the
@@ -99,14 +110,24 @@ def validate_text(text) -> str:
     return normalized
 
 
-def estimate_seconds(text: str) -> float:
-    """Rough speech duration of `text` in seconds (CHARS_PER_SECOND characters/s)."""
-    return len(normalize_text(text)) / CHARS_PER_SECOND
+def speech_length(text: str) -> int:
+    """`text`'s length in characters of speech: a CJK character counts
+    CJK_CHARACTER_WEIGHT, since it takes that much longer to say than a Latin one."""
+    cjk = len(text) - len(_CJK_RUNS.sub("", text))
+    return len(text) + (CJK_CHARACTER_WEIGHT - 1) * cjk
+
+
+def estimate_seconds(text: str, rate: float = 1.0) -> float:
+    """Rough speech duration of `text` in seconds at speech rate `rate`: the one
+    estimate behind the dashboard's hint, the babble guard and the token budget
+    (CHARS_PER_SECOND characters of speech a second, see `speech_length`)."""
+    return speech_length(normalize_text(text)) / CHARS_PER_SECOND / rate
 
 
 def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS, *,
                first_chunk_chars: int | None = DEFAULT_FIRST_CHUNK_CHARS) -> list[str]:
-    """Split `text` into chunks of at most `max_chars` characters, losing nothing.
+    """Split `text` into chunks of at most `max_chars` characters of speech
+    (`speech_length`: a CJK character counts 3), losing nothing.
 
     Sentences are kept whole and packed together while they fit; a paragraph break
     always ends a chunk. The first chunk packs whole sentences only up to
@@ -115,7 +136,7 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS, *,
     of at least `max_chars`, packs the first chunk like the others. Whitespace is
     normalised (see `normalize_text`), so
     `" ".join(chunks).split() == text.split()` holds whenever no single word is longer
-    than `max_chars`; such a word is cut into pieces, and then the characters (minus
+    than `max_chars` (of speech); such a word is cut into pieces, and then the characters (minus
     whitespace) still match exactly. Empty or whitespace-only text gives [].
     """
     max_chars = _check_size("max_chars", max_chars)
@@ -130,7 +151,7 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS, *,
             continue
         pieces: list[tuple[str, str]] = []   # (separator before the piece, piece)
         for sep, sentence in _split_sentences(paragraph):
-            if len(sentence) <= max_chars:
+            if speech_length(sentence) <= max_chars:
                 pieces.append((sep, sentence))
             else:
                 sub = _split_long(sentence, max_chars)
@@ -161,12 +182,15 @@ def _take_first(pieces: list[tuple[str, str]], limit: int) -> tuple[str, int]:
     Returns the chunk and how many pieces it used.
     """
     first = pieces[0][1]
+    size = speech_length(first)
     used = 1
     while used < len(pieces):
         sep, piece = pieces[used]
-        if len(first) + len(sep) + len(piece) > limit:
+        grown = size + len(sep) + speech_length(piece)
+        if grown > limit:
             break
         first += sep + piece
+        size = grown
         used += 1
     return first, used
 
@@ -236,7 +260,7 @@ def _split_long(sentence: str, max_chars: int) -> list[tuple[str, str]]:
     _append_segment(clauses, sentence[start:])
     pieces: list[tuple[str, str]] = []
     for sep, clause in clauses:
-        if len(clause) <= max_chars:
+        if speech_length(clause) <= max_chars:
             pieces.append((sep, clause))
             continue
         words = _split_words(clause, max_chars)
@@ -250,7 +274,7 @@ def _split_words(clause: str, max_chars: int) -> list[tuple[str, str]]:
     for match in _WORD.finditer(clause):
         word = match.group()
         sep = " " if match.start() else ""      # normalised text: single spaces
-        if len(word) <= max_chars:
+        if speech_length(word) <= max_chars:
             pieces.append((sep, word))
         else:
             parts = _hard_split(word, max_chars)
@@ -260,14 +284,17 @@ def _split_words(clause: str, max_chars: int) -> list[tuple[str, str]]:
 
 
 def _hard_split(word: str, max_chars: int) -> list[str]:
-    """Cut a word longer than max_chars, never separating a combining mark from its base
-    and never cutting a tag (one longer than max_chars makes a longer piece)."""
+    """Cut a word whose speech length is over max_chars, never separating a combining
+    mark from its base and never cutting a tag (one longer than max_chars makes a
+    longer piece)."""
     tags = [m.span() for m in TAG_PATTERN.finditer(word)]
     next_tag = 0                  # cuts only move forward, so one pass over the tags
     parts = []
     start = 0
-    while len(word) - start > max_chars:
-        cut = start + max_chars
+    while True:
+        cut = _fitting_end(word, start, max_chars)
+        if cut >= len(word):
+            break
         while cut > start + 1 and unicodedata.combining(word[cut]):
             cut -= 1
         while next_tag < len(tags) and tags[next_tag][1] <= cut:
@@ -283,14 +310,31 @@ def _hard_split(word: str, max_chars: int) -> list[str]:
     return parts
 
 
+def _fitting_end(word: str, start: int, max_chars: int) -> int:
+    """The end of the longest `word[start:end]` (at least one character) whose speech
+    length is at most `max_chars`: a binary search, as that length grows with `end`."""
+    low, high = start + 1, min(len(word), start + max_chars)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if speech_length(word[start:middle]) <= max_chars:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def _pack_pieces(pieces: list[tuple[str, str]], max_chars: int) -> list[tuple[str, str]]:
     """Greedily merge consecutive pieces while they fit; keep each group's separator."""
     packed: list[tuple[str, str]] = []
+    size = 0                                  # speech length of packed[-1]
     for sep, piece in pieces:
-        if packed and len(packed[-1][1]) + len(sep) + len(piece) <= max_chars:
+        grown = size + len(sep) + speech_length(piece)
+        if packed and grown <= max_chars:
             packed[-1] = (packed[-1][0], packed[-1][1] + sep + piece)
+            size = grown
         else:
             packed.append((sep, piece))
+            size = speech_length(piece)
     return packed
 
 

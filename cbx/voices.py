@@ -14,6 +14,7 @@ functions only (`import cbx` must stay light).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import html
 import importlib
@@ -23,6 +24,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 import unicodedata
@@ -453,15 +455,28 @@ def too_large_error(display: str, size: int, variant: Variant) -> InvalidVoiceFi
 
 
 def read_capped(path: Path, limit: int, too_large) -> bytes:
-    """Read at most `limit` bytes of `path`, whatever its size claims to be.
+    """Read at most `limit` bytes of the regular file `path`, whatever its size claims.
 
-    The size check is on what is read, not on `st_size`, which a pipe or a growing
-    file reports wrongly; `too_large(size)` makes the error for more than `limit`."""
-    with path.open("rb") as handle:
+    The one reader for files a user names (clips, text files): anything but a regular
+    file is an OSError before a byte is read, since opening a FIFO waits for a writer
+    for ever and a device such as /dev/zero never ends. That is checked on the path,
+    then again on the file opened without blocking, in case one was swapped in between.
+    The size check is on what is read, not on `st_size`, which a growing file reports
+    wrongly; `too_large(size)` makes the error for more than `limit`."""
+    _require_regular(path.stat().st_mode, path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb") as handle:
+        _require_regular(os.fstat(fd).st_mode, path)
         data = handle.read(limit + 1)
+        size = max(len(data), os.fstat(fd).st_size)
     if len(data) > limit:
-        raise too_large(max(len(data), path.stat().st_size))
+        raise too_large(size)
     return data
+
+
+def _require_regular(mode: int, path: Path) -> None:
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a regular file (a folder, pipe or device)", str(path))
 
 
 def _read_clip(path: Path, variant: Variant) -> bytes:

@@ -7,8 +7,10 @@ import re
 import pytest
 
 from cbx.errors import InvalidSetting, InvalidText
-from cbx.text import (CHARS_PER_SECOND, DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS,
-                      estimate_seconds, normalize_text, split_text, validate_text)
+from cbx import decode
+from cbx.text import (CHARS_PER_SECOND, CJK_CHARACTER_WEIGHT, DEFAULT_FIRST_CHUNK_CHARS,
+                      DEFAULT_MAX_CHARS, estimate_seconds, normalize_text, speech_length,
+                      split_text, validate_text)
 
 
 def _chars(text: str) -> str:
@@ -17,7 +19,9 @@ def _chars(text: str) -> str:
 
 def assert_lossless(text: str, chunks: list[str], max_chars: int) -> None:
     assert chunks, "non-empty text must give at least one chunk"
-    assert all(0 < len(c) <= max_chars for c in chunks), [len(c) for c in chunks]
+    # in characters of speech (a CJK one counts 3), but a cut keeps at least one character
+    assert all(0 < len(c) and (speech_length(c) <= max_chars or len(c) == 1)
+               for c in chunks), [speech_length(c) for c in chunks]
     assert all(c == c.strip() and "\n" not in c for c in chunks)
     assert _chars("".join(chunks)) == _chars(normalize_text(text))
 
@@ -212,10 +216,11 @@ def test_paragraph_breaks_end_a_chunk_and_whitespace_is_normalised():
 
 def test_unicode_and_cjk():
     text = "Ça va très bien. Überall grüße! 你好。世界！今天天气很好吗？ Привет, мир. Конец."
-    chunks = split_text(text, 20)
-    assert_lossless(text, chunks, 20)
-    # CJK terminators are boundaries without a following space.
-    assert chunks == ["Ça va très bien.", "Überall grüße! 你好。", "世界！今天天气很好吗？",
+    chunks = split_text(text, 30)
+    assert_lossless(text, chunks, 30)
+    # CJK terminators are boundaries without a following space; a CJK character
+    # counts 3 ("今天天气很好吗？" is 22 characters of speech).
+    assert chunks == ["Ça va très bien.", "Überall grüße! 你好。世界！", "今天天气很好吗？",
                       "Привет, мир. Конец."]
     # Combining marks (NFD input) are normalised, and a hard split never orphans one.
     decomposed = "e\u0301" * 30
@@ -230,7 +235,7 @@ def test_unicode_and_cjk():
 
 def test_cjk_clauses_used_before_hard_split():
     text = "第一部分很长很长，第二部分也很长很长，第三部分。"
-    chunks = split_text(text, 12)
+    chunks = split_text(text, 30)      # the clauses are 25, 28 and 13 characters of speech
     assert chunks == ["第一部分很长很长，", "第二部分也很长很长，", "第三部分。"]
 
 
@@ -261,6 +266,32 @@ def test_estimate_seconds():
     assert estimate_seconds(text) == pytest.approx(150 / CHARS_PER_SECOND)
     assert 8 <= estimate_seconds(text) <= 12
     assert estimate_seconds("a  \n\n  b") == pytest.approx(len("a\n\nb") / CHARS_PER_SECOND)
+    assert estimate_seconds(text, rate=1.5) == pytest.approx(150 / CHARS_PER_SECOND / 1.5)
+
+
+@pytest.mark.parametrize("cjk", ["中文普通话的语速", "ひらがなカタカナ", "한국어 문장입니다"])
+def test_cjk_characters_take_longer_to_say(cjk):
+    """Normal-pace Mandarin is ~4.5 characters a second, not 15 (issue 20, item 13)."""
+    han = sum(not ch.isspace() for ch in cjk)
+    assert speech_length(cjk) == len(cjk) + (CJK_CHARACTER_WEIGHT - 1) * han
+    seconds = estimate_seconds(cjk * 10)
+    assert 10 * han / 6 < seconds < 10 * han / 4      # 4-6 characters a second
+
+
+def test_a_long_cjk_paragraph_is_cut_into_chunks_its_token_budget_holds():
+    """A 289-character Chinese paragraph took ~64 s to say as one 300-character chunk,
+    past the 40 s cap of any token budget: CJK chunks are now a third as long, and each
+    chunk's budget holds its speech at Mandarin's pace (4.5 characters a second)."""
+    paragraph = ("这是一个关于长篇中文文本的测试句子，它会被切成好几块，" * 11)[:288] + "。"
+    assert len(paragraph) == 289
+    chunks = split_text(paragraph)
+    assert "".join(chunks) == paragraph and len(chunks) >= 3
+    for chunk in chunks:
+        speech = len(chunk) / 4.5
+        assert speech < 0.6 * decode.UPSTREAM_MAX_TOKENS / decode.TOKENS_PER_SECOND
+        assert decode.token_budget(chunk) >= 1.5 * speech * decode.TOKENS_PER_SECOND
+    latin = "x" * 100   # Latin text keeps today's budget: about 4x 25 tokens/s at 15 chars/s
+    assert decode.token_budget(latin) == pytest.approx(4 * 1.7 * 100 + 50, rel=0.03)
 
 
 def test_random_texts_fuzz():

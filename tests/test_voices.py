@@ -145,11 +145,14 @@ def test_directory(lib, src):
 
 def test_unreadable_file(lib, src, monkeypatch):
     clip = write_clip(src / "locked.wav")
+    real_open = os.open
 
-    def deny(self, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(self))
+    def deny(path, *args, **kwargs):      # what the OS says to a user without rights
+        if Path(path) == clip:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", deny)
+    monkeypatch.setattr(os, "open", deny)
     with pytest.raises(VoiceFileNotFound) as info:
         V.load_voice(clip)
     assert "permission denied" in info.value.message and str(clip) in info.value.message
@@ -671,20 +674,20 @@ def test_results_saved_at_once_under_one_name_never_overwrite_each_other(tmp_pat
     overwrote each other's WAV and JSON. Each pair is created exclusively."""
     import threading
 
-    from cbx.synth import Result
+    from cbx.synth import Result, sidecar_path
 
     def result(seed):
         return Result(wav=np.full(2400, seed / 100, dtype=np.float32), sample_rate=24000,
                       text=f"take {seed}", voice="v", variant="original", seed=seed,
                       settings={}, chunks=["x"], timings={}, device="cpu", dtype="float32")
 
-    (tmp_path / "same-3.json").write_text("a stray sidecar from elsewhere")
+    (tmp_path / "same-3.wav.json").write_text("a stray sidecar from elsewhere")
     barrier = threading.Barrier(8)
     saved = {}
 
     def save(seed):
         barrier.wait()
-        saved[seed] = result(seed).save(tmp_path / "same.wav")
+        saved[seed] = result(seed).save(tmp_path / "same.wav", unique=True)
 
     threads = [threading.Thread(target=save, args=(seed,)) for seed in range(1, 9)]
     for thread in threads:
@@ -693,9 +696,9 @@ def test_results_saved_at_once_under_one_name_never_overwrite_each_other(tmp_pat
         thread.join(30)
     assert len(set(saved.values())) == 8
     assert tmp_path / "same-3.wav" not in saved.values()
-    assert (tmp_path / "same-3.json").read_text() == "a stray sidecar from elsewhere"
+    assert (tmp_path / "same-3.wav.json").read_text() == "a stray sidecar from elsewhere"
     for seed, path in saved.items():
-        assert json.loads(path.with_suffix(".json").read_text())["seed"] == seed
+        assert json.loads(sidecar_path(path).read_text())["seed"] == seed
         data, _rate = sf.read(str(path), dtype="float32")
         assert abs(float(data[0]) - seed / 100) < 1e-3, "each WAV belongs to its sidecar"
 

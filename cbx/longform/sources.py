@@ -1,8 +1,10 @@
 """A project's text from plain text, Markdown or SubRip (.srt): the pieces to speak,
 where chapters start and how long to pause after each.
 
-Why its own module: a file can be binary, in the wrong encoding or empty, and each
-of those must become `invalid_text` with the fix, before any model is loaded.
+Why its own module: a file can be binary, in the wrong encoding, empty, endless (a
+pipe, /dev/zero) or malformed, and each of those must become `invalid_text` with the
+fix, before any model is loaded. Every text file, `cbx speak -f` included, is read
+here through the capped reader voice clips use (`voices.read_capped`).
 
 Layer 4, standard library only (like text.py, which splits each piece into chunks).
 """
@@ -15,6 +17,8 @@ from pathlib import Path
 
 from .. import text as textmod
 from ..errors import InvalidSetting, InvalidText
+from ..tags import TAG_PATTERN
+from ..voices import read_capped
 
 PAUSE_SECONDS = 0.3          # between chunks of one paragraph or subtitle
 CHAPTER_PAUSE_SECONDS = 1.5  # before a Markdown heading (a chapter mark)
@@ -24,8 +28,14 @@ _SUFFIXES = {".txt": "plain", ".text": "plain", ".md": "markdown",
              ".markdown": "markdown", ".srt": "srt"}
 
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
-_SRT_TIME = re.compile(r"^\s*\d{1,2}:\d{2}:\d{2}[,.]\d{1,3}\s*-->\s*"
-                       r"\d{1,2}:\d{2}:\d{2}[,.]\d{1,3}")
+_SRT_TIME = re.compile(r"^\d{1,2}:\d{2}:\d{2}[,.]\d{1,3}\s*-->\s*"
+                       r"\d{1,2}:\d{2}:\d{2}[,.]\d{1,3}(?:\s|$)")
+# What a timing line looks like even when malformed: an arrow, or two clock times.
+_SRT_TIMING_LIKE = re.compile(r"-->|\d+:\d\d:\d\d.*\d+:\d\d:\d\d")
+_SRT_FIX = ("A subtitle is a number, a timing line such as '00:00:01,000 --> "
+            "00:00:03,500' and its words; fix that line, or load the file as plain "
+            "text (.txt).")
+SHOWN_UNSPEAKABLE = 3        # chunks named in the "nothing to speak" error
 _TAG = re.compile(r"<[^>]+>")                               # <i>, <b>, <font ...>
 _MD_INLINE = [
     (re.compile(r"!\[[^\]]*\]\([^)]*\)"), ""),              # images: not spoken
@@ -37,6 +47,7 @@ _MD_INLINE = [
 ]
 _MD_LINE = re.compile(r"^\s{0,3}(?:[-*+]\s+|\d+[.)]\s+|>\s?)")
 _MD_RULE = re.compile(r"^\s{0,3}([-*_])(\s*\1){2,}\s*$")
+_MD_FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
 
 
 @dataclass(frozen=True)
@@ -56,12 +67,19 @@ def format_of(name: str) -> str:
     return fmt
 
 
+def too_large(size: int, name: str) -> InvalidText:
+    """The one "text over MAX_FILE_BYTES" error. `size` may be only what was read
+    (MAX_FILE_BYTES + 1 from a pipe), so a size not above the limit in MB says "over"."""
+    limit_mb, size_mb = MAX_FILE_BYTES // 2**20, size // 2**20
+    said = f"is {size_mb} MB" if size_mb > limit_mb else f"is over {limit_mb} MB"
+    return InvalidText(f"{name} {said}; a text file for cbx is at most {limit_mb} MB.",
+                       "Split it into several files (one per chapter).")
+
+
 def check_size(size: int, name: str) -> None:
     """`invalid_text` for a file over MAX_FILE_BYTES (also the browser's upload check)."""
     if size > MAX_FILE_BYTES:
-        raise InvalidText(f"{name} is {size // 1024 // 1024} MB; a text file "
-                          f"for a project is at most {MAX_FILE_BYTES // 1024 // 1024}"
-                          " MB.", "Split it into several projects (one per chapter).")
+        raise too_large(size, name)
 
 
 def read_upload(data: bytes, filename: str) -> tuple[str, str]:
@@ -76,16 +94,32 @@ def read_text_file(path) -> tuple[str, str]:
     """(text, format) of a .txt, .md or .srt file; bad files are `invalid_text`."""
     path = Path(path).expanduser()
     fmt = format_of(path.name)
+    return read_text(path), fmt
+
+
+def read_text(path) -> str:
+    """The text of the file at `path`, whatever its suffix (`cbx speak -f`): a regular
+    file only, at most MAX_FILE_BYTES read whatever its size claims, so a FIFO is
+    refused instead of waited on and /dev/zero instead of read until memory runs out."""
+    path = Path(path).expanduser()
     try:
-        check_size(path.stat().st_size, path.name)
-        data = path.read_bytes()
+        data = read_capped(path, MAX_FILE_BYTES, lambda size: too_large(size, str(path)))
     except FileNotFoundError:
         raise InvalidText(f"{path} does not exist.",
                           "Check the path of the text file.") from None
     except OSError as exc:
-        raise InvalidText(f"{path} cannot be read ({exc.strerror or exc}).",
-                          "Check that it is a file you may read.") from None
-    return decode(data, path.name), fmt
+        raise InvalidText(f"{path} cannot be read: {exc.strerror or exc}.",
+                          "Give the path of a regular text file that you may read.") \
+            from None
+    return decode(data, path.name)
+
+
+def read_stream(stream, name: str = "standard input") -> str:
+    """The text of a binary stream (`cbx speak -f -`), capped like a file: at most
+    MAX_FILE_BYTES + 1 bytes are read, so an endless one is refused, not exhausted."""
+    data = stream.read(MAX_FILE_BYTES + 1)
+    check_size(len(data), name)
+    return decode(data, name)
 
 
 def decode(data: bytes, name: str = "the file") -> str:
@@ -110,7 +144,8 @@ def decode(data: bytes, name: str = "the file") -> str:
 
 def pieces(text: str, fmt: str = "plain", *,
            max_chars: int = textmod.DEFAULT_MAX_CHARS) -> list[Piece]:
-    """The chunks of `text` in the given format, each at most `max_chars` long."""
+    """The chunks of `text` in the given format, each at most `max_chars` long (in
+    characters of speech, `text.speech_length`), every one with something to speak."""
     if fmt not in FORMATS:
         raise InvalidSetting(f"text_format={fmt!r} is not one of the allowed values.",
                              f"Use one of: {', '.join(FORMATS)}.")
@@ -133,42 +168,123 @@ def pieces(text: str, fmt: str = "plain", *,
     if not out:
         raise InvalidText("The text has nothing to speak (only markup or timings).",
                           "Add the words to speak.")
+    check_speakable([piece.text for piece in out])
     return out
 
 
+def check_speakable(chunks) -> None:
+    """`invalid_text` naming the chunks (numbered from 1) with no letter or digit outside
+    sound tags (`♪ ♪`, `🎉.`, `[laugh]`): the model has no words to read there, so it
+    makes noise or babble that the guard cannot judge against an empty text."""
+    empty = [(number, chunk) for number, chunk in enumerate(chunks, 1)
+             if not any(ch.isalnum() for ch in TAG_PATTERN.sub("", chunk))]
+    if not empty:
+        return
+    named = "; ".join(f"chunk {number}: {chunk[:40]!r}"
+                      for number, chunk in empty[:SHOWN_UNSPEAKABLE])
+    more = (f" (and {len(empty) - SHOWN_UNSPEAKABLE} more)"
+            if len(empty) > SHOWN_UNSPEAKABLE else "")
+    raise InvalidText(f"{len(empty)} chunk(s) have nothing to speak, no letter or digit: "
+                      f"{named}{more}.",
+                      "Add words to those lines or delete them: symbols, emoji and sound "
+                      "tags such as [laugh] on their own are not spoken.")
+
+
 def _srt_blocks(text: str) -> list[str]:
-    """Each subtitle's words (its number and timing line dropped)."""
-    blocks = []
-    for raw in re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n")):
-        lines = [line.strip() for line in raw.strip().split("\n") if line.strip()]
-        if lines and lines[0].isdigit():
-            lines = lines[1:]
-        if not lines or not _SRT_TIME.match(lines[0]):
-            if lines:
-                raise InvalidText(f"This is not a SubRip (.srt) file: {lines[0][:60]!r} "
-                                  "is not a subtitle's timing line.",
-                                  "Each subtitle needs a number, a line like "
-                                  "'00:00:01,000 --> 00:00:03,500' and its text; or load "
-                                  "the file as plain text (.txt).")
+    """Each subtitle's words, read line by line, since many files lack the blank lines
+    between subtitles: a timing line starts a subtitle (a number on the line before it
+    is its index) and the lines after it are its words. A timing or an index is never
+    spoken: a malformed timing, words before the first timing, or a number starting a
+    block with no timing after it is `invalid_text` naming the line."""
+    subtitles: list[list[str]] = []
+    held = None            # a number line (line number, text, after a blank line): the
+    blank = True           # next line tells index from words; was the last line blank?
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for line_no, line in enumerate((line.strip() for line in lines), 1):
+        if not line:
+            blank = True
             continue
-        words = " ".join(_TAG.sub("", line) for line in lines[1:]).strip()
-        if words:
-            blocks.append(words)
+        timing = _SRT_TIMING_LIKE.search(line)
+        if held is not None and not timing:
+            _held_number_as_words(held, subtitles)
+        held = None
+        if timing:
+            if not _SRT_TIME.match(line):
+                raise _srt_error(line_no, line, "is not a valid timing line")
+            subtitles.append([])
+        elif line.isdecimal():
+            held = (line_no, line, blank)
+        elif not subtitles:
+            raise _srt_error(line_no, line, "comes before the first timing line")
+        else:
+            subtitles[-1].append(line)
+        blank = False
+    if held is not None:
+        _held_number_as_words(held, subtitles)
+    blocks = [" ".join(_TAG.sub("", line) for line in words).strip()
+              for words in subtitles]
+    blocks = [words for words in blocks if words]
     if not blocks:
         raise InvalidText("The .srt file holds no subtitle text.",
                           "Check that it is the right file.")
     return blocks
 
 
+def _held_number_as_words(held: tuple[int, str, bool], subtitles: list[list[str]]) -> None:
+    """A number line with no timing after it is words ("42"), unless it starts a block,
+    where it can only be the index of a subtitle that lost its timing."""
+    line_no, line, after_blank = held
+    if after_blank:
+        raise _srt_error(line_no, line, "is a subtitle number with no timing line after it")
+    subtitles[-1].append(line)
+
+
+def _srt_error(line_no: int, line: str, what: str) -> InvalidText:
+    return InvalidText(f"Line {line_no} of the SubRip (.srt) file, {line[:60]!r}, {what}.",
+                       _SRT_FIX)
+
+
+def _code_lines(lines: list[str]) -> list[bool]:
+    """Which lines are code (a fenced block, its fences included), not spoken. A fence
+    closes at the next fence line of the same character, at least as long, with nothing
+    after it; one never closed is a stray marker, so only its own line is dropped and
+    the text after it is still spoken."""
+    fences = []            # (line index, fence character, length, could close a block)
+    for index, line in enumerate(lines):
+        found = _MD_FENCE.match(line)
+        if found and not (found[1][0] == "`" and "`" in found[2]):   # ```inline code```
+            mark, rest = found.groups()
+            fences.append((index, mark[0], len(mark), not rest.strip()))
+    longest_after = []     # per fence: the longest closing fence of each character after it
+    longest = {"`": 0, "~": 0}
+    for _index, char, length, closing in reversed(fences):
+        longest_after.append(dict(longest))
+        if closing:
+            longest[char] = max(longest[char], length)
+    longest_after.reverse()
+    code = [False] * len(lines)
+    k = 0
+    while k < len(fences):
+        start, char, length, _closing = fences[k]
+        if longest_after[k][char] < length:       # never closed: a stray marker
+            code[start] = True
+            k += 1
+            continue
+        k += 1
+        while not (fences[k][1] == char and fences[k][2] >= length and fences[k][3]):
+            k += 1
+        end = fences[k][0]
+        code[start:end + 1] = [True] * (end + 1 - start)
+        k += 1
+    return code
+
+
 def _markdown_sections(text: str) -> list[tuple[str | None, str]]:
     """[(heading or None, the plain text under it)]; the heading is spoken too."""
     sections: list[tuple[str | None, list[str]]] = [(None, [])]
-    in_code = False
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line.lstrip().startswith(("```", "~~~")):
-            in_code = not in_code
-            continue
-        if in_code or _MD_RULE.match(line):
+    lines = text.replace("\r\n", "\n").split("\n")
+    for line, code in zip(lines, _code_lines(lines)):
+        if code or _MD_RULE.match(line):
             continue
         heading = _HEADING.match(line)
         if heading:
