@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 
 from cbx import audio, clips
-from cbx.errors import InvalidSetting
-from cbx.synth import Result
+from cbx.errors import InvalidSetting, OutputExists
+from cbx.synth import Result, sidecar_path
 
 SR = 24_000
 # One codec frame: what a lossy container may add or drop at the ends.
@@ -52,7 +52,7 @@ def test_each_format_reads_back_with_its_rate_and_duration(tmp_path, speech, suf
     # The audio itself, not just a header: lossy codecs keep the waveform's shape.
     assert np.corrcoef(data[:n], speech[:n])[0, 1] > (0.999 if FRAME_BLOCK[suffix] == 0
                                                       else 0.8)
-    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
     assert meta["seed"] == 7 and meta["settings"] == {"temperature": 0.8}
     assert meta["file"] == {"format": fmt.container, "codec": fmt.codec,
                             "sample_rate": SR}
@@ -72,7 +72,7 @@ def test_opus_resamples_a_rate_it_cannot_take(tmp_path, speech):
     info = sf.info(str(path))
     assert info.samplerate == audio.OPUS_FALLBACK_RATE
     assert info.duration == pytest.approx(len(wav) / 22_050, abs=960 / 48_000)
-    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
     assert meta["file"]["sample_rate"] == 48_000 and meta["sample_rate"] == 22_050
 
 
@@ -82,16 +82,18 @@ def test_no_suffix_means_wav_and_an_unknown_one_is_refused(tmp_path, speech):
         make_result(speech).save(tmp_path / "notes.txt")
     assert caught.value.code == "invalid_setting"
     assert ".mp3" in caught.value.solution and ".opus" in caught.value.solution
-    assert not (tmp_path / "notes.txt").exists() and not (tmp_path / "notes.json").exists()
+    assert {p.name for p in tmp_path.iterdir()} == {"plain.wav", "plain.wav.json"}
 
 
-def test_uppercase_suffix_and_no_overwrite(tmp_path, speech):
+def test_uppercase_suffix_refused_when_taken_and_numbered_when_unique(tmp_path, speech):
     first = make_result(speech, seed=1).save(tmp_path / "Take.MP3")
-    second = make_result(speech, seed=2).save(tmp_path / "Take.MP3")
+    with pytest.raises(OutputExists):
+        make_result(speech, seed=2).save(tmp_path / "Take.MP3")
+    second = make_result(speech, seed=2).save(tmp_path / "Take.MP3", unique=True)
     assert first == tmp_path / "Take.MP3" and second == tmp_path / "Take-2.MP3"
     assert sf.info(str(second)).format == "MP3"
-    assert json.loads(first.with_suffix(".json").read_text())["seed"] == 1
-    assert json.loads(second.with_suffix(".json").read_text())["seed"] == 2
+    assert json.loads((tmp_path / "Take.MP3.json").read_text())["seed"] == 1
+    assert json.loads((tmp_path / "Take-2.MP3.json").read_text())["seed"] == 2
 
 
 def test_a_libsndfile_without_the_codec_gets_a_fix_not_a_crash(tmp_path, speech,

@@ -15,6 +15,7 @@ import cbx
 from cbx import errors, fixture
 from cbx.decode import upstream_token_loop
 from cbx.manager import get_manager
+from cbx.synth import sidecar_path
 from cbx.synth import CancelToken
 from cbx.text import split_text
 
@@ -66,7 +67,7 @@ def test_full_path_load_voice_speak_save_unload(loaded, speech_wav, tmp_path):
     path = result.save(tmp_path / "out.wav")
     data, rate = sf.read(path)
     assert rate == 24000 and len(data) == len(result.wav)
-    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar = json.loads(sidecar_path(path).read_text())
     for key in ("text", "voice", "voice_sha256", "variant", "seed", "settings", "device",
                 "dtype", "chunks", "timings", "versions", "duration_seconds"):
         assert key in sidecar, key

@@ -77,7 +77,7 @@ def test_notebook_runs_top_to_bottom(path, checkpoint_root, tmp_path, monkeypatc
         assert "different seed, same audio: False" in text
         assert "all model memory released" in text
         assert (tmp_path / "outputs" / "notebook_long_text.wav").is_file()
-        assert (tmp_path / "outputs" / "notebook_long_text.json").is_file()
+        assert (tmp_path / "outputs" / "notebook_long_text.wav.json").is_file()
         assert (tmp_path / "voices").is_dir(), "the clip was saved in the voice library"
 
 

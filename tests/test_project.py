@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cbx import clips, files, paths, synth
 from cbx.errors import CbxError, InvalidSetting, InvalidText
-from cbx.synth import CancelToken, Result
+from cbx.synth import CancelToken, Result, sidecar_path
 
 SR = 24_000
 TEXT = ("The first sentence is here. The second one follows it. A third sentence now. "
@@ -74,7 +74,7 @@ def test_run_makes_files_status_and_exports(fake_speak, tmp_path):
     info = sf.info(str(out))
     wav, sr = job.audio()
     assert info.format == "MP3" and abs(info.frames - len(wav)) <= 1152
-    meta = json.loads(out.with_name(out.name + ".json").read_text(encoding="utf-8"))
+    meta = json.loads(sidecar_path(out).read_text(encoding="utf-8"))
     assert meta["seed"] == 7 and len(meta["chunks"]) == 5
     assert job.run()["done"] == 5 and len(fake_speak.calls) == 5     # nothing to redo
     assert cbx.projects()[0]["name"] == "Chapter 1"
@@ -90,7 +90,7 @@ def test_export_rate_and_incomplete_projects(fake_speak, tmp_path):
     fast, _ = job.audio(rate=2.0)
     assert len(fast) == pytest.approx(len(normal) / 2, rel=0.01)
     out = job.export(tmp_path / "fast.flac", rate=2.0)
-    meta = json.loads(out.with_name(out.name + ".json").read_text())
+    meta = json.loads(sidecar_path(out).read_text())
     assert meta["speech_rate"] == 2.0
 
 

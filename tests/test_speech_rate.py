@@ -12,6 +12,7 @@ import pytest
 from cbx import audio, clips
 from cbx.errors import EnvironmentNotSetup, InvalidSetting
 from cbx.settings import SPEECH_RATE
+from cbx.synth import sidecar_path
 
 SR = 24_000
 
@@ -110,4 +111,4 @@ def test_speak_stretches_each_chunk_and_records_the_rate(loaded, tmp_path):
     assert slow.rate == 1.0 and quick.rate == 2.0
     assert quick.duration == pytest.approx(slow.duration / 2, rel=0.01)
     path = quick.save(tmp_path / "quick.flac")
-    assert json.loads(path.with_suffix(".json").read_text())["speech_rate"] == 2.0
+    assert json.loads(sidecar_path(path).read_text())["speech_rate"] == 2.0

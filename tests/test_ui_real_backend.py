@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from cbx.manager import get_manager
+from cbx.synth import sidecar_path
 from cbx.ui import playback
 from cbx.ui.backend import CbxBackend
 from cbx.ui.controller import DashboardController
@@ -53,7 +54,7 @@ def test_generate_with_uploaded_voice_then_unload(controller, speech_wav):
     pause = int(0.3 * rate)          # the joined chunks have one short pause between them
     assert len(audio) == 2 * fixture.expected_samples("original") + pause
     assert entry.seed == 5 and entry.voice == c.voice_choice
-    assert entry.saved_path.is_file() and entry.saved_path.with_suffix(".json").is_file()
+    assert entry.saved_path.is_file() and sidecar_path(entry.saved_path).is_file()
     stages = {p["stage"] for p in progress}
     assert {"loading", "tokens", "chunk_done"} <= stages
     assert max(p["chunk"] for p in progress) == 2 and progress[-1]["total"] == 2
