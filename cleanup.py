@@ -27,8 +27,14 @@ unless --force is given.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 sys.dont_write_bytecode = True   # do not re-create the __pycache__ folders it removes
+SCRIPT_ROOT = Path(__file__).resolve().parent
+# cbx (its standard-library layer) comes from this checkout, whatever the current folder
+# and Python's path settings: python -P, -I and PYTHONSAFEPATH leave this folder off
+# sys.path.
+sys.path.insert(0, str(SCRIPT_ROOT))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -38,13 +44,11 @@ import shutil  # noqa: E402
 import stat  # noqa: E402
 import subprocess  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from cbx.scripts import (CUDA_PACKAGES, UsageParser,  # noqa: E402 - layer 1 of the
                          cuda_library_dirs)           # checkout: stdlib only
 from cbx.units import format_bytes  # noqa: E402
 
-SCRIPT_ROOT = Path(__file__).resolve().parent
 VENV_DIR_NAME = ".venv_chatterbox"
 GROUPS = ("env", "models", "hub", "voices", "projects", "outputs", "caches")
 # The user's own audio: removed only when its flag names it (--yes alone never does).
@@ -300,11 +304,8 @@ def hub_cache_dir() -> Path:
 def _load_cbx(root: Path):
     """cbx's modules that need only the standard library: the variant table, path names
     and the records of kernels holding a model."""
-    sys.path.insert(0, str(SCRIPT_ROOT))
-    try:
-        from cbx import holds, paths, variants
-    finally:
-        sys.path.pop(0)
+    from cbx import holds, paths, variants
+
     return paths, variants, holds
 
 
@@ -312,14 +313,11 @@ def _load_project_summary():
     """(cbx.longform.store.summary, '') or (None, why): the store reads its own sqlite
     schema, so cleanup never has to know it. A missing or broken store (a half-removed
     or older checkout) must not stop cleanup: its projects are counted as unknown."""
-    sys.path.insert(0, str(SCRIPT_ROOT))
     try:
         from cbx.longform import store
         return store.summary, ""
     except Exception as exc:     # whatever a broken module raises: counts become unknown
         return None, f"cbx.longform.store cannot be used ({type(exc).__name__}: {exc})"
-    finally:
-        sys.path.pop(0)
 
 
 def project_progress(folder: Path, summary) -> tuple[int, int] | None:

@@ -14,12 +14,20 @@ coming back online) resumes where it stopped.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 # --dry-run must leave the checkout untouched, and importing cbx below would otherwise
 # write __pycache__ folders into it.
 sys.dont_write_bytecode = True
+ROOT = Path(__file__).resolve().parent
+# cbx (its standard-library layer) comes from this checkout, whatever the current folder
+# and Python's path settings: python -P, -I and PYTHONSAFEPATH leave this folder off
+# sys.path.
+sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
+import base64  # noqa: E402
+import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
@@ -29,9 +37,9 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
+from urllib.parse import quote, unquote, urlsplit, urlunsplit  # noqa: E402
+from urllib.request import url2pathname  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent
 VENV_DIR_NAME = ".venv_chatterbox"
 SUPPORTED_PYTHON = ((3, 10), (3, 12))     # torch 2.6.0 (chatterbox-tts' pin) has no 3.13 wheels
 # PyTorch's own wheel index (CBX_PYTORCH_INDEX: a mirror of it, e.g. a company proxy).
@@ -54,7 +62,8 @@ DESCRIPTION = ("Create the Chatterbox Studio environment, install the PyTorch bu
 EXIT_CODES_HELP = """\
 exit codes:
   0    everything requested is in place
-  1    bad command-line arguments
+  1    bad command-line arguments, or an index URL (--torch-index,
+       CBX_PYTORCH_INDEX) that pip cannot use; the message says why
   2    unsupported Python (3.10, 3.11 or 3.12 is needed), or no venv/conda to create
        the environment with; the message says what to install
   3    creating the environment or installing packages failed (nothing half-usable is
@@ -89,13 +98,106 @@ class SetupError(Exception):
         self.message = message
 
 
-def say(msg: str = "") -> None:
-    print(msg, flush=True)
+def say(msg: str = "", err: bool = False) -> None:
+    """Print a line to stdout (err: stderr). Every line setup shows goes through here,
+    so every URL in it is shown without its password."""
+    print(redact(msg), file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def _normalize(name: str) -> str:
     """PEP 503 project-name normalisation, so 'huggingface_hub' == 'huggingface-hub'."""
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# ---------------------------------------------------------------------------------------
+# Index URLs: checked before use, probed as pip reads them, never shown with a password.
+# ---------------------------------------------------------------------------------------
+
+# A scheme and the user info up to the last '@' before a blank: a password may hold an
+# unencoded '/', ':' or '@', and hiding a little too much beats showing a secret.
+_URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)(\S*)@")
+_BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it shown as *** (user:***@host; a lone
+    user name, often a token, as ***@host): a mirror's URL may carry credentials, and
+    setup's output ends up in logs and bug reports."""
+    def hide(m: re.Match) -> str:
+        user, colon, _ = m.group(2).partition(":")
+        return f"{m.group(1)}{user}:***@" if colon else f"{m.group(1)}***@"
+    return _URL_CREDENTIALS.sub(hide, text)
+
+
+def file_url_path(url: str) -> Path:
+    """The folder a file: URL names, read as pip reads it (file:///C:/whl is C:\\whl,
+    and file://server/share a UNC path, on Windows); ValueError, saying why, when it
+    names no folder on this machine."""
+    parts = urlsplit(url)
+    host = "" if parts.hostname in (None, "localhost") else parts.hostname
+    if host and os.name != "nt":
+        raise ValueError(f"it names a folder on another machine ({host}); a folder on "
+                         "this one is file:///path/to/folder")
+    if not parts.path.startswith("/"):
+        raise ValueError("it names no absolute folder (file:///srv/whl; on Windows "
+                         "file:///C:/whl)")
+    try:
+        return Path(url2pathname(f"//{host}{parts.path}" if host else parts.path))
+    except OSError as exc:      # Windows: a malformed drive, as in file:///C|x|y
+        raise ValueError(f"it names no folder ({exc})") from exc
+
+
+def index_url_problem(url: str) -> str | None:
+    """Why pip cannot use `url` as an index, None when it can: found before anything
+    runs, so a typo is a message with its fix instead of a traceback from urllib."""
+    if _BLANK_OR_CONTROL.search(url):
+        return ("it contains a space or a control character (percent-encode it: a space "
+                "is %20)")
+    try:
+        parts = urlsplit(url)
+    except ValueError:          # the exception's text can hold the password: not shown
+        return "it cannot be read as a URL (an unclosed '[' in the host?)"
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        try:
+            file_url_path(url)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    if scheme not in ("http", "https"):
+        folder = Path(url)
+        hint = (f"; a local folder is given as its file:// URL: {folder.resolve().as_uri()}"
+                if folder.is_absolute() else "")
+        return ("pip reads http://, https:// and file:// indexes, "
+                + (f"not {scheme}:" if scheme else "and this has no scheme") + hint)
+    if not parts.hostname:
+        return "it names no host"
+    try:
+        bad_port = parts.port == 0
+    except ValueError:
+        bad_port = True
+    if bad_port:
+        return (f"its port is not a number from 1 to 65535 "
+                f"({parts.netloc.rpartition('@')[2]})")
+    return None
+
+
+def check_index_urls(torch_index: str | None) -> None:
+    """Stop with a usage error naming the fix when --torch-index or CBX_PYTORCH_INDEX
+    is a URL pip cannot use."""
+    fixes = {"--torch-index": "pass a pip index URL such as https://download.pytorch.org/"
+                              "whl/cpu or file:///srv/whl/cpu",
+             "CBX_PYTORCH_INDEX": "set it to a mirror of https://download.pytorch.org/whl "
+                                  "(http://, https:// or file://; a login goes before "
+                                  "the host as user:password@, percent-encoded), or "
+                                  "unset it"}
+    for name, url in (("--torch-index", torch_index),
+                      ("CBX_PYTORCH_INDEX", os.environ.get("CBX_PYTORCH_INDEX"))):
+        problem = index_url_problem(url) if url else None
+        if problem:
+            shown = _BLANK_OR_CONTROL.sub(lambda m: quote(m.group()), url)
+            raise SetupError(EXIT_USAGE, f"{name} ({shown}) is not an index pip can use: "
+                                         f"{problem}.\n    fix: {fixes[name]}.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,22 +404,51 @@ class TorchPlan:
 
 
 def index_reachable(url: str, timeout: float = INDEX_PROBE_TIMEOUT) -> tuple[bool, str]:
-    """Can pip reach this wheel index? Asks for its torch page (PEP 503), as pip would;
-    proxies from the environment apply, as they do for pip."""
+    """Can pip reach this wheel index? Asks for its torch page (PEP 503) as pip would:
+    with the URL's user and password as Basic auth, through the environment's proxies;
+    a file:// index is a folder, whose torch/index.html pip reads."""
     import urllib.error
     import urllib.request
 
-    page = url.rstrip("/") + "/torch/"
+    if urlsplit(url).scheme.lower() == "file":
+        return _folder_index_reachable(url)
+    parts = urlsplit(url.rstrip("/") + "/torch/")
+    userinfo, _, host = parts.netloc.rpartition("@")
+    page = urlunsplit(parts._replace(netloc=host))   # urllib takes no user info
+    request = urllib.request.Request(page)
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        login = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+        # unredirected: a redirect to another host must not carry the password
+        request.add_unredirected_header("Authorization", f"Basic {login}")
     try:
-        with urllib.request.urlopen(page, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read(1024)
         return True, ""
     except urllib.error.HTTPError as exc:
-        return False, f"HTTP {exc.code} for {page}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        refused = " (user name or password refused)" if exc.code in (401, 403) else ""
+        return False, f"HTTP {exc.code} for {page}{refused}"
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         return False, f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) \
             else reason
+
+
+def _folder_index_reachable(url: str) -> tuple[bool, str]:
+    """A file:// index works when pip finds torch's page in it: pip opens a folder's
+    index.html, so <folder>/torch/index.html (PEP 503's layout on disk) must exist."""
+    try:
+        folder = file_url_path(url)
+    except ValueError as exc:
+        return False, str(exc)
+    page = folder / "torch" / "index.html"
+    if page.is_file():
+        return True, ""
+    if not folder.is_dir():
+        return False, f"folder {folder} does not exist"
+    return False, (f"{folder} has no torch{os.sep}index.html, the page pip reads from a "
+                   "file:// index (PEP 503: a folder per project, its index.html linking "
+                   "the wheels)")
 
 
 def _cuda_tag(cuda: tuple[int, int] | None) -> str | None:
@@ -711,13 +842,9 @@ def cbx_installed_here(state: EnvState, root: Path = ROOT) -> bool:
     url = (state.cbx_url or {}).get("url", "")
     if not url.startswith("file:"):
         return False
-    from urllib.parse import unquote, urlparse
-    from urllib.request import url2pathname
-
-    path = Path(url2pathname(unquote(urlparse(url).path)))
     try:
-        return path.resolve() == root.resolve()
-    except OSError:
+        return file_url_path(url).resolve() == root.resolve()
+    except (OSError, ValueError):
         return False
 
 
@@ -876,11 +1003,8 @@ def torch_build_matches(env: Env, plan: TorchPlan) -> tuple[bool, str]:
 
 def tree_bytes(path: Path) -> int:
     """Disk used by a folder (cleanup.py's measure: allocated blocks, links not followed)."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        from cleanup import disk_usage
-    finally:
-        sys.path.pop(0)
+    from cleanup import disk_usage
+
     return disk_usage(path)
 
 
@@ -926,7 +1050,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="install the CUDA PyTorch build even if no GPU is detected")
     p.add_argument("--torch-index", metavar="URL",
                    help="install torch/torchaudio from this pip index instead of the "
-                        f"automatic choice (e.g. {PYTORCH_INDEX}cpu)")
+                        f"automatic choice (e.g. {redact(PYTORCH_INDEX)}cpu)")
     p.add_argument("--python", metavar="EXE",
                    help="interpreter to create the venv with (default: the one running "
                         "this script); must be Python 3.10-3.12")
@@ -955,11 +1079,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(args)
     except SetupError as exc:
-        print(f"\nERROR: {exc.message}", file=sys.stderr, flush=True)
+        say(f"\nERROR: {exc.message}", err=True)
         return exc.code
     except KeyboardInterrupt:
-        print("\nInterrupted. Re-run `python setup_env.py` to resume: finished steps and "
-              "partly downloaded files are kept.", file=sys.stderr, flush=True)
+        say("\nInterrupted. Re-run `python setup_env.py` to resume: finished steps and "
+            "partly downloaded files are kept.", err=True)
         return EXIT_INTERRUPTED
 
 
@@ -987,12 +1111,12 @@ class Plan:
 
 
 def _main(args: argparse.Namespace) -> int:
-    sys.path.insert(0, str(ROOT))
     from cbx import envcheck, paths, variants   # layer 1-2: standard library only
 
     env = pick_env("conda" if args.conda else "venv" if args.venv else "auto")
     if args.where:
         return _where(env)
+    check_index_urls(args.torch_index)
     plan = _make_plan(args, env, envcheck, variants)
     _print_plan(plan, args, paths, variants)
     if args.dry_run:
@@ -1023,8 +1147,8 @@ def _where(env: Env) -> int:
     if state.exists and "voila" in state.dists:
         say(str(env.python))
         return EXIT_OK
-    print(f"not set up: {env.label} " + ("has no voila" if state.exists else "missing"),
-          file=sys.stderr)
+    say(f"not set up: {env.label} " + ("has no voila" if state.exists else "missing"),
+        err=True)
     return 1
 
 
@@ -1223,7 +1347,7 @@ def _fetch_and_verify(plan: Plan, env: Env, envcheck, paths,
         if result.get("kind") == "interrupted":
             raise KeyboardInterrupt
         if not result.get("ok"):
-            print(download_failure_message(v, dest, result), file=sys.stderr, flush=True)
+            say(download_failure_message(v, dest, result), err=True)
             failed_downloads.append(m)
     broken: dict[str, str] = {}
     for m in plan.models:

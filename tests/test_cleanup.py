@@ -669,3 +669,23 @@ def test_a_broken_store_module_gives_unknown_counts_without_site_packages(tree, 
     rows = user_rows(json.loads(r.stdout))
     assert rows["projects"]["counts"] == {"projects": 5, "unfinished": 1, "unknown": 3}
     assert "RuntimeError: half-installed" in rows["projects"]["note"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="-P and PYTHONSAFEPATH: Python 3.11+")
+@pytest.mark.parametrize("flags, safe_path", [(["-P"], {}), ([], {"PYTHONSAFEPATH": "1"})],
+                         ids=["-P", "PYTHONSAFEPATH"])
+def test_runs_from_any_folder_with_any_path_setting(tree, tmp_path, flags, safe_path):
+    """-P and PYTHONSAFEPATH leave the script's folder off sys.path; cleanup still finds
+    cbx beside it, run from another folder. -S keeps this interpreter's site-packages
+    (where cbx is installed editable) from hiding the problem: a user's Python has no
+    cbx."""
+    root, _, _ = tree
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-S", *flags, str(ROOT / "cleanup.py"), "--root",
+                        str(root), "--dry-run"], cwd=elsewhere, env=dict(env, **safe_path),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Dry run: nothing removed" in r.stdout and "Python environment" in r.stdout
+    assert not any(elsewhere.iterdir())

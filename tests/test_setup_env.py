@@ -8,11 +8,15 @@ real but nothing big is downloaded.
 """
 from __future__ import annotations
 
+import base64
+import contextlib
+import http.server
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import venv
 from pathlib import Path
@@ -211,26 +215,115 @@ def test_falling_back_to_pypi_says_why_and_what_it_costs_on_disk():
     assert fallback.reason.startswith("no usable NVIDIA GPU")
 
 
-def test_index_probe_asks_for_the_torch_page(tmp_path):
-    import http.server
-    import threading
+SECRET = "hunter2-s3cr3t"       # a mirror's password: must never be shown
 
-    (tmp_path / "cpu" / "torch").mkdir(parents=True)
-    (tmp_path / "cpu" / "torch" / "index.html").write_text("<a>torch-2.6.0+cpu</a>")
-    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-        *a, directory=str(tmp_path), **kw)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+
+def torch_page(index: Path) -> Path:
+    """A PEP 503 index folder with torch's page, as pip reads it (also from file://)."""
+    page = index / "torch" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text('<a href="torch-2.6.0+cpu-cp311-cp311-linux_x86_64.whl">torch</a>')
+    return page
+
+
+@contextlib.contextmanager
+def index_server(folder: Path, login: str | None = None):
+    """Serve `folder` over HTTP on 127.0.0.1 (yields the base URL); with login
+    ('user:password') every request without that Basic auth gets 401, as a company
+    mirror answers."""
+    wanted = login and "Basic " + base64.b64encode(login.encode()).decode()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def do_GET(self):
+            if wanted and self.headers.get("Authorization") != wanted:
+                self.send_error(401)
+            else:
+                super().do_GET()
+
+        def log_message(self, *args):    # keep the test's output readable
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        assert se.index_reachable(base + "/cpu") == (True, "")
-        ok, why = se.index_reachable(base + "/cu999/")
-        assert not ok and why == f"HTTP 404 for {base}/cu999/torch/"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_index_probe_asks_for_the_torch_page(tmp_path):
+    torch_page(tmp_path / "cpu")
+    with index_server(tmp_path) as base:
+        assert se.index_reachable(base + "/cpu") == (True, "")
+        ok, why = se.index_reachable(base + "/cu999/")
+        assert not ok and why == f"HTTP 404 for {base}/cu999/torch/"
     ok, why = se.index_reachable("http://127.0.0.1:9/whl/cpu", timeout=5)
     assert not ok and "refused" in why.lower()
+
+
+def test_index_probe_logs_in_with_the_urls_user_and_password(tmp_path):
+    torch_page(tmp_path / "whl" / "cpu")
+    with index_server(tmp_path, login=f"user:{SECRET}") as base:
+        host = base[len("http://"):]
+        assert se.index_reachable(f"http://user:{SECRET}@{host}/whl/cpu") == (True, "")
+        ok, why = se.index_reachable(f"http://user:wrong@{host}/whl/cpu")
+        assert not ok
+        assert why == f"HTTP 401 for {base}/whl/cpu/torch/ (user name or password refused)"
+
+
+def test_a_file_index_is_reachable_when_pip_can_read_torchs_page(tmp_path):
+    """pip reads <index>/torch/index.html from a file:// index: a folder without it (even
+    one holding torch wheels) gives pip nothing, so it counts as unreachable."""
+    mirror = tmp_path / "srv" / "whl" / "cpu"
+    torch_page(mirror)
+    assert se.index_reachable(mirror.as_uri()) == (True, "")
+    assert se.index_reachable(mirror.as_uri() + "/") == (True, "")
+    missing = tmp_path / "nowhere"
+    assert se.index_reachable(missing.as_uri()) == (False,
+                                                    f"folder {missing} does not exist")
+    wheels = tmp_path / "wheels"
+    (wheels / "torch").mkdir(parents=True)
+    (wheels / "torch" / "torch-2.6.0+cpu-cp311-cp311-linux_x86_64.whl").write_bytes(b"")
+    ok, why = se.index_reachable(wheels.as_uri())
+    assert not ok
+    assert why.startswith(f"{wheels} has no torch{os.sep}index.html, the page pip reads")
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("https://user:hunter2@host/whl", "https://user:***@host/whl"),
+    ("from http://me:p%40ss@127.0.0.1:8080/whl/cpu (new environment)",
+     "from http://me:***@127.0.0.1:8080/whl/cpu (new environment)"),
+    ("https://t0ken@host/simple", "https://***@host/simple"),         # a lone token
+    ("https://user:pa/ss@host/whl", "https://user:***@host/whl"),     # unencoded '/'
+    ("https://user:p@ss@host/whl", "https://user:***@host/whl"),      # unencoded '@'
+    ("$ pip install torch --index-url https://u:pw@h/whl/cpu --no-deps",
+     "$ pip install torch --index-url https://u:***@h/whl/cpu --no-deps"),
+    ("https://download.pytorch.org/whl/cpu", "https://download.pytorch.org/whl/cpu"),
+    ("file:///srv/whl/cpu", "file:///srv/whl/cpu"),
+])
+def test_redact_hides_the_password_of_every_url(text, shown):
+    assert se.redact(text) == shown
+
+
+@pytest.mark.parametrize("index", [f"https://user:{SECRET}@mirror.example/whl/cpu",
+                                   "file:///srv/whl/cpu"])
+def test_pip_gets_the_index_as_is_and_the_printed_command_hides_its_password(
+        monkeypatch, capsys, index):
+    ran = []
+    monkeypatch.setattr(se.subprocess, "run",
+                        lambda cmd, env=None: ran.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 0))
+    plan = se.choose_torch("Linux", se.GpuProbe(found=False), "auto", torch_index=index)
+    args = se.build_parser().parse_args([])
+    cmd = se.torch_install_cmd(se.Env("venv", Path("venv")), args, plan, False)
+    se.run_step(cmd, "Installing PyTorch")
+    assert ran == [cmd] and cmd[-2:] == ["--index-url", index]
+    out = capsys.readouterr().out
+    assert f"--index-url {se.redact(index)}" in out and SECRET not in out
 
 
 @pytest.mark.parametrize("system, smi, reachable, source, build", [
@@ -384,6 +477,129 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path):
         assert f"about {v.approx_download_gb:g} GB" in out
     assert "GB needed" in out
     assert snapshot(tmp_path) == before, "--dry-run created or changed files"
+
+
+def assert_secret_never_shown(r: subprocess.CompletedProcess, folder: Path) -> None:
+    """SECRET is in neither output stream nor in any file under folder."""
+    assert SECRET not in r.stdout + r.stderr
+    for p in folder.rglob("*"):
+        assert not p.is_file() or SECRET.encode() not in p.read_bytes(), p
+
+
+# Only Linux's CPU build comes from PyTorch's index with PyPI's as fallback, so only
+# there does setup probe the index before using it.
+LINUX_PROBE = pytest.mark.skipif(se.platform.system() != "Linux",
+                                 reason="the index is probed for Linux's CPU build only")
+
+
+@pytest.mark.parametrize("where, url, why", [
+    ("CBX_PYTORCH_INDEX", f"https://user:{SECRET}@mirror.example:abc/whl",
+     "its port is not a number from 1 to 65535 (mirror.example:abc)"),
+    ("CBX_PYTORCH_INDEX", f"ftp://user:{SECRET}@mirror.example/whl",
+     "pip reads http://, https:// and file:// indexes, not ftp:"),
+    ("CBX_PYTORCH_INDEX", f"https://user:{SECRET} @mirror.example/whl",
+     "contains a space or a control character (percent-encode it: a space is %20)"),
+    ("CBX_PYTORCH_INDEX", f"https://user:{SECRET}@[::1/whl", "cannot be read as a URL"),
+    ("CBX_PYTORCH_INDEX", "https:///whl", "it names no host"),
+    ("CBX_PYTORCH_INDEX", "file:whl", "it names no absolute folder"),
+    ("--torch-index", f"https://user:{SECRET}@mirror.example:99999/whl/cpu",
+     "its port is not a number from 1 to 65535"),
+    ("--torch-index", "mirror.example/whl/cpu", "and this has no scheme"),
+])
+def test_a_bad_index_url_is_a_usage_error_with_its_fix(tmp_path, where, url, why):
+    checkout = make_checkout(tmp_path / "repo")
+    before = snapshot(tmp_path)
+    if where == "--torch-index":
+        r = run_setup(checkout, "--dry-run", "--no-models", "--torch-index", url,
+                      env=clean_env(tmp_path))
+    else:
+        r = run_setup(checkout, "--dry-run", "--no-models",
+                      env=clean_env(tmp_path, CBX_PYTORCH_INDEX=url))
+    assert r.returncode == se.EXIT_USAGE, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"ERROR: {where} (" in r.stderr and why in r.stderr and "\n    fix: " in r.stderr
+    assert_secret_never_shown(r, tmp_path)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_local_folder_given_as_an_index_is_shown_its_file_url(tmp_path):
+    checkout = make_checkout(tmp_path / "repo")
+    folder = tmp_path / "whl"
+    r = run_setup(checkout, "--dry-run", "--no-models",
+                  env=clean_env(tmp_path, CBX_PYTORCH_INDEX=str(folder)))
+    assert r.returncode == se.EXIT_USAGE, r.stdout + r.stderr
+    assert f"a local folder is given as its file:// URL: {folder.resolve().as_uri()}" \
+        in r.stderr
+
+
+@LINUX_PROBE
+def test_a_mirror_login_is_used_and_never_shown(tmp_path):
+    """The issue's case: CBX_PYTORCH_INDEX with a user and password. Setup logs in to
+    the mirror to probe it, and neither the plan, the help nor an unreachable mirror's
+    message shows the password."""
+    checkout = make_checkout(tmp_path / "repo")
+    torch_page(tmp_path / "mirror" / "whl" / "cpu")
+    before = snapshot(tmp_path)
+    with index_server(tmp_path / "mirror", login=f"user:{SECRET}") as base:
+        host = base[len("http://"):]
+        env = clean_env(tmp_path, CBX_PYTORCH_INDEX=f"http://user:{SECRET}@{host}/whl")
+        r = run_setup(checkout, "--dry-run", "--no-models", "--cpu", env=env)
+        helped = run_setup(checkout, "--help", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"from http://user:***@{host}/whl/cpu (new environment)" in r.stdout
+    assert "cannot be reached" not in r.stdout
+    assert helped.returncode == 0 and f"http://user:***@{host}/whl/cpu" in helped.stdout
+    # no port and nothing listening: was an uncaught InvalidURL showing the password
+    closed = run_setup(checkout, "--dry-run", "--no-models", "--cpu", env=clean_env(
+        tmp_path, CBX_PYTORCH_INDEX=f"http://user:{SECRET}@127.0.0.1/whl"))
+    assert closed.returncode == 0, closed.stdout + closed.stderr
+    assert "Traceback" not in closed.stderr
+    assert "PyTorch's index http://user:***@127.0.0.1/whl/cpu cannot be reached" in \
+        closed.stdout
+    for run in (r, helped, closed):
+        assert_secret_never_shown(run, tmp_path)
+    assert snapshot(tmp_path) == before
+
+
+@LINUX_PROBE
+def test_a_file_mirror_is_reachable_and_chosen(tmp_path):
+    checkout = make_checkout(tmp_path / "repo")
+    mirror = tmp_path / "srv" / "whl"
+    torch_page(mirror / "cpu")
+    r = run_setup(checkout, "--dry-run", "--no-models", "--cpu",
+                  env=clean_env(tmp_path, CBX_PYTORCH_INDEX=mirror.as_uri()))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"install torch==2.6.0 torchaudio==2.6.0 from {mirror.as_uri()}/cpu " \
+        "(new environment)" in r.stdout
+    assert f"about {se.ENV_GB[('Linux', 'cpu-index')]:.1f} GB needed" in r.stdout
+    missing = tmp_path / "nowhere"
+    r = run_setup(checkout, "--dry-run", "--no-models", "--cpu",
+                  env=clean_env(tmp_path, CBX_PYTORCH_INDEX=missing.as_uri()))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"PyTorch's index {missing.as_uri()}/cpu cannot be reached (folder " \
+        f"{missing / 'cpu'} does not exist), so PyPI's build is used" in r.stdout
+    assert "install torch==2.6.0 torchaudio==2.6.0 from PyPI" in r.stdout
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="-P and PYTHONSAFEPATH: Python 3.11+")
+@pytest.mark.parametrize("flags, safe_path", [(["-P"], {}), ([], {"PYTHONSAFEPATH": "1"})],
+                         ids=["-P", "PYTHONSAFEPATH"])
+def test_runs_from_any_folder_with_any_path_setting(tmp_path, flags, safe_path):
+    """-P and PYTHONSAFEPATH leave the script's folder off sys.path; setup still finds
+    cbx beside it, run from another folder. -S keeps this interpreter's site-packages
+    (where cbx is installed editable) from hiding the problem: a user's Python has no
+    cbx."""
+    checkout = make_checkout(tmp_path / "repo")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = clean_env(tmp_path, CBX_PYTORCH_INDEX=(tmp_path / "no-mirror").as_uri(),
+                    **safe_path)
+    r = subprocess.run([sys.executable, "-S", *flags, str(checkout / "setup_env.py"),
+                        "--dry-run", "--no-models", "--cpu", "--venv"], cwd=elsewhere,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"[do]   1. create venv {checkout / '.venv_chatterbox'}" in r.stdout
+    assert not any(elsewhere.iterdir())
 
 
 def test_dry_run_with_gpu_detection_explains_the_choice(tmp_path):
