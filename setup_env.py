@@ -1332,7 +1332,23 @@ def _install(plan: Plan, args: argparse.Namespace) -> Env:
         if still or not cbx_installed_here(state):
             raise SetupError(EXIT_INSTALL, "pip finished but the environment still lacks: "
                                            + (", ".join(still) or "cbx from this checkout"))
+    enable_server_extension(env)
     return env
+
+
+SERVER_EXTENSION_CONFIG = ROOT / "voila_config" / "jupyter_server_config.d" / "cbx.json"
+
+
+def enable_server_extension(env: Env) -> Path:
+    """Put cbx's Jupyter server config in the environment's etc/jupyter, where JupyterLab
+    reads it, so the dashboard's Download links work there too (`jupyter server
+    extension enable` only toggles extensions a config already names). Idempotent."""
+    target = env.prefix / "etc" / "jupyter" / "jupyter_server_config.d" / "cbx.json"
+    data = SERVER_EXTENSION_CONFIG.read_bytes()
+    if not target.is_file() or target.read_bytes() != data:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return target
 
 
 def _fetch_and_verify(plan: Plan, env: Env, envcheck, paths,

@@ -67,8 +67,9 @@ class ModelBusy(CbxError):
 
 
 class ProjectLocked(ModelBusy):
-    """Another kernel or process is making this long-form project (its file lock is
-    held): a page's Resume waits for it to finish instead of failing."""
+    """Another kernel or process is changing this long-form project (its writer lock is
+    held; the message names the holder). The page turns its project buttons off while
+    that lasts, and a click that races it gets this error and changes nothing."""
 
     code = "project_busy"
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from .paths import REPO_ROOT
 
 CHROMIUM = os.environ.get("CBX_CHROMIUM", "/usr/bin/chromium")
+# the Jupyter server extensions cbx enables (its download route) in JupyterLab
+SERVER_CONFIG_D = REPO_ROOT / "voila_config" / "jupyter_server_config.d"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
@@ -142,7 +144,9 @@ class LabServer(PageServer):
     """`jupyter lab` on a free port with a random token, serving a copy of notebooks/
     from `work` (so autosave and checkpoints never touch the repository), with its own
     config, runtime, data, settings and workspace folders: a user's JupyterLab setup
-    neither leaks in nor is written to. `notebook_url(name)` opens one notebook."""
+    neither leaks in nor is written to. Its config enables the server extensions
+    voila_config/jupyter_server_config.d/ names (cbx's download route), as a user's
+    environment does. `notebook_url(name)` opens one notebook."""
 
     kind = "lab"
 
@@ -158,6 +162,10 @@ class LabServer(PageServer):
         news = jupyter / "lab_settings" / "@jupyterlab" / "apputils-extension"
         news.mkdir(parents=True, exist_ok=True)
         (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}\n')
+        extensions = jupyter / "config" / SERVER_CONFIG_D.name
+        extensions.mkdir(parents=True, exist_ok=True)
+        for enabled in SERVER_CONFIG_D.glob("*.json"):
+            (extensions / enabled.name).write_bytes(enabled.read_bytes())
         lab_env = {"JUPYTER_CONFIG_DIR": str(jupyter / "config"),
                    "JUPYTER_RUNTIME_DIR": str(jupyter / "runtime"),
                    "JUPYTER_DATA_DIR": str(jupyter / "data"),

@@ -7,11 +7,14 @@ Weights: real weights cannot be downloaded on the machines that build this proje
 when `model_cache/original/` is absent the random-weight checkpoint (cbx/fixture.py, the
 same layout as the real one) is linked there for the shots and the link is removed after.
 A link, not a temporary folder shown under another name: the page then reads the very
-folder a user's page reads, and the health panel shows its real path and sizes. A
+folder a user's page reads, and the health panel shows its real folder and sizes. A
 `model_cache/original/` that is already there (real weights) is used as it is and never
 touched. The voice is a made-up speech clip (cbx/clips.py), saved in a temporary voice
-library. Results are saved where a user's are, in the checkout's outputs/ (the page shows
-that path), and the files this run added there are deleted at its end.
+library. Results are saved where a user's are, in the checkout's outputs/, and the files
+this run added there are deleted at its end. The page names folders in the checkout
+relative to it ("outputs/..."), and a shot that shows a path of this machine (the
+checkout's, the temporary folder's, the home folder) is refused: the pictures go into
+the repository.
 
 Writes docs/dashboard.png (voice uploaded, text typed, ready) and
 docs/dashboard_history.png (a finished three-chunk generation and the session's history).
@@ -82,7 +85,7 @@ def take(out_dir: Path, work: Path) -> list[Path]:
                 wait_text(page, ".cbx-card", "Saved voice")
                 type_text(page, FIRST_TEXT)
                 wait_text(page, ".cbx-textinfo", "1 chunk")
-                written.append(_shot(page, out_dir / "dashboard.png"))
+                written.append(_shot(page, out_dir / "dashboard.png", (str(work),)))
 
                 _generate(page, "#1 ")
                 set_chunk_size(page, 120)
@@ -91,7 +94,8 @@ def take(out_dir: Path, work: Path) -> list[Path]:
                 wait_text(page, ".cbx-textinfo", "3 chunks")
                 _generate(page, "#2 ")
                 page.evaluate("() => document.activeElement && document.activeElement.blur()")
-                written.append(_shot(page, out_dir / "dashboard_history.png"))
+                written.append(_shot(page, out_dir / "dashboard_history.png",
+                                     (str(work),)))
                 browser.close()
         finally:
             server.close()
@@ -111,8 +115,15 @@ def _generate(page, number: str) -> None:
                            + page.locator(".cbx-error-box").inner_text())
 
 
-def _shot(page, path: Path) -> Path:
-    """The dashboard itself, not the empty page around it."""
+def _shot(page, path: Path, private: tuple[str, ...] = ()) -> Path:
+    """The dashboard itself, not the empty page around it; never one that shows where
+    this machine keeps things."""
+    shown = page.locator(".cbx-app").inner_text()
+    found = [place for place in (str(REPO_ROOT), str(Path.home()), *private)
+             if place in shown]
+    if found:
+        raise RuntimeError(f"the page shows a path of this machine ({found[0]}); the "
+                           "README's pictures must not")
     page.locator(".cbx-app").screenshot(path=str(path))
     return path
 

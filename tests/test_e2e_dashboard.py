@@ -158,6 +158,9 @@ def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
     assert_no_idle_players(page)
     shot(page, "04_result")
 
+    for link in ("wav", "json"):       # served from the output folder, never inline
+        href = page.get_attribute(f".cbx-download a.cbx-download-{link}", "href")
+        assert href.startswith("/cbx/outputs/") and href.endswith("?download=1"), href
     with page.expect_download() as info:
         page.click(".cbx-download a.cbx-download-wav")
     wav_path = tmp_path / info.value.suggested_filename

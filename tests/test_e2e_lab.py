@@ -1,7 +1,8 @@
 """End to end in JupyterLab 4: a real `jupyter lab` server (own config, runtime and
 settings folders, a token, a free port) and headless Chromium. Someone who opens
 notebooks/dashboard.ipynb in JupyterLab and runs it gets the same working dashboard as
-in Voila: upload a clip, generate on the random-weight checkpoint, the result plays. The
+in Voila: upload a clip, generate on the random-weight checkpoint, the result plays and
+downloads (through cbx's server extension, which LabServer's config enables). The
 experiment notebook's players (cbx.Result in a notebook) play there too.
 
 Needs what tests/test_e2e_dashboard.py needs (Chromium, Playwright); skips without them
@@ -54,7 +55,8 @@ def lab(checkpoint_root, clip, tmp_path_factory):
 
 @pytest.fixture
 def lab_page(browser, lab, request):
-    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    context = browser.new_context(viewport={"width": 1400, "height": 1600},
+                                  accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     errors: list[str] = []
@@ -66,7 +68,8 @@ def lab_page(browser, lab, request):
     lab.shutdown_kernels()        # each notebook's kernel holds its own model
 
 
-def test_dashboard_in_jupyterlab_uploads_generates_and_plays(lab, lab_page, clip):
+def test_dashboard_in_jupyterlab_uploads_generates_plays_and_downloads(lab, lab_page,
+                                                                       clip, tmp_path):
     page, errors = lab_page
     lab_run_notebook(page, lab, "dashboard.ipynb")
     page.wait_for_selector(".jp-OutputArea .cbx-health-panel table")
@@ -100,6 +103,12 @@ def test_dashboard_in_jupyterlab_uploads_generates_and_plays(lab, lab_page, clip
     assert audio_duration(page, "audio.cbx-player") > 0.2
     source = assert_plays(page, "audio.cbx-player")
     assert source.startswith("blob:")
+    # Download: JupyterLab serves the output folder through cbx's server extension
+    with page.expect_download() as info:
+        page.click(".jp-OutputArea .cbx-download a.cbx-download-wav")
+    wav = tmp_path / info.value.suggested_filename
+    info.value.save_as(str(wav))
+    assert wav.suffix == ".wav" and wav.read_bytes()[:4] == b"RIFF"
     assert errors == [], f"JavaScript errors on the page: {errors}"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -376,6 +377,7 @@ def test_install_falls_back_to_pypi_when_the_index_fails_mid_install(monkeypatch
 
     monkeypatch.setattr(se, "run_step", run_step)
     monkeypatch.setattr(se, "torch_build_matches", lambda env, plan: (True, ""))
+    monkeypatch.setattr(se, "enable_server_extension", lambda env: None)
     torch_plan = se.choose_torch("Linux", se.GpuProbe(found=False), "auto")
     env = se.Env("venv", Path("/nonexistent/venv"))
     plan = se.Plan(env=env, state=se.EnvState(exists=True), action="ok", action_why="",
@@ -911,3 +913,16 @@ def test_summary_shows_the_environment_size_and_its_cuda_libraries(tmp_path, mon
     (site / "triton").rmdir()
     se.summary(se.Env("venv", prefix), [], [], [], paths, variants, time.monotonic())
     assert "CUDA libraries" not in capsys.readouterr().out
+
+
+def test_the_server_extension_config_lands_where_jupyterlab_reads_it(tmp_path):
+    """JupyterLab serves the dashboard's Download links only with cbx's server
+    extension enabled by a config in the environment's etc/jupyter."""
+    env = se.Env("venv", tmp_path / "venv")
+    target = se.enable_server_extension(env)
+    assert target == tmp_path / "venv/etc/jupyter/jupyter_server_config.d/cbx.json"
+    assert json.loads(target.read_text())["ServerApp"]["jpserver_extensions"] == {
+        "cbx.ui.fileserver": True}
+    target.write_text("{}")
+    assert se.enable_server_extension(env).read_bytes() == \
+        se.SERVER_EXTENSION_CONFIG.read_bytes(), "a stale copy is replaced"

@@ -20,7 +20,7 @@ import pytest
 
 from cbx.errors import GenerationFailed, InvalidVoiceFile
 from cbx.blocks import AudioBlock
-from cbx.synth import CancelToken, Progress, Result
+from cbx.synth import CancelToken, Progress, Result, sidecar_path
 from cbx.text import DEFAULT_FIRST_CHUNK_CHARS, split_text
 from cbx.state import ModelInfo, ModelState
 from cbx.ui import playback
@@ -164,9 +164,9 @@ class FakeBackend(ProjectsOnDisk, Backend):
     def output_dir(self):
         return self._output_dir
 
-    def speak(self, text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
-              first_chunk_chars, progress, cancel, on_chunk=None, on_block=None, rate=1.0,
-              **settings):
+    def speak(self, text, voice, *, variant, device, dtype, seed, max_chunk_chars,
+              first_chunk_chars, progress, cancel, language=None, on_chunk=None,
+              on_block=None, rate=1.0, **settings):
         from cbx import audio
         from cbx.errors import GenerationCancelled
 
@@ -375,8 +375,11 @@ def test_generate_runs_in_background_and_lands_in_history(backend, env):
         assert wf.getnframes() == int(0.5 * SR) * c.text_info["chunks"]
     assert entry.saved_path.is_file()
     assert entry.saved_path.parent == env / "outputs"
-    sidecar = json.loads(entry.saved_path.with_suffix(".json").read_text())
+    sidecar = json.loads(sidecar_path(entry.saved_path).read_text())
     assert sidecar["seed"] == 42
+    assert entry.url == f"/cbx/outputs/{entry.saved_path.name}?download=1"
+    assert entry.sidecar_url == f"/cbx/outputs/{entry.saved_path.name}.json?download=1"
+    assert f"Saved as {entry.saved_path}" in c.status_line, "a folder outside the checkout"
     assert json.loads(entry.sidecar_json)["seed"] == 42
     assert "progress" in events and "chunk" in events and "history" in events
     assert "Done" in c.status_line
@@ -544,6 +547,34 @@ def test_history_play_puts_entry_back(backend):
     assert [e.number for e in c.history] == [2, 1]
     c.play(1)
     assert c.current.text == "One."
+
+
+def test_history_keeps_the_newest_results_audio_in_memory_and_reads_older_from_disk(
+        backend, monkeypatch):
+    from cbx.ui.controller import HISTORY_AUDIO_IN_MEMORY
+
+    c, _ = make_controller(backend, threaded=False)
+    made = HISTORY_AUDIO_IN_MEMORY + 3
+    for number in range(made):
+        c.set_text(f"Result {number} is here.")
+        c.generate()
+    assert [e.number for e in c.history] == list(range(made, 0, -1))
+    kept = [e.wav_bytes is not None for e in c.history]
+    assert kept == [True] * HISTORY_AUDIO_IN_MEMORY + [False] * 3
+    oldest = c.history[-1]
+    c.play(oldest.number)
+    assert c.current is oldest and oldest.audio() == oldest.saved_path.read_bytes()
+    assert oldest.audio()[:4] == b"RIFF" and oldest.url.endswith(".wav?download=1")
+
+    monkeypatch.setattr(backend, "output_dir", lambda: "/proc/no/such/folder")
+    for number in range(HISTORY_AUDIO_IN_MEMORY + 1):
+        c.set_text(f"Unsaved {number}.")
+        c.generate()
+    unsaved = c.history[HISTORY_AUDIO_IN_MEMORY]
+    assert unsaved.saved_path is None and unsaved.audio() is None
+    c.play(unsaved.number)
+    assert c.error.code == "output_not_saved" and f"seed {unsaved.seed}" in c.error.solution
+    assert c.current is not unsaved
 
 
 # ------------------------------------------------------- short first chunk, live play

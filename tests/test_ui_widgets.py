@@ -2,7 +2,6 @@
 is enabled, for every state the controller goes through."""
 from __future__ import annotations
 
-import base64
 import io
 import re
 import threading
@@ -29,11 +28,11 @@ def upload(view: Dashboard, data: bytes, name: str) -> None:
     """What the browser's upload button sends for a file within the limit: its name and
     size, and the bytes in parts of `part_bytes`, one binary buffer each."""
     part = view.upload.part_bytes
-    offsets = range(0, max(len(data), 1), part)
-    for offset in offsets:
+    upload_id = f"{name} {time.monotonic_ns()}"    # each upload its own, as the page's
+    for offset in range(0, max(len(data), 1), part):
         view.upload._received(view.upload, {
-            "kind": "part", "name": name, "size": len(data), "offset": offset,
-            "last": offset == offsets[-1]}, [memoryview(data[offset:offset + part])])
+            "kind": "part", "id": upload_id, "name": name, "size": len(data),
+            "offset": offset}, [memoryview(data[offset:offset + part])])
 
 
 def test_page_sections_and_initial_buttons(backend):
@@ -94,11 +93,13 @@ def test_buttons_and_progress_while_generating(backend, env):
     assert not view.generate.disabled and view.cancel.disabled
     assert view.progress.layout.visibility == "hidden"
     assert view.result_audio.value[:4] == b"RIFF"
-    match = re.search(r"download='([^']+\.wav)'[^>]* href='data:audio/wav;base64,([^']+)'",
-                      view.downloads.value)
-    assert match, view.downloads.value[:300]
-    assert base64.b64decode(match.group(2)) == view.result_audio.value
-    assert "data:application/json;base64," in view.downloads.value
+    links = dict(re.findall(r"download='([^']+)'[^>]* href='/cbx/outputs/([^'?]+)\?download=1'",
+                            view.downloads.value))
+    wav, sidecar = sorted(links, key=len)
+    assert links[wav] == wav and links[sidecar] == sidecar == wav + ".json", links
+    saved = (backend.output_dir() / wav).read_bytes()
+    assert saved[:4] == b"RIFF" and len(saved) == len(view.result_audio.value)
+    assert "data:" not in view.downloads.value, "files download by URL, never inline"
     assert len(view.history.children) == 1
     assert "seed" in view.history.children[0].children[0].value
     assert view.preview.children == ()
@@ -157,8 +158,8 @@ def test_an_upload_in_many_parts_is_one_voice(backend, env):
     view = make(backend)
     data = clip_bytes(env)
     view.upload.part_bytes = 1000                  # a 6 s clip in ~300 parts
-    view.upload._received(view.upload, {"kind": "part", "name": "old.wav", "size": 9000,
-                                        "offset": 0, "last": False}, [b"x" * 1000])
+    view.upload._received(view.upload, {"kind": "part", "id": "old", "name": "old.wav",
+                                        "size": 9000, "offset": 0}, [b"x" * 1000])
     upload(view, data, "Alice sample.wav")
     assert view.error.value == ""
     assert view.voice_pick.value.lower().startswith("alice")
@@ -289,7 +290,7 @@ def test_no_player_without_audio_none_loops_and_none_autoplays(backend, env):
         assert view.c.wait(10)
     check("history of several results")
     assert len(view.history.children) == 3
-    assert view.result_audio.value == view.c.current.wav_bytes
+    assert view.result_audio.value == view.c.current.audio()
     cancel_a_running_generation(view, backend)
     assert view.c.wait(10)
     assert "Cancelled" in view.status.value
@@ -336,7 +337,7 @@ def test_live_player_sends_each_block_as_float32_pcm_while_the_rest_is_made(back
         assert len(pcm) == saved.getnframes(), "the blocks are the whole result"
         ints = np.frombuffer(saved.readframes(saved.getnframes()), dtype="<i2")
     assert np.abs(pcm - ints / 32767.0).max() < 1e-3, "the samples themselves travel"
-    assert view.result_audio.value == view.c.current.wav_bytes, "the result player stays"
+    assert view.result_audio.value == view.c.current.audio(), "the result player stays"
     # a new generation begins the browser's player again, under a new number
     backend.gate = None
     view.generate.click()

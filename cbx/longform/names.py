@@ -59,7 +59,8 @@ def _clusters(text: str):
         yield cluster
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """The readable part of a project's folder name (also a file name for its exports)."""
     out, size = [], 0
     for cluster in _clusters(name):
         base = cluster[0]
@@ -81,4 +82,4 @@ def folder_name(name: str) -> str:
     """`<slug>-<hash>`: readable, unique per exact name, valid on Windows, macOS and
     Linux (no reserved characters, no trailing dot or space, far below 255 bytes)."""
     digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:HASH_CHARS]
-    return f"{_slug(name)}-{digest}"
+    return f"{slug(name)}-{digest}"

@@ -2,9 +2,12 @@
 
 The start scripts and the README use this one command so the Voila configuration
 (localhost only, 50 MB uploads, idle-kernel culling) is always applied, on Windows and
-Linux alike. It is equivalent to:
+Linux alike. It is
 
     voila --Voila.config_file_paths=<repo>/voila_config notebooks/dashboard.ipynb
+
+plus the route that serves the output folder's files to the page's Download links
+(cbx/ui/fileserver.py), which Voila's configuration has no way to add.
 
 Environment: CBX_PORT (default 8866), CBX_KERNEL_CULL_MINUTES (default 60),
 CBX_IDLE_UNLOAD_MINUTES (default 15), plus the cbx paths (CBX_MODEL_DIR, ...).
@@ -55,12 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Notebook not found: {args.notebook}", file=sys.stderr)
         return 2
     try:
-        from voila.app import main as voila_main
+        from .fileserver import studio_voila
+        app = studio_voila()
     except ImportError:
         print("Voila is not installed in this environment. Run `python setup_env.py`, "
               "then try again.", file=sys.stderr)
         return 3
-    voila_main(voila_argv(args.notebook, args.port, not args.no_browser))
+    app.launch_instance(voila_argv(args.notebook, args.port, not args.no_browser))
     return 0
 
 

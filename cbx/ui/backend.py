@@ -56,19 +56,26 @@ class Backend(Protocol):
     def read_text_upload(self, data: bytes, filename: str) -> tuple[str, str]:
         """(text, format) of an uploaded .txt/.md/.srt file; `invalid_text` if bad."""
     def list_projects(self) -> list[dict]:
-        """The projects on disk (cbx.projects()): name, chunks, done, missing, flagged."""
+        """The projects on disk (cbx.projects(), read from rows alone): name, chunks,
+        done, missing, flagged, damaged, seconds, holder; or name and error."""
     def create_project(self, name: str, text: str, voice, *, text_format: str,
                        seed: int | None, max_chunk_chars: int, **options) -> dict:
-        """Create (or reopen with new text) project `name`; returns project_overview()
-        plus "changes": what a reopen changed, "" for none."""
-    def project_overview(self, name: str) -> dict:
-        """{"name", "status", "rate", "chunks": [Project.overview() rows]}."""
+        """Create (or reopen with new text) project `name`; returns {"name", "changes"}:
+        its exact name and what a reopen changed ("" for nothing)."""
+    def project_overview(self, name: str, start: int = 0, stop: int | None = None) -> dict:
+        """{"name", "rate", "status": Project.status(), "chunks": Project.overview()
+        rows of chunks [start, stop)}: one page of a project, however long it is."""
+    def project_holder(self, name: str) -> dict | None:
+        """Who is changing the project now ({"pid", "host", "action", "since"}), or None."""
     def run_project(self, name: str, *, progress, cancel, on_chunk) -> dict:
         """Make the project's missing chunks (Project.run); returns its status."""
-    def regenerate_chunk(self, name: str, index: int, text: str | None = None) -> dict:
-        """Chunk `index` again with its next seed, or with new `text`."""
+    def regenerate_chunk(self, name: str, index: int, text: str | None = None, *,
+                         progress=None, cancel=None) -> dict:
+        """Chunk `index` again with its next seed, or with new `text`; cancellable (the
+        old take stays current until the new one is stored)."""
     def export_project(self, name: str, suffix: str, rate: float) -> Path:
-        """The joined audio in the format of `suffix` (cbx.audio.FORMATS); its path."""
+        """The joined audio in the format of `suffix` (cbx.audio.FORMATS), saved under a
+        free name in the project's exports/ folder; its path."""
 
 
 class ProjectsOnDisk:
@@ -87,41 +94,56 @@ class ProjectsOnDisk:
         return projects()
 
     def _open(self, name: str, text=None, **kwargs):
+        """A handle on the project's store; close it (`with`) when done, since the page
+        asks often (a page of chunks, the holder every few seconds)."""
         from ..longform import project
 
         return project(name, text, speak=self.speak, **kwargs)
 
     def create_project(self, name: str, text: str, voice, *, text_format: str,
                        seed: int | None, max_chunk_chars: int, **options) -> dict:
-        job = self._open(name, text, voice=voice, seed=seed, text_format=text_format,
-                         max_chunk_chars=max_chunk_chars, **options)
-        changes = job.changes
-        note = "" if not changes else (
-            f"{changes.reason}: chunks {', '.join(str(i + 1) for i in changes.changed)} "
-            "will be made again (their old takes are kept in superseded/)"
-            if changes.changed else changes.reason)
-        return {**self._overview(job), "changes": note}
+        with self._open(name, text, voice=voice, seed=seed, text_format=text_format,
+                        max_chunk_chars=max_chunk_chars, **options) as job:
+            changes = job.changes
+            note = "" if not changes else (
+                f"{changes.reason}: chunks {_numbers(changes.changed)} will be made again "
+                "(their old takes stay in the project's history)"
+                if changes.changed else changes.reason)
+            return {"name": job.name, "changes": note}
 
-    def project_overview(self, name: str) -> dict:
-        return self._overview(self._open(name))
+    def project_overview(self, name: str, start: int = 0, stop: int | None = None) -> dict:
+        with self._open(name) as job:
+            return {"name": job.name, "rate": job.rate, "status": job.status(),
+                    "chunks": job.overview(start, stop)}
 
-    @staticmethod
-    def _overview(job) -> dict:
-        return {"name": job.name, "folder": job.folder, "status": job.status(),
-                "rate": job.rate, "chunks": job.overview()}
+    def project_holder(self, name: str) -> dict | None:
+        with self._open(name) as job:
+            return job.holder()
 
     def run_project(self, name: str, *, progress, cancel, on_chunk) -> dict:
-        return self._open(name).run(progress=progress, cancel=cancel, on_chunk=on_chunk)
+        with self._open(name) as job:
+            return job.run(progress=progress, cancel=cancel, on_chunk=on_chunk)
 
-    def regenerate_chunk(self, name: str, index: int, text: str | None = None) -> dict:
-        return self._open(name).regenerate(index, text=text)
+    def regenerate_chunk(self, name: str, index: int, text: str | None = None, *,
+                         progress=None, cancel=None) -> dict:
+        with self._open(name) as job:
+            return job.regenerate(index, text=text, progress=progress, cancel=cancel)
 
     def export_project(self, name: str, suffix: str, rate: float) -> Path:
         from ..audio import format_for
 
-        job = self._open(name)
-        format_for(suffix)                    # an unknown suffix fails before any work
-        return job.export(job.folder / "exports" / f"{job.folder.name}{suffix}", rate=rate)
+        format_for(f"export{suffix}")         # an unknown suffix fails before any work
+        from ..longform.names import slug
+
+        with self._open(name) as job:
+            return job.export(job.folder / "exports" / f"{slug(job.name)}{suffix}",
+                              rate=rate, unique=True)
+
+
+def _numbers(indices) -> str:
+    """Chunk numbers as people count them, the first few of a long list."""
+    shown = ", ".join(str(i + 1) for i in indices[:10])
+    return shown + (f" and {len(indices) - 10} more" if len(indices) > 10 else "")
 
 
 class CbxBackend(ProjectsOnDisk, Backend):

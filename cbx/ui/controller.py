@@ -25,13 +25,15 @@ from typing import Callable
 from ..errors import (CbxError, GenerationCancelled, GenerationFailed, HealthCheckFailed,
                       InvalidSetting, InvalidVoiceFile, ModelLoadFailed, OutputNotSaved,
                       UnexpectedError)
-from ..synth import encode_wav
+from ..synth import encode_wav, sidecar_path
 from ..state import ModelInfo, ModelState
 from ..text import CHARS_PER_SECOND, DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS
 from ..tags import TURBO, find_tags
 from ..variants import DEFAULT_VARIANT, VARIANTS
+from .downloads import href
 from .playback import LiveFeed, Schedule, thread_timer
 from .projects import ProjectActions
+from .render import shown_path
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +53,21 @@ TEXT_COUNT_DELAY = 0.5
 BUILTIN = "__builtin__"        # voice choice meaning "the variant's bundled voice"
 DEFAULT_MAX_CHUNK_CHARS = DEFAULT_MAX_CHARS
 
+# The history keeps the audio of this many newest results in memory; older ones are
+# read back from their files in the output folder when played.
+HISTORY_AUDIO_IN_MEMORY = 20
+
 # Events the view listens to (each names the part of the page to redraw).
 EVENTS = ("busy", "progress", "status", "error", "result", "chunk", "history",
           "health", "model", "voices", "text", "settings", "session",
-          "project", "projects", "project_source", "export")
+          "project", "projects", "project_source", "export", "chunk_audio")
 
 
 @dataclass
 class HistoryEntry:
-    """One finished generation, kept for replay and download for the whole session."""
+    """One finished generation, kept for replay and download for the whole session.
+    Its audio stays in memory while it is among the newest results (`wav_bytes`), then
+    only on disk (`saved_path`); its downloads are links to its files (`url`)."""
 
     number: int
     text: str
@@ -70,10 +78,12 @@ class HistoryEntry:
     generation_seconds: float | None
     first_audio_seconds: float | None
     settings: dict
-    wav_bytes: bytes
+    wav_bytes: bytes | None
     sidecar_json: str
     filename: str
     saved_path: Path | None = None
+    url: str | None = None            # downloads the saved WAV
+    sidecar_url: str | None = None    # downloads its settings sidecar
     notes: list = field(default_factory=list)      # what the result says about itself
     created: str = field(default_factory=lambda: datetime.now().strftime("%H:%M:%S"))
 
@@ -84,7 +94,20 @@ class HistoryEntry:
 
     @property
     def sidecar_filename(self) -> str:
-        return Path(self.filename).with_suffix(".json").name
+        return sidecar_path(self.filename).name
+
+    def audio(self) -> bytes | None:
+        """The WAV: from memory, else from its file (None when neither has it)."""
+        if self.wav_bytes is not None:
+            return self.wav_bytes
+        try:
+            return self.saved_path.read_bytes() if self.saved_path else None
+        except OSError:
+            return None
+
+    def forget_audio(self) -> None:
+        """Keep the audio on disk only (an older result: memory stays bounded)."""
+        self.wav_bytes = None
 
 
 def _safe_stem(text: str, limit: int = 40) -> str:
@@ -117,8 +140,9 @@ class DashboardController(ProjectActions):
     def __init__(self, backend, *, idle_unload_minutes: float | None = None,
                  threaded: bool = True, exit_process: Callable[[], None] | None = None,
                  schedule: Schedule | None = None):
-        """`schedule(delay, callback)` times the text count (default: a daemon timer
-        thread); tests pass a fake clock to step it."""
+        """`schedule(delay, callback)` times the text count, the project holder's poll
+        and the project's redraws (default: a daemon timer thread); tests pass a fake
+        clock to step them."""
         self.backend = backend
         self.threaded = threaded
         self._exit_process = exit_process
@@ -137,8 +161,7 @@ class DashboardController(ProjectActions):
         self.progress: dict | None = None
         self.chunks_done: list[tuple[int, int, bytes]] = []   # live preview while generating
         self.live = LiveFeed()         # AudioBlocks on their way to the browser's player
-        self._schedule_text = schedule or functools.partial(thread_timer,
-                                                            name="cbx-text-count")
+        self._schedule = schedule or functools.partial(thread_timer, name="cbx-timer")
         self._text_serial = 0
         self._text_timer = None
         self.current: HistoryEntry | None = None
@@ -382,7 +405,7 @@ class DashboardController(ProjectActions):
         self.text_info = {"chars": len(self.text), "chunks": None,
                           "seconds": len(self.text) / CHARS_PER_SECOND}
         self._emit("text")
-        timer = self._schedule_text(TEXT_COUNT_DELAY, lambda: self._count_text(serial))
+        timer = self._schedule(TEXT_COUNT_DELAY, lambda: self._count_text(serial))
         with self._lock:
             if serial == self._text_serial:
                 self._text_timer = timer
@@ -623,21 +646,24 @@ class DashboardController(ProjectActions):
         number = len(self.history) + 1
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         filename = f"{stamp}_{number:02d}_{_safe_stem(str(result.voice))}_seed{result.seed}.wav"
-        saved_path = None
+        saved_path = url = sidecar_url = None
         wav_bytes = result.to_wav_bytes()
         sidecar = json.dumps(result.metadata(), indent=2)
         note = ""
+        output_dir = Path(self.backend.output_dir())
         try:
-            saved_path = result.save(Path(self.backend.output_dir()) / filename)
-            sidecar_path = saved_path.with_suffix(".json")
-            if sidecar_path.is_file():
-                sidecar = sidecar_path.read_text(encoding="utf-8")
-            note = f" Saved to {saved_path}."
-        except OSError as exc:
+            saved_path = result.save(output_dir / filename, unique=True)
+            sidecar_file = sidecar_path(saved_path)
+            if sidecar_file.is_file():
+                sidecar = sidecar_file.read_text(encoding="utf-8")
+                sidecar_url = href(sidecar_file, output_dir)
+            url = href(saved_path, output_dir)
+            note = f" Saved as {shown_path(saved_path)}."
+        except OutputNotSaved as exc:
             self.error = OutputNotSaved(
-                f"The audio was made but could not be saved: {exc}",
-                "Free some disk space or set CBX_OUTPUT_DIR to a writable folder; the "
-                "Download link below still works.")
+                f"The audio was made but could not be saved: {exc.message}",
+                f"{exc.solution} Or set CBX_OUTPUT_DIR to a writable folder, and "
+                "Generate again; meanwhile the player above still plays it.")
         timings = result.timings
         entry = HistoryEntry(
             number=number, text=result.text, voice=str(result.voice), seed=result.seed,
@@ -647,8 +673,11 @@ class DashboardController(ProjectActions):
             first_audio_seconds=timings.get("first_audio"),
             settings=dict(result.settings), wav_bytes=wav_bytes,
             sidecar_json=sidecar, filename=(saved_path.name if saved_path else filename),
-            saved_path=saved_path, notes=list(result.notes))
+            saved_path=saved_path, url=url, sidecar_url=sidecar_url,
+            notes=list(result.notes))
         self.history.insert(0, entry)
+        for older in self.history[HISTORY_AUDIO_IN_MEMORY:]:
+            older.forget_audio()
         self.current = entry
         self.progress = None
         self.chunks_done = []
@@ -674,19 +703,35 @@ class DashboardController(ProjectActions):
         return True
 
     def play(self, number: int) -> None:
-        """Put a history entry back into the main player."""
+        """Put a history entry back into the main player (an older one's audio is read
+        from its file)."""
         entry = next((e for e in self.history if e.number == number), None)
-        if entry is not None:
-            self.current = entry
-            self._emit("result")
+        if entry is None:
+            return
+        if entry.audio() is None:
+            self.error = OutputNotSaved(
+                f"Result #{number}'s audio was never saved, and only the newest "
+                f"{HISTORY_AUDIO_IN_MEMORY} results are kept in memory.",
+                f"Generate it again: seed {entry.seed}, with the same text and settings.")
+            self._emit("error")
+            return
+        self.current = entry
+        self._emit("result")
 
     def clear_error(self) -> None:
         self.error = None
         self._emit("error")
 
+    def show_error(self, error: CbxError) -> None:
+        """Show an error found outside the controller's actions (an upload that did not
+        arrive whole); nothing the user did changes."""
+        self.error = error
+        self._emit("error")
+
     def close(self) -> None:
-        """Stop live playback (the page is going away)."""
+        """Stop live playback and the project's polling (the page is going away)."""
         self.live.stop()
+        self._stop_watching()
 
     # ----------------------------------------------------------------- end session
     def end_session(self) -> bool:

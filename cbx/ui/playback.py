@@ -6,11 +6,14 @@ it. The feed passes begin / each block / finish / stop, in that order, to the pl
 connected to it (the view's `player.LivePlayer`, which sends them to the browser), and
 drops what arrives after a stop. The browser owns the timeline; nothing here is timed.
 
-Also the small timer helper the page's throttles and the text count use.
+Also the small timer helpers: a daemon timer thread (the text count, the project
+holder's poll) and `Throttle` (the page's redraws while something runs).
 """
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from typing import Callable, Protocol
 
 # Feed states
@@ -35,6 +38,57 @@ def thread_timer(delay: float, callback: Callable[[], None],
     timer.daemon = True
     timer.start()
     return timer
+
+
+class Throttle:
+    """Calls `render` at most once per `interval` seconds; a call inside the interval is
+    not lost but folded into one trailing call at its end (which draws the latest
+    state, since renders read the controller, not the call's arguments)."""
+
+    def __init__(self, render: Callable[[], None], interval: float,
+                 schedule: Schedule | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self._render = render
+        self._interval = interval
+        self._schedule = schedule or functools.partial(thread_timer,
+                                                       name="cbx-throttle")
+        self._clock = clock
+        self._lock = threading.Lock()       # guards _last and _pending
+        self._last = float("-inf")
+        self._pending: TimerHandle | None = None
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._pending is not None:
+                return                       # the trailing call will draw this too
+            wait = self._last + self._interval - self._clock()
+            if wait > 0:
+                self._pending = self._schedule(wait, self._trailing)
+                return
+            self._last = self._clock()
+        self._render()
+
+    def flush(self) -> None:
+        """Draw now what a pending trailing call would have drawn (the burst is over)."""
+        if self.cancel():
+            self._render()
+
+    def cancel(self) -> bool:
+        """Forget a pending trailing call (the caller draws the final state itself);
+        whether there was one."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        return pending is not None
+
+    def _trailing(self) -> None:
+        with self._lock:
+            if self._pending is None:
+                return                       # flushed meanwhile
+            self._pending = None
+            self._last = self._clock()
+        self._render()
 
 
 class Player(Protocol):
@@ -98,4 +152,4 @@ class LiveFeed:
 
 
 __all__ = ["LiveFeed", "Player", "NOT_STARTED", "STREAMING", "FINISHED", "STOPPED",
-           "thread_timer", "Schedule", "TimerHandle"]
+           "thread_timer", "Schedule", "TimerHandle", "Throttle"]

@@ -1,17 +1,25 @@
 """The Projects card: the widgets of the dashboard's Projects section (the state and
 actions are projects.ProjectActions in the controller).
 
-Small parts: `ChunkRow` is one chunk (text, player, duration, seed, flag, Regenerate,
-Edit text); `ProjectsCard` holds the source, the saved projects with Resume, the
-progress over chunks, the chunk list and the export. A chunk's row is rebuilt only when
-its chunk changes (audio, text, seed or flags), so a long project does not redraw every player per chunk.
+Small parts: `ChunkRow` is one chunk of the page shown (text, state, duration, seed,
+flag, Play, Regenerate, Edit text); `UnderRow` is a box shown under one row at a time:
+the one text editor (`ChunkEditor`) and the one chunk player; `PageBar` turns the
+pages and jumps to the next missing, flagged or damaged chunk; `ProjectsCard` holds
+them with the source, the saved projects with Resume, the progress over chunks and
+the export.
+
+Why so: a book has thousands of chunks. The card draws one page (projects.PAGE_SIZE
+rows, made once and reused from page to page, so turning a page sends only new text)
+and no audio until a Play asks for one chunk's take.
 """
 from __future__ import annotations
 
 from ..audio import FORMATS
+from ..errors import InvalidText
 from ..settings import SPEECH_RATE
 from ..longform.sources import MAX_FILE_BYTES
 from . import render
+from .projects import JUMPS
 
 ACCEPTED_TEXT = ".txt,.md,.srt"
 
@@ -27,58 +35,79 @@ def rate_slider(w, value: float, css_class: str, description: str = SPEECH_RATE.
     return slider
 
 
+def _button(w, description: str, icon: str, css_class: str, on_click, layout, **style):
+    """A button; `layout` a Layout, or a width for a Layout of its own."""
+    if isinstance(layout, str):
+        layout = w.Layout(width=layout)
+    button = w.Button(description=description, icon=icon, layout=layout, **style)
+    button.add_class(css_class)
+    button.on_click(lambda _b: on_click())
+    return button
+
+
+class RowParts:
+    """The layouts and styles every chunk row shares. Each is a widget model of its
+    own, sent to the browser: shared, a page of 50 rows is 300 models, not 800. No
+    row or button is ever hidden on its own, so sharing a Layout changes nothing else."""
+
+    def __init__(self, w):
+        # text, then the buttons; what opens under the row (100% wide) wraps below
+        self.row = w.Layout(width="100%", flex_flow="row wrap", align_items="center")
+        self.info = w.Layout(flex="1 1 50%")
+        self.text = w.widgets.widget_string.HTMLStyle()
+        self.button = w.ButtonStyle()
+        self.widths = {name: w.Layout(width=width) for name, width in
+                       (("play", "80px"), ("regenerate", "120px"), ("edit", "110px"))}
+
+
 class ChunkRow:
-    """One chunk of the open project. Its player exists only once the chunk has audio."""
+    """One row of the page; `show(chunk)` puts another chunk in it."""
 
-    def __init__(self, w, controller, chunk, slot_factory):
-        self.chunk = chunk
+    def __init__(self, w, controller, editor: "ChunkEditor", parts: RowParts):
         c = controller
-        info = w.HTML(_chunk_html(chunk), layout=w.Layout(width="100%"))
-        self.slot = slot_factory()
-        if chunk.wav is not None:
-            self.slot.show(chunk.wav.read_bytes())
-        regenerate = w.Button(description="Regenerate", icon="refresh",
-                              layout=w.Layout(width="120px"),
-                              tooltip="Make this chunk again with its next seed")
-        regenerate.add_class("cbx-chunk-regenerate")
-        regenerate.on_click(lambda _b: c.regenerate_chunk(chunk.index))
-        edit = w.Button(description="Edit text", icon="pencil",
-                        layout=w.Layout(width="110px"))
-        edit.add_class("cbx-chunk-edit")
-        self.editor = w.Textarea(value=chunk.text, layout=w.Layout(width="100%",
-                                                                     height="60px"))
-        save = w.Button(description="Save and remake", icon="check",
-                        layout=w.Layout(width="160px"), button_style="primary")
-        save.add_class("cbx-chunk-save")
-        save.on_click(lambda _b: c.regenerate_chunk(chunk.index, text=self.editor.value))
-        self.edit_box = w.VBox([self.editor, save], layout=w.Layout(width="100%",
-                                                                    display="none"))
-        edit.on_click(lambda _b: self._toggle_edit())
-        self.buttons = (regenerate, edit, save)
-        self.box = w.VBox([info, self.slot.box, w.HBox([regenerate, edit]), self.edit_box],
-                          layout=w.Layout(width="100%"))
+        self.chunk = None
+        self.info = w.HTML(layout=parts.info, style=parts.text)
+        self.play = _button(w, "Play", "play", "cbx-chunk-play",
+                            lambda: c.play_chunk(self.chunk.index), parts.widths["play"],
+                            style=parts.button)
+        self.regenerate = _button(w, "Regenerate", "refresh", "cbx-chunk-regenerate",
+                                  lambda: c.regenerate_chunk(self.chunk.index),
+                                  parts.widths["regenerate"], style=parts.button,
+                                  tooltip="Make this chunk again with its next seed")
+        self.edit = _button(w, "Edit text", "pencil", "cbx-chunk-edit",
+                            lambda: editor.open(self), parts.widths["edit"],
+                            style=parts.button)
+        self.box = w.Box([self.info, self.play, self.regenerate, self.edit],
+                         layout=parts.row)
         self.box.add_class("cbx-chunk-row")
-        if chunk.flags:
-            self.box.add_class("cbx-chunk-flagged")
 
-    def _toggle_edit(self) -> None:
-        layout = self.edit_box.layout
-        layout.display = None if layout.display == "none" else "none"
+    def show(self, chunk) -> None:
+        if chunk == self.chunk:
+            return
+        self.chunk = chunk
+        self.info.value = _chunk_html(chunk)
+        for css, wanted in (("cbx-chunk-flagged", bool(chunk.flags)),
+                            ("cbx-chunk-damaged", chunk.state == "damaged")):
+            if wanted:
+                self.box.add_class(css)
+            else:
+                self.box.remove_class(css)
 
-    def enable(self, enabled: bool, done: bool) -> None:
-        regenerate, edit, save = self.buttons
-        regenerate.disabled = not (enabled and done)
-        edit.disabled = save.disabled = not enabled
-
-    def close(self) -> None:
-        self.slot.clear()
-        self.box.close()
+    def enable(self, can_change: bool) -> None:
+        """`can_change`: this page is idle and no other tab or process holds the project."""
+        done = self.chunk is not None and self.chunk.done
+        self.play.disabled = not done
+        self.regenerate.disabled = not (can_change and done)
+        self.edit.disabled = not can_change
 
 
 def _chunk_html(chunk) -> str:
     e = render.e
     if chunk.done:
         facts = f"{chunk.duration:.1f} s &middot; seed {chunk.seed}"
+    elif chunk.state == "damaged":
+        facts = (f"<span class='cbx-bad cbx-chunk-state'>damaged: {e(chunk.why or '')}"
+                 f"</span> &middot; Resume makes it again &middot; seed {chunk.seed}")
     else:
         facts = f"not made yet &middot; seed {chunk.seed}"
     flag = (f"<div class='cbx-warn cbx-chunk-flag'>Flagged: {e(' '.join(chunk.flags))}</div>"
@@ -87,48 +116,122 @@ def _chunk_html(chunk) -> str:
             f"<br><span class='cbx-hint'>{facts}</span>{flag}</div>")
 
 
-class ProjectsCard:
-    """The Projects section; `slot_factory()` makes an AudioSlot for a chunk's player."""
+class UnderRow:
+    """A box shown under one chunk's row at a time (the text editor, the chunk
+    player): one set of widgets for the whole list, whatever the page."""
 
-    def __init__(self, w, controller, upload_factory, slot_factory):
+    def __init__(self, box):
+        self.box = box
+        self.row: ChunkRow | None = None
+
+    def attach(self, row: ChunkRow | None) -> None:
+        """Under `row`; None: under no row (an element taken out of the page stops)."""
+        if row is self.row:
+            return
+        if self.row is not None:
+            self.row.box.children = tuple(child for child in self.row.box.children
+                                          if child is not self.box)
+        self.row = row
+        if row is not None:
+            row.box.children = (*row.box.children, self.box)
+
+
+class ChunkEditor(UnderRow):
+    """The one "Edit text" box: opened under a row, it remakes that row's chunk."""
+
+    def __init__(self, w, controller):
+        self.index: int | None = None       # the chunk being edited
+        self.text = w.Textarea(layout=w.Layout(width="100%", height="60px"))
+        self.save = _button(w, "Save and remake", "check", "cbx-chunk-save",
+                            lambda: controller.regenerate_chunk(self.index,
+                                                                text=self.text.value),
+                            "160px", button_style="primary")
+        self.close_button = _button(w, "Close", "times", "cbx-chunk-edit-close",
+                                    self.close, "90px")
+        super().__init__(w.VBox([self.text, w.HBox([self.save, self.close_button])],
+                                layout=w.Layout(width="100%")))
+
+    def open(self, row: ChunkRow) -> None:
+        self.index = row.chunk.index
+        self.text.value = row.chunk.text
+        self.attach(row)
+
+    def close(self) -> None:
+        self.index = None
+        self.attach(None)
+
+
+class PageBar:
+    """Previous / next page, where the page is, and jumps to chunks that need a look."""
+
+    def __init__(self, w, controller):
+        c = controller
+        self.previous = _button(w, "", "chevron-left", "cbx-page-previous",
+                                lambda: c.turn_page(-1), "44px", tooltip="Previous page")
+        self.next = _button(w, "", "chevron-right", "cbx-page-next",
+                            lambda: c.turn_page(1), "44px", tooltip="Next page")
+        self.where = w.HTML()
+        self.where.add_class("cbx-page-where")
+        self.jumps = {kind: _button(w, f"Next {kind}", "arrow-down", f"cbx-jump-{kind}",
+                                    lambda kind=kind: c.jump_to(kind), "140px")
+                      for kind in JUMPS}
+        self.box = w.HBox([self.previous, self.where, self.next, *self.jumps.values()],
+                          layout=w.Layout(width="100%", align_items="center",
+                                          flex_flow="row wrap"))
+        self.box.add_class("cbx-page-bar")
+
+    def show(self, project) -> None:
+        self.previous.disabled = project.start == 0
+        self.next.disabled = project.stop >= project.total
+        self.where.value = (f"<span class='cbx-hint'>&nbsp;chunks {project.start + 1:,}"
+                            f"&ndash;{project.stop:,} of {project.total:,}&nbsp;</span>")
+        for kind, button in self.jumps.items():
+            count = len(getattr(project, kind))
+            button.layout.display = None if count else "none"
+            button.description = f"Next {kind} ({count:,})"
+
+
+class ProjectsCard:
+    """The Projects section; `player` is the AudioSlot that plays one chunk at a time."""
+
+    def __init__(self, w, controller, upload_factory, player):
         self.w, self.c = w, controller
-        self._slot_factory = slot_factory
-        self._rows: dict[int, ChunkRow] = {}
-        self._shown_project = None
+        self.player = player
+        self.rows: list[ChunkRow] = []
+        self._row_parts = RowParts(w)
         c = controller
         self.upload = upload_factory(on_file=c.upload_project_text,
                                      on_too_large=c.refuse_project_upload,
+                                     on_invalid=c.show_error, invalid=InvalidText,
                                      accept=ACCEPTED_TEXT, max_bytes=MAX_FILE_BYTES,
                                      label="Upload text file",
                                      layout=w.Layout(width="170px"))
         self.upload.add_class("cbx-text-upload")
         self.source = w.HTML()
         self.source.add_class("cbx-project-source")
-        self.clear_source = w.Button(description="Use the text box", icon="times",
-                                     layout=w.Layout(width="150px"))
-        self.clear_source.on_click(lambda _b: c.clear_project_source())
+        self.clear_source = _button(w, "Use the text box", "times", "cbx-clear-source",
+                                    c.clear_project_source, "150px")
         self.name = w.Text(description="Project name", placeholder="from the file or text",
                            style={"description_width": "110px"},
                            layout=w.Layout(width="100%"))
         self.name.observe(lambda ch: setattr(c, "project_name", ch["new"]), names="value")
-        self.generate = w.Button(description="Generate as project", icon="book",
-                                 layout=w.Layout(width="190px", height="36px"),
-                                 button_style="primary")
-        self.generate.add_class("cbx-project-generate")
-        self.generate.on_click(lambda _b: c.generate_project())
+        self.generate = _button(w, "Generate as project", "book", "cbx-project-generate",
+                                c.generate_project, "190px", button_style="primary")
         self.saved = w.Dropdown(description="Saved", style={"description_width": "110px"},
                                 layout=w.Layout(width="100%"))
         self.saved.add_class("cbx-project-pick")
         self.saved.observe(self._on_pick, names="value")
-        self.resume = w.Button(description="Resume", icon="play",
-                               layout=w.Layout(width="120px"), button_style="warning")
-        self.resume.add_class("cbx-project-resume")
-        self.resume.on_click(lambda _b: c.resume_project())
+        self.resume = _button(w, "Resume", "play", "cbx-project-resume", c.resume_project,
+                              "120px", button_style="warning")
+        self.cancel = _button(w, "Cancel", "stop", "cbx-project-cancel", c.cancel, "120px")
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0,
                                         layout=w.Layout(width="100%"))
         self.progress.add_class("cbx-project-progress")
         self.summary = w.HTML()
         self.summary.add_class("cbx-project-summary")
+        self.editor = ChunkEditor(w, c)
+        self.player_spot = UnderRow(player.box)
+        self.pages = PageBar(w, c)
         self.chunks = w.VBox(layout=w.Layout(width="100%"))
         self.chunks.add_class("cbx-project-chunks")
         self.format = w.Dropdown(description="Format", style={"description_width": "110px"},
@@ -138,10 +241,8 @@ class ProjectsCard:
         self.format.observe(lambda ch: c.set_export(suffix=ch["new"]), names="value")
         self.rate = rate_slider(w, c.export_rate, "cbx-export-rate")
         self.rate.observe(lambda ch: c.set_export(rate=ch["new"]), names="value")
-        self.export = w.Button(description="Export", icon="file-audio-o",
-                               layout=w.Layout(width="120px"))
-        self.export.add_class("cbx-project-export")
-        self.export.on_click(lambda _b: c.export_project())
+        self.export = _button(w, "Export", "file-audio-o", "cbx-project-export",
+                              c.export_project, "120px")
         self.download = w.HTML()
         self.download.add_class("cbx-export-download")
         self.export_box = w.VBox([self.format, self.rate, w.HBox([self.export,
@@ -152,8 +253,10 @@ class ProjectsCard:
                       "restart or a crash: Resume makes only what is missing. Markdown "
                       "headings start chapters; each subtitle of an .srt is a chunk.</p>")
         self.box = w.VBox([hint, w.HBox([self.upload, self.clear_source]), self.source,
-                           self.name, self.generate, w.HBox([self.saved, self.resume]),
-                           self.progress, self.summary, self.chunks, self.export_box],
+                           self.name, self.generate,
+                           w.HBox([self.saved, self.resume, self.cancel]),
+                           self.progress, self.summary, self.pages.box, self.chunks,
+                           self.export_box],
                           layout=w.Layout(width="100%"))
 
     # ------------------------------------------------------------------ events
@@ -179,7 +282,7 @@ class ProjectsCard:
     def _render_projects(self) -> None:
         c = self.c
         options = [("(choose a saved project)", "")] + [
-            (f"{p['name']} ({p.get('done', 0)}/{p.get('chunks', 0)} chunks"
+            (f"{p['name']} ({p.get('done', 0):,}/{p.get('chunks', 0):,} chunks"
              + (", unfinished)" if p.get("missing") else ")"), p["name"])
             for p in c.projects if "error" not in p]
         self.saved.options = options
@@ -191,15 +294,20 @@ class ProjectsCard:
         c = self.c
         idle = c.can_generate
         project = c.project
+        held = project is not None and project.holder is not None
+        unfinished = project is not None and not project.finished
         self.generate.disabled = not idle
         self.upload.disabled = not idle
         self.saved.disabled = not idle
-        self.resume.disabled = not (idle and project is not None and not project.finished)
-        self.resume.layout.display = None if project and not project.finished else "none"
+        self.resume.disabled = not (idle and unfinished and not held)
+        self.resume.layout.display = None if unfinished else "none"
+        self.cancel.layout.display = None if c.project_running else "none"
+        self.cancel.disabled = not c.can_cancel
         self.export.disabled = not (idle and project is not None and project.finished)
         self.export_box.layout.display = None if project else "none"
-        for row, chunk in zip(self._rows.values(), project.chunks if project else ()):
-            row.enable(idle, chunk.done)
+        for row in self.rows:
+            row.enable(idle and not held)
+        self.editor.save.disabled = not (idle and not held)
         self._render_progress()
 
     def _render_progress(self) -> None:
@@ -209,41 +317,71 @@ class ProjectsCard:
         if running:
             self.progress.value = render.progress_fraction(c.progress)
         elif project is not None:
-            self.progress.value = project.done / max(len(project.chunks), 1)
+            self.progress.value = project.done / max(project.total, 1)
 
     def _render_project(self) -> None:
-        c, w = self.c, self.w
-        project = c.project
+        project = self.c.project
+        self.pages.box.layout.display = None if project else "none"
         if project is None:
             self.summary.value = ""
             self._render_busy()
             return
-        if self._shown_project != project.name:          # another project: new rows
-            for row in self._rows.values():
-                row.close()
-            self._rows = {}
-            self._shown_project = project.name
-        flagged = f", {len(project.flagged)} flagged" if project.flagged else ""
-        note = (f"<br><span class='cbx-warn'>{render.e(project.note)}</span>"
-                if project.note else "")
-        self.summary.value = (f"<b>{render.e(project.name)}</b>: {project.done} of "
-                              f"{len(project.chunks)} chunks made{flagged}{note}")
-        for chunk in project.chunks:
-            row = self._rows.get(chunk.index)
-            if row is None or row.chunk != chunk:
-                if row is not None:
-                    row.close()
-                self._rows[chunk.index] = ChunkRow(w, c, chunk, self._slot_factory)
-        for index in [i for i in self._rows if i >= len(project.chunks)]:
-            self._rows.pop(index).close()
-        self.chunks.children = tuple(self._rows[i].box for i in range(len(project.chunks)))
-        self.rate.value = c.export_rate
+        self.summary.value = _summary_html(project)
+        self.pages.show(project)
+        while len(self.rows) < len(project.chunks):
+            self.rows.append(ChunkRow(self.w, self.c, self.editor, self._row_parts))
+        for row, chunk in zip(self.rows, project.chunks):
+            row.show(chunk)
+        boxes = tuple(row.box for row in self.rows[:len(project.chunks)])
+        if self.chunks.children != boxes:
+            self.chunks.children = boxes
+        if self.editor.index is not None and self._row_of(self.editor.index) is None:
+            self.editor.close()                 # its chunk left the page
+        self._place_player()
+        self.rate.value = self.c.export_rate
         self._render_busy()
+
+    def _row_of(self, index: int) -> ChunkRow | None:
+        """The row that shows chunk `index`, when it is on the page."""
+        project = self.c.project
+        if project is None or project.chunk(index) is None:
+            return None
+        return self.rows[index - project.start]
+
+    def _place_player(self) -> None:
+        """The chunk player sits under its chunk's row, and leaves with its page."""
+        audio = self.c.chunk_audio
+        self.player_spot.attach(self._row_of(audio.index) if audio else None)
+
+    def _render_chunk_audio(self) -> None:
+        audio = self.c.chunk_audio
+        if audio is None:
+            self.player.clear()
+        else:
+            self.player.show(audio.data)
+        self._place_player()
 
     def _render_export(self) -> None:
         export = self.c.export
         self.download.value = "" if export is None else (
-            f"<a class='cbx-export-link' download='{render.e(export.filename)}' "
-            f"title='Download {render.e(export.filename)}' "
-            f"href='{render.data_url(export.data, export.mime)}'>Download "
-            f"{render.e(export.filename)}</a>")
+            render.download_link(export.url, export.filename,
+                                 f"Download {export.filename}", "cbx-export-link")
+            if export.url else f"<span class='cbx-hint'>Saved as {render.e(export.filename)}"
+                               "</span>")
+
+
+def _summary_html(project) -> str:
+    e = render.e
+    counts = [f"{project.done:,} of {project.total:,} chunks made"]
+    if project.flagged:
+        counts.append(f"{len(project.flagged):,} flagged")
+    if project.damaged:
+        counts.append(f"<span class='cbx-bad'>{len(project.damaged):,} damaged</span>")
+    note = (f"<br><span class='cbx-warn'>{e(project.note)}</span>" if project.note else "")
+    held = project.holder
+    holder = "" if held is None else (
+        f"<br><span class='cbx-warn cbx-project-holder'>Being made by another tab or "
+        f"process (pid {e(str(held.get('pid')))}, {e(str(held.get('action')))} since "
+        f"{e(str(held.get('since')))}): Regenerate, Edit and Resume wait until it is "
+        "done.</span>")
+    return f"<b>{e(project.name)}</b>: {', '.join(counts)}{note}{holder}"

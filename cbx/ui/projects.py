@@ -1,30 +1,45 @@
 """The dashboard's Projects section, in plain Python: long-form projects on disk
-(cbx.longform) made, resumed, reviewed chunk by chunk, re-rolled, edited and exported.
+(cbx.longform) made, resumed, reviewed a page of chunks at a time, re-rolled, edited
+and exported.
 
 Why a part of the controller of its own: a project is a second kind of job beside a
-one-off generation, with its own state (which project, its chunks, its export), but it
-shares the controller's one worker thread and busy state, so a project and a one-off
-generation never run at once. `ProjectActions` is mixed into DashboardController and
-uses its `_start`, `_fail`, `_emit` and `backend`; like the rest of the controller it
-talks only to the Backend seam.
+one-off generation, with its own state (which project, which page of its chunks, its
+export), but it shares the controller's one worker thread and busy state, so a project
+and a one-off generation never run at once. `ProjectActions` is mixed into
+DashboardController and uses its `_start`, `_fail`, `_emit`, `_schedule` and `backend`;
+like the rest of the controller it talks only to the Backend seam.
 
-Threading: `project`, `projects` and `export` are replaced whole (immutable values),
-never changed in place, so the view reads a consistent snapshot from any thread.
+A book has thousands of chunks, so the page holds one page of them (PAGE_SIZE) and
+no audio: a chunk's take is read when its Play is pressed. While a project is shown,
+its holder is polled (HOLDER_POLL_SECONDS): when another tab or process changes it, the
+page says who and follows its chunks; the store still refuses a racing click with
+project_busy.
+
+Threading: `project`, `projects`, `export` and `chunk_audio` are replaced whole
+(immutable values), never changed in place, so the view reads a consistent snapshot
+from any thread; `_view_lock` makes each read-and-replace of `project` one step, so a
+page turn and a redraw from the worker never interleave.
 """
 from __future__ import annotations
 
+import os
 import re
-import time
+import socket
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from ..audio import FORMATS, check_rate
-from ..errors import (CbxError, GenerationCancelled, GenerationFailed, InvalidSetting,
-                      ProjectLocked)
+from ..errors import CbxError, GenerationCancelled, GenerationFailed, InvalidSetting
+from .downloads import href
+from .playback import Throttle
 
 DEFAULT_EXPORT_SUFFIX = ".mp3"
-PROJECT_LOCK_POLL_SECONDS = 2.0   # how often a Resume looks whether another kernel is done
+PAGE_SIZE = 50                    # chunks drawn at once, however long the project
+HOLDER_POLL_SECONDS = 2.0         # how often a shown project's holder is read
+PROJECT_REDRAWS_PER_SECOND = 3    # while chunks are made; the final state always drawn
+JUMPS = ("missing", "flagged", "damaged")
 
 
 @dataclass(frozen=True)
@@ -34,57 +49,92 @@ class ChunkView:
     index: int
     text: str
     seed: int                   # the seed its audio was made with (or will be)
-    duration: float | None      # None while the chunk is not made
+    state: str                  # "done", "missing" or "damaged"
+    why: str | None             # what is wrong with a damaged take
+    duration: float | None      # None while the chunk has no sound take
     flags: tuple[str, ...]
-    wav: Path | None            # its audio file once made
+    wav: Path | None            # its audio file when done
     key: str                    # changes whenever its audio does (the WAV's sha256)
 
     @property
     def done(self) -> bool:
-        return self.wav is not None
+        return self.state == "done"
 
 
 @dataclass(frozen=True)
 class ProjectView:
+    """A project's counts and one page of its chunks, [start, start + len(chunks))."""
+
     name: str
-    chunks: tuple[ChunkView, ...]
     rate: float
+    total: int
+    done: int
+    seconds: float
+    missing: tuple[int, ...]    # missing or damaged: what Resume makes
+    flagged: tuple[int, ...]
+    damaged: tuple[int, ...]
+    start: int
+    chunks: tuple[ChunkView, ...]
+    holder: dict | None         # another tab or process changing it now, else None
     note: str = ""              # what a reopen with new text changed
 
     @property
-    def done(self) -> int:
-        return sum(c.done for c in self.chunks)
-
-    @property
     def finished(self) -> bool:
-        return self.done == len(self.chunks)
+        return not self.missing
 
     @property
-    def flagged(self) -> list[int]:
-        return [c.index for c in self.chunks if c.flags]
+    def stop(self) -> int:
+        return self.start + len(self.chunks)
+
+    def chunk(self, index: int) -> ChunkView | None:
+        """Chunk `index` when it is on the page shown."""
+        offset = index - self.start
+        return self.chunks[offset] if 0 <= offset < len(self.chunks) else None
 
 
 @dataclass(frozen=True)
 class ExportView:
     filename: str
+    url: str | None             # the download link (None: the server cannot serve it)
+
+
+@dataclass(frozen=True)
+class ChunkAudio:
+    """The one chunk in the Projects card's player."""
+
+    index: int
     data: bytes
-    mime: str
-    path: Path
 
 
-def project_view(overview: dict, note: str = "") -> ProjectView:
+def chunk_view(row: dict) -> ChunkView:
+    record = row["record"]
+    return ChunkView(
+        index=row["index"], text=row["text"],
+        seed=record["seed_used"] if record else row["seed"], state=row["state"],
+        why=row["why"], duration=record["duration"] if record else None,
+        flags=tuple(record["flags"]) if record else (),
+        wav=Path(row["wav"]) if row["wav"] else None,
+        key=record.get("wav_sha256", "") if record else "")
+
+
+def project_view(overview: dict, start: int, note: str) -> ProjectView:
     """The page's view of Backend.project_overview()."""
-    chunks = []
-    for row in overview["chunks"]:
-        record = row["record"]
-        chunks.append(ChunkView(
-            index=row["index"], text=row["text"],
-            seed=record["seed_used"] if record else row["seed"],
-            duration=record["duration"] if record else None,
-            flags=tuple(record["flags"]) if record else (),
-            wav=Path(row["wav"]) if record else None,
-            key=record.get("wav_sha256", "") if record else ""))
-    return ProjectView(overview["name"], tuple(chunks), overview["rate"], note)
+    status = overview["status"]
+    return ProjectView(
+        name=overview["name"], rate=overview["rate"], total=status["chunks"],
+        done=status["done"], seconds=status["seconds"], missing=tuple(status["missing"]),
+        flagged=tuple(status["flagged"]), damaged=tuple(status["damaged"]), start=start,
+        chunks=tuple(chunk_view(row) for row in overview["chunks"]),
+        holder=elsewhere(status["holder"]), note=note)
+
+
+def elsewhere(holder: dict | None) -> dict | None:
+    """The holder when it is another process (another tab's kernel, JupyterLab, a
+    script); None when nobody holds the project or this kernel does."""
+    if holder is None:
+        return None
+    mine = holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+    return None if mine else holder
 
 
 def default_project_name(source_name: str | None, text: str) -> str:
@@ -95,10 +145,9 @@ def default_project_name(source_name: str | None, text: str) -> str:
     return "-".join(words) or datetime.now().strftime("project-%Y%m%d-%H%M")
 
 
-def _sleep_unless_cancelled(token, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not token.cancelled and time.monotonic() < deadline:
-        time.sleep(0.1)
+def page_start(index: int, total: int) -> int:
+    """The first chunk of the page that holds chunk `index` (clamped to the project)."""
+    return max(0, min(index, total - 1)) // PAGE_SIZE * PAGE_SIZE
 
 
 class ProjectActions:
@@ -110,9 +159,15 @@ class ProjectActions:
         self.project_name = ""               # empty: derived from the source
         self.project_source: tuple[str, str, str] | None = None   # (filename, text, format)
         self.project_running = False         # the worker is busy with a project
+        self.chunk_audio: ChunkAudio | None = None
         self.export_suffix = DEFAULT_EXPORT_SUFFIX
         self.export_rate = 1.0
         self.export: ExportView | None = None
+        self._view_lock = threading.Lock()   # one read-and-replace of `project` at a time
+        self._poll_timer = None              # the holder poll's next run (under _lock)
+        self._page_closed = False            # no more polls (under _lock)
+        self._project_redraw = Throttle(self._reread_project,
+                                        1.0 / PROJECT_REDRAWS_PER_SECOND, self._schedule)
         self.refresh_projects(emit=False)
 
     # ---------------------------------------------------------------- reading
@@ -129,22 +184,127 @@ class ProjectActions:
     def unfinished_projects(self) -> list[str]:
         return [p["name"] for p in self.projects if p.get("missing")]
 
-    def _show_project(self, name: str, note: str = "") -> None:
-        self.project = project_view(self.backend.project_overview(name), note)
-        self._emit("project")
+    def _show_project(self, name: str, *, start: int | None = None,
+                      note: str | None = None, replace: bool = False) -> None:
+        """Read a page of project `name` (`start`, else the page shown) and show it.
+        Without `replace`, only while `name` is still the project shown: a redraw or a
+        poll never brings back a project the user has left."""
+        with self._view_lock:
+            shown = self.project if self.project and self.project.name == name else None
+            if shown is None and not replace:
+                return
+            start = start if start is not None else shown.start if shown else 0
+            note = note if note is not None else shown.note if shown else ""
+            overview = self.backend.project_overview(name, start, start + PAGE_SIZE)
+            total = overview["status"]["chunks"]
+            if start and start >= total:             # the text got shorter: its last page
+                start = page_start(total - 1, total)
+                overview = self.backend.project_overview(name, start, start + PAGE_SIZE)
+            view = project_view(overview, start, note)
+            changed = view != self.project
+            self.project = view
+        if changed:
+            self._emit("project")
+        self._watch_project()
+
+    def _reread_project(self, start: int | None = None) -> None:
+        """Read the shown project again (another page: `start`). A failed read is
+        shown, never raised: it comes from a page turn, a poll or a redraw during a
+        run, and stops none of them."""
+        project = self.project
+        if project is None:
+            return
+        try:
+            self._show_project(project.name, start=start)
+        except CbxError as exc:
+            self.error = exc
+            self._emit("error")
 
     def open_project(self, name: str) -> bool:
-        """Show a project on disk (its chunks, Resume if unfinished) without running it."""
+        """Show a project on disk (its first page, Resume if unfinished) without running it."""
         try:
-            self._show_project(name)
+            self._show_project(name, start=0, note="", replace=True)
         except CbxError as exc:
             self._fail(exc, GenerationFailed)
             return False
-        self.export, self.export_rate = None, self.project.rate
-        self.status_line = (f"Project '{self.project.name}': {self.project.done} of "
-                            f"{len(self.project.chunks)} chunks made.")
-        self._emit("export", "status")
+        self.export, self.export_rate, self.chunk_audio = None, self.project.rate, None
+        self.status_line = (f"Project '{self.project.name}': {self.project.done:,} of "
+                            f"{self.project.total:,} chunks made.")
+        self._emit("export", "chunk_audio", "status")
         return True
+
+    # ----------------------------------------------------------------- paging
+    def show_chunks(self, index: int) -> None:
+        """Show the page of chunks that holds chunk `index`."""
+        if self.project is not None:
+            self._reread_project(page_start(index, self.project.total))
+
+    def turn_page(self, pages: int) -> None:
+        """The next (1) or previous (-1) page of chunks."""
+        if self.project is not None:
+            self.show_chunks(self.project.start + pages * PAGE_SIZE)
+
+    def jump_to(self, kind: str) -> None:
+        """The page of the next chunk of `kind` ("missing", "flagged" or "damaged")
+        after the page shown, else of the first one."""
+        project = self.project
+        indices = getattr(project, kind) if project and kind in JUMPS else ()
+        if indices:
+            later = [i for i in indices if i >= project.stop]
+            self.show_chunks((later or indices)[0])
+
+    def play_chunk(self, index: int) -> None:
+        """Put chunk `index`'s take in the card's player: a chunk's audio reaches the
+        browser only when asked for."""
+        chunk = self.project.chunk(index) if self.project else None
+        if chunk is None or chunk.wav is None:
+            return
+        try:
+            self.chunk_audio = ChunkAudio(index, chunk.wav.read_bytes())
+        except OSError as exc:
+            self.error = GenerationFailed(f"Chunk {index + 1}'s audio cannot be read: {exc}",
+                                          "Press Resume: it checks every take and makes "
+                                          "a damaged one again.")
+            self._emit("error")
+            return
+        self._emit("chunk_audio")
+
+    # ------------------------------------------------------------ the holder
+    def _watch_project(self) -> None:
+        """Poll the shown project's holder from now on (one timer chain at a time)."""
+        with self._lock:
+            if self._poll_timer is not None or self._page_closed or self.session_ended:
+                return
+            self._poll_timer = self._schedule(HOLDER_POLL_SECONDS, self._poll_holder)
+
+    def _poll_holder(self) -> None:
+        """While another tab or process holds the project, follow its chunks (page
+        redrawn only when it changed); when it lets go, enable the buttons again. Cheap
+        when nobody holds it: one read of the store, nothing sent to the browser."""
+        with self._lock:
+            self._poll_timer = None
+            closed = self._page_closed or self.session_ended
+        project = self.project
+        if project is None or closed:
+            return
+        if not self.project_running:       # this page's own job redraws it already
+            try:
+                held = elsewhere(self.backend.project_holder(project.name))
+            except CbxError as exc:        # the project is gone or unreadable: say so
+                self.error = exc
+                self._emit("error")
+                return
+            if held is not None or project.holder is not None:
+                self._reread_project()
+        self._watch_project()
+
+    def _stop_watching(self) -> None:
+        """No more polls: the page is going away."""
+        with self._lock:
+            self._page_closed = True
+            timer, self._poll_timer = self._poll_timer, None
+        if timer is not None:
+            timer.cancel()
 
     # ----------------------------------------------------------------- source
     def upload_project_text(self, data: bytes, filename: str) -> bool:
@@ -199,101 +359,95 @@ class ProjectActions:
             made = self.backend.create_project(name, text, voice, text_format=fmt,
                                                seed=seed, max_chunk_chars=max_chars,
                                                **options)
-            self.project = project_view(made, made["changes"])
-            self.export, self.export_rate = None, self.project.rate
-            self._emit("project", "export")
+            self._show_project(made["name"], start=0, note=made["changes"], replace=True)
+            self.export, self.export_rate, self.chunk_audio = None, self.project.rate, None
+            self._emit("export", "chunk_audio")
             return made["name"]
 
         return self._start_project(create, options["variant"])
 
     def resume_project(self, name: str | None = None) -> bool:
-        """Make what an unfinished project (this one, or `name`) is missing."""
+        """Make what an unfinished project (this one, or `name`) is missing. Another
+        tab or process making it refuses with project_busy, shown like any error."""
         name = name or (self.project.name if self.project else None)
         if name is None or not self.can_generate:
             return False
 
         def reopen() -> str:
-            self._show_project(name)
+            self._show_project(name, replace=True)
             return name
 
         return self._start_project(reopen, self.variant)
 
-    def _start_project(self, prepare, variant: str) -> bool:
-        """Run `prepare()` (which names the project) then the project's missing chunks
-        on the worker thread, as a cancellable generation."""
-        token = self.backend.make_cancel_token()
+    def _project_job(self, token, variant: str, job, *, starting: str, finished,
+                     cancelled: str) -> bool:
+        """Run `job(on_progress)` on the worker thread as a generation that `token`
+        cancels and that changes the shown project: the page redraws it as chunks are
+        made (throttled) and always once more at the end; then `finished(job's value)`
+        says how it went, or `cancelled` what a cancel kept."""
         on_progress = self._progress_handler(variant)
-
-        def on_chunk(index, total, wav, sample_rate) -> None:
-            self._show_project(self.project.name, self.project.note)
 
         def work() -> None:
             self.project_running = True
             self.progress = {"chunk": 0, "total": 0, "tokens": 0, "elapsed": 0.0,
                              "eta": None, "stage": "starting"}
-            self.status_line = "Starting the project..."
+            self.status_line = starting
             self._emit("progress", "status", "project")
             try:
-                name = prepare()
-                self.progress["total"] = len(self.project.chunks)
-                status = self._run_when_free(name, token, on_progress, on_chunk)
-                # re-read: chunks another kernel made while we waited never passed
-                # through on_chunk here
-                self._show_project(name, self.project.note)
+                outcome = job(on_progress)
+            except GenerationCancelled:
+                self.status_line = f"Cancelled. {cancelled}"
+                return
             except BaseException as exc:
-                self._project_failed(exc)
+                self._fail(exc, GenerationFailed)
                 return
             finally:
                 self.project_running = False
                 self.progress = None
+                self._project_redraw.cancel()
+                self._reread_project()
                 self.refresh_projects(emit=False)
-                self._emit("progress", "projects", "project")
-            if status["missing"]:
-                self.status_line = (f"Stopped with {status['done']} of {status['chunks']} "
-                                    "chunks made; press Resume to make the rest.")
-            else:
-                flagged = (f" {len(status['flagged'])} flagged for review."
-                           if status["flagged"] else "")
-                self.status_line = (f"Project '{self.project.name}' is complete: "
-                                    f"{status['chunks']} chunks, {status['seconds']:.1f} s."
-                                    f"{flagged}")
-            self._emit("status")
+                self._emit("progress", "projects", "status")
+            self.export = None
+            finished(outcome)
+            self._emit("status", "export")
 
         from .controller import GENERATING
 
         return self._start(GENERATING, work, cancel_token=token)
 
-    def _run_when_free(self, name: str, token, on_progress, on_chunk) -> dict:
-        """Run the project; while another kernel holds it (the page before a reload
-        whose kernel is still making it), follow its chunks on disk and take over
-        when it ends. Cancel stops the waiting too."""
-        while True:
-            try:
-                return self.backend.run_project(name, progress=on_progress, cancel=token,
-                                                on_chunk=on_chunk)
-            except ProjectLocked:
-                if token.cancelled:
-                    raise GenerationCancelled("Stopped waiting for the other kernel.",
-                                              "Press Resume to wait again.") from None
-                self._show_project(name, self.project.note if self.project else "")
-                self.status_line = (
-                    f"Another kernel (this page before a reload?) is still making "
-                    f"'{name}': {self.project.done} of {len(self.project.chunks)} chunks "
-                    "so far. Resume takes over when it stops.")
-                self._emit("status")
-                _sleep_unless_cancelled(token, PROJECT_LOCK_POLL_SECONDS)
+    def _start_project(self, prepare, variant: str) -> bool:
+        """Run `prepare()` (which shows the project and names it) then the project's
+        missing chunks."""
+        token = self.backend.make_cancel_token()
 
-    def _project_failed(self, exc: BaseException) -> None:
-        if isinstance(exc, GenerationCancelled):
-            self.status_line = ("Cancelled. The finished chunks are kept on disk; press "
-                                "Resume to make the rest.")
-            self._emit("status")
-        else:
-            self._fail(exc, GenerationFailed)
+        def run(on_progress) -> dict:
+            name = prepare()
+            self.progress["total"] = self.project.total
+            return self.backend.run_project(
+                name, progress=on_progress, cancel=token,
+                on_chunk=lambda *_chunk: self._project_redraw())
+
+        def finished(status: dict) -> None:
+            if status["missing"]:
+                self.status_line = (f"Stopped with {status['done']:,} of "
+                                    f"{status['chunks']:,} chunks made; press Resume to "
+                                    "make the rest.")
+                return
+            flagged = (f" {len(status['flagged'])} flagged for review."
+                       if status["flagged"] else "")
+            self.status_line = (f"Project '{self.project.name}' is complete: "
+                                f"{status['chunks']:,} chunks, {status['seconds']:.1f} s."
+                                f"{flagged}")
+
+        return self._project_job(token, variant, run, starting="Starting the project...",
+                                 finished=finished,
+                                 cancelled="The finished chunks are kept on disk; press "
+                                           "Resume to make the rest.")
 
     def regenerate_chunk(self, index: int, text: str | None = None) -> bool:
         """Make chunk `index` of the open project again (its next seed), or with new
-        `text` ("Edit text"); no other chunk changes."""
+        `text` ("Edit text"); no other chunk changes. Cancel keeps the earlier take."""
         if self.project is None or not self.can_generate:
             return False
         name = self.project.name
@@ -302,31 +456,22 @@ class ProjectActions:
                                         "Type the words this chunk should say.")
             self._emit("error")
             return False
+        token = self.backend.make_cancel_token()
+        what = "with the new text" if text is not None else "with its next seed"
 
-        def work() -> None:
-            what = "with the new text" if text is not None else "with its next seed"
-            self.status_line = f"Making chunk {index + 1} again {what}..."
-            self.project_running = True
-            self._emit("status", "project")
-            try:
-                self.backend.regenerate_chunk(name, index, text=text)
-                self._show_project(name)
-            except BaseException as exc:
-                self._fail(exc, GenerationFailed)
-                return
-            finally:
-                self.project_running = False
-                self.refresh_projects(emit=False)
-                self._emit("projects", "project")
-            chunk = self.project.chunks[index]
-            self.export = None
-            self.status_line = (f"Chunk {index + 1} made again (seed {chunk.seed}, "
-                                f"{chunk.duration:.1f} s).")
-            self._emit("status", "export")
+        def remake(on_progress) -> dict | None:
+            return self.backend.regenerate_chunk(name, index, text=text,
+                                                 progress=on_progress, cancel=token)
 
-        from .controller import GENERATING
+        def finished(record: dict | None) -> None:
+            made = (f" (seed {record['seed_used']}, {record['duration']:.1f} s)"
+                    if record else "")
+            self.status_line = f"Chunk {index + 1} made again{made}."
 
-        return self._start(GENERATING, work)
+        return self._project_job(token, self.variant, remake,
+                                 starting=f"Making chunk {index + 1} again {what}...",
+                                 finished=finished,
+                                 cancelled=f"Chunk {index + 1} keeps its earlier take.")
 
     # ----------------------------------------------------------------- export
     def set_export(self, suffix: str | None = None, rate: float | None = None) -> None:
@@ -340,7 +485,7 @@ class ProjectActions:
 
     def export_project(self) -> bool:
         """Join the open project's chunks into one file of the chosen format and rate,
-        saved beside the project and offered for download."""
+        saved in the project's exports/ folder and offered for download by URL."""
         if self.project is None or not self.can_generate:
             return False
         name, suffix, rate = self.project.name, self.export_suffix, self.export_rate
@@ -350,12 +495,12 @@ class ProjectActions:
             self._emit("status")
             try:
                 path = Path(self.backend.export_project(name, suffix, rate))
-                data = path.read_bytes()
             except BaseException as exc:
                 self._fail(exc, GenerationFailed)
                 return
-            self.export = ExportView(path.name, data, FORMATS[suffix].mime, path)
-            self.status_line = f"Exported to {path}."
+            self.export = ExportView(path.name, href(path, self.backend.output_dir()))
+            self.status_line = (f"Exported {path.name}; it is also kept in the project's "
+                                "exports/ folder.")
             self._emit("export", "status")
 
         from .controller import EXPORTING

@@ -5,11 +5,12 @@ the page looks the same in Voila, JupyterLab and a test.
 """
 from __future__ import annotations
 
-import base64
 import html
+from pathlib import Path
 from typing import Iterable
 
 from ..errors import UnexpectedError
+from ..paths import REPO_ROOT
 from ..state import ModelInfo
 from ..units import format_bytes
 from ..variants import VARIANTS
@@ -42,6 +43,7 @@ CSS = """
 .cbx-warn { color: #a15c00; font-weight: 600; }
 .cbx-chunk-row { border-top: 1px solid #e4e7eb; padding: 6px 0; }
 .cbx-chunk-flagged { background: #fffbea; }
+.cbx-chunk-damaged { background: #fff5f5; }
 .cbx-error { border: 1px solid #f5c2c7; border-left: 5px solid #b00020; background: #fff5f5;
   border-radius: 8px; padding: 10px 14px; margin: 6px 0; }
 .cbx-error .cbx-code { font-family: ui-monospace, Menlo, Consolas, monospace; background: #b00020;
@@ -70,6 +72,22 @@ CSS = """
 .cbx-primary button, button.cbx-primary { font-weight: 600; }
 </style>
 """
+
+
+def shown_path(path) -> str:
+    """A path as the page shows it: relative to the checkout when inside it
+    ("outputs/take.wav"), so no page or screenshot shows where the checkout lives; a
+    folder the user chose elsewhere (CBX_OUTPUT_DIR, ...) in full, as they know it."""
+    path = Path(path)
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) \
+        else str(path)
+
+
+def download_link(url: str, filename: str, label: str, css_class: str,
+                  title: str = "") -> str:
+    """An anchor that downloads `filename` from the server (never the bytes inline)."""
+    return (f"<a class='{css_class}' download='{e(filename)}' "
+            f"title='{e(title or 'Download ' + filename)}' href='{e(url)}'>{e(label)}</a>")
 
 
 def header_html() -> str:
@@ -195,7 +213,7 @@ def health_html(report, model: ModelInfo, state: str, voice_label: str,
                  f"{format_bytes(d.ram_available_bytes)} free of {format_bytes(d.ram_total_bytes)}"))
     out.append("".join(rows) + "</table>")
     out.append(f"<p class='cbx-hint'>Checked {e(str(report.created_at)[11:19])} - models in "
-               f"{e(str(report.model_dir))}</p></div>")
+               f"{e(shown_path(report.model_dir))}</p></div>")
     return "".join(out)
 
 
@@ -243,22 +261,19 @@ def progress_fraction(progress: dict | None) -> float:
     return max(0.0, min(done / total, 1.0))
 
 
-def data_url(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
 def download_links(entry, compact: bool = False) -> str:
-    """A WAV download and its settings sidecar, as plain anchors (they work in Voila)."""
+    """The saved WAV and its settings sidecar, as links the server serves from the
+    output folder; nothing to download when the result could not be saved."""
     if entry is None:
         return ""
-    wav = (f"<a class='cbx-download-wav' download='{e(entry.filename)}' "
-           f"title='Download {e(entry.filename)}' "
-           f"href='{data_url(entry.wav_bytes, 'audio/wav')}'>"
-           f"{'WAV' if compact else 'Download WAV'}</a>")
-    side = (f"<a class='cbx-secondary cbx-download-json' download='{e(entry.sidecar_filename)}' "
-            f"title='The text, voice, seed and settings of this result' "
-            f"href='{data_url(entry.sidecar_json.encode('utf-8'), 'application/json')}'>"
-            f"{'JSON' if compact else 'Settings (JSON)'}</a>")
+    if entry.url is None:
+        return "<span class='cbx-hint'>Not saved, so nothing to download.</span>"
+    wav = download_link(entry.url, entry.filename, "WAV" if compact else "Download WAV",
+                        "cbx-download-wav")
+    side = "" if entry.sidecar_url is None else download_link(
+        entry.sidecar_url, entry.sidecar_filename, "JSON" if compact else "Settings (JSON)",
+        "cbx-secondary cbx-download-json",
+        "The text, voice, seed and settings of this result")
     return f"<span class='cbx-downloads'>{wav}{side}</span>"
 
 
@@ -271,7 +286,7 @@ def result_summary(entry) -> str:
         bits.append(f"made in {entry.generation_seconds:.1f} s")
     if entry.first_audio_seconds:
         bits.append(f"first audio after {entry.first_audio_seconds:.1f} s")
-    saved = (f"<br><span class='cbx-hint'>Saved to {e(str(entry.saved_path))}</span>"
+    saved = (f"<br><span class='cbx-hint'>Saved as {e(shown_path(entry.saved_path))}</span>"
              if entry.saved_path else "")
     notes = "".join(f"<br><span class='cbx-warn cbx-result-note'>{e(note)}</span>"
                     for note in entry.notes)

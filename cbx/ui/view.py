@@ -6,19 +6,18 @@ part of the page it names. No model logic lives here.
 from __future__ import annotations
 
 import atexit
-import functools
 import os
 import threading
-import time
 from pathlib import Path
-from typing import Callable
 
+from ..errors import InvalidVoiceFile
 from ..settings import ALL_SETTINGS, DEVICES, DTYPES, SETTINGS
 from ..variants import VARIANTS
 from ..voices import MAX_VOICE_BYTES
-from . import playback, render
+from . import render
 from .closing import ShutdownOnClose
 from .controller import BUILTIN, CANCELLING, GENERATING, DashboardController
+from .playback import Throttle
 from .player import LivePlayer
 from .projectcard import ProjectsCard, rate_slider
 from .tagbar import TagBar
@@ -37,52 +36,9 @@ DESCRIPTION_STYLE = {"description_width": "110px"}
 def _full_width(w):
     """A Layout of its own for each widget: hiding one hides every widget sharing it."""
     return w.Layout(width="100%")
+
+
 AUDIO_FORMATS = {".wav": "wav", ".flac": "flac", ".ogg": "ogg", ".mp3": "mpeg"}
-
-
-class Throttle:
-    """Calls `render` at most once per `interval` seconds; a call inside the interval is
-    not lost but folded into one trailing call at its end (which draws the latest
-    state, since renders read the controller, not the call's arguments)."""
-
-    def __init__(self, render: Callable[[], None], interval: float,
-                 schedule: playback.Schedule = functools.partial(
-                     playback.thread_timer, name="cbx-page-throttle"),
-                 clock: Callable[[], float] = time.monotonic):
-        self._render = render
-        self._interval = interval
-        self._schedule = schedule
-        self._clock = clock
-        self._lock = threading.Lock()       # guards _last and _pending
-        self._last = float("-inf")
-        self._pending: playback.TimerHandle | None = None
-
-    def __call__(self) -> None:
-        with self._lock:
-            if self._pending is not None:
-                return                       # the trailing call will draw this too
-            wait = self._last + self._interval - self._clock()
-            if wait > 0:
-                self._pending = self._schedule(wait, self._trailing)
-                return
-            self._last = self._clock()
-        self._render()
-
-    def flush(self) -> None:
-        """Draw now what a pending trailing call would have drawn (the burst is over)."""
-        with self._lock:
-            pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
-            self._render()
-
-    def _trailing(self) -> None:
-        with self._lock:
-            if self._pending is None:
-                return                       # flushed meanwhile
-            self._pending = None
-            self._last = self._clock()
-        self._render()
 
 
 class AudioSlot:
@@ -95,10 +51,12 @@ class AudioSlot:
     to play, and nothing loops. Each new sound gets a new widget, so identical bytes
     load again too."""
 
-    def __init__(self, w, css_class: str, height: str):
+    def __init__(self, w, css_class: str, height: str, autoplay: bool = False):
+        """`autoplay`: a player filled by a Play click starts at once."""
         self._w = w
         self._css_class = css_class
         self._height = height
+        self._autoplay = autoplay
         self.player = None
         self.box = w.Box(layout=w.Layout(width="100%"))
 
@@ -111,7 +69,7 @@ class AudioSlot:
             self.clear()
             return
         w = self._w
-        player = w.Audio(value=data, format=fmt, autoplay=False, loop=False,
+        player = w.Audio(value=data, format=fmt, autoplay=self._autoplay, loop=False,
                          controls=True, layout=w.Layout(width="100%", height=self._height))
         player.add_class(self._css_class)
         old, self.player = self.player, player
@@ -144,7 +102,7 @@ class Dashboard:
         controller.observe(self._on_event)
         for event in ("health", "voices", "text", "settings", "busy", "status", "error",
                       "result", "history", "progress", "chunk", "project_source",
-                      "projects", "project", "export"):
+                      "projects", "project", "export", "chunk_audio"):
             self._on_event(event)
 
     # ----------------------------------------------------------------- helpers
@@ -206,7 +164,9 @@ class Dashboard:
     def _voice_card(self):
         w = self.w
         self.upload = ClipUpload(on_file=lambda data, name: self.c.upload_voice(data, name),
-                                 on_too_large=self.c.refuse_upload, accept=ACCEPTED_UPLOADS,
+                                 on_too_large=self.c.refuse_upload,
+                                 on_invalid=self.c.show_error, invalid=InvalidVoiceFile,
+                                 accept=ACCEPTED_UPLOADS,
                                  max_bytes=MAX_VOICE_BYTES, layout=w.Layout(width="160px"))
         self.voice_hint = w.HTML()
         self.voice_pick = w.Dropdown(description="Voice", style=DESCRIPTION_STYLE,
@@ -327,7 +287,7 @@ class Dashboard:
     def _projects_card(self):
         self.projects = ProjectsCard(
             self.w, self.c, upload_factory=ClipUpload,
-            slot_factory=lambda: AudioSlot(self.w, "cbx-chunk-player", height="36px"))
+            player=AudioSlot(self.w, "cbx-chunk-player", height="36px", autoplay=True))
         return self._card("Projects (long texts, saved chunk by chunk)", self.projects.box,
                           cls="cbx-projects")
 
@@ -415,7 +375,7 @@ class Dashboard:
         if handler is not None:
             self._sync(handler)
         if event in ("busy", "progress", "project", "projects", "project_source",
-                     "export"):
+                     "export", "chunk_audio"):
             self._sync(self.projects.render, event)
 
     def _render_busy(self) -> None:
@@ -475,10 +435,11 @@ class Dashboard:
     def _render_result(self) -> None:
         entry = self.c.current
         self.result_info.value = render.result_summary(entry)
-        if entry is None:
+        audio = entry.audio() if entry is not None else None
+        if audio is None:
             self.result_audio.clear()
         else:
-            self.result_audio.show(entry.wav_bytes)
+            self.result_audio.show(audio)
         self.downloads.value = render.download_links(entry)
 
     def _render_history(self) -> None:
