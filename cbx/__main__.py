@@ -17,8 +17,9 @@ from typing import Callable
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from . import envcheck
+    from . import envcheck, options
 
+    options.device(args.device)     # a misspelt name is invalid_setting, not a READY
     report = envcheck.status(model_dir=args.model_dir, device=args.device,
                              import_modules=args.deep)
     if args.json:
@@ -36,7 +37,9 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
         help="libraries, weight files, device and memory",
         description="Check the installation: required libraries and versions, whether each "
                     "model variant's weight files are present and whole, the device and "
-                    "memory. Exit code 0 when ready, 1 when something must be fixed.",
+                    "memory. Exit code 0 when ready, 1 when something must be fixed "
+                    "(the --device asked for included), 16 for a --device that names no "
+                    "device.",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--model-dir", default=None,
@@ -91,8 +94,10 @@ def _add_deload(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- speak
 
 def _read_text(args: argparse.Namespace) -> str:
-    """The words to speak: the argument, or the -f file ("-" = standard input)."""
+    """The words to speak: the argument, or the -f file ("-" = standard input), read
+    through the projects' capped text reader (a pipe or /dev/zero is refused)."""
     from .errors import InvalidText
+    from .longform import sources
 
     if (args.text is None) == (args.file is None):
         raise InvalidText("Text was given both as an argument and with -f."
@@ -102,16 +107,8 @@ def _read_text(args: argparse.Namespace) -> str:
     if args.text is not None:
         return args.text
     if args.file == "-":
-        return sys.stdin.read()
-    path = Path(args.file).expanduser()
-    try:
-        # utf-8-sig: Windows Notepad starts UTF-8 files with a byte-order mark
-        return path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else \
-            "it is not UTF-8 text"
-        raise InvalidText(f"Cannot read the text file {path}: {reason}.",
-                          "Give the path of a plain-text file saved as UTF-8.") from None
+        return sources.read_stream(sys.stdin.buffer)
+    return sources.read_text(args.file)
 
 
 class _ProgressBar:
@@ -180,6 +177,7 @@ def _settings_from(args: argparse.Namespace) -> dict:
 def _run_speak(args: argparse.Namespace) -> int:
     from . import options, speak
     from .audio import format_for, with_suffix
+    from .synth import sidecar_path
     from .variants import get_variant
     from .voices import resolve_voice
 
@@ -191,6 +189,8 @@ def _run_speak(args: argparse.Namespace) -> int:
     variant = get_variant(args.variant).name if args.variant else None
     output = with_suffix(Path(args.output) if args.output else _default_output())
     format_for(output)          # an unknown suffix is refused before the model loads
+    unique = not (args.output or args.overwrite)    # only cbx's own name is numbered
+    _check_output(output, overwrite=args.overwrite, unique=unique)
     voice = resolve_voice(args.voice, variant or "original") if args.voice else None
     with _quiet_upstream():
         bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
@@ -202,13 +202,13 @@ def _run_speak(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-    saved = _save(result, output)
+    saved = result.save(output, overwrite=args.overwrite, unique=unique)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if sys.stderr.isatty():
         print(f"{result.duration:.1f} s of audio, {len(result.chunks)} chunk(s), seed "
               f"{result.seed}, in {result.timings.get('total', 0):.1f} s; settings in "
-              f"{saved.with_suffix('.json').name}", file=sys.stderr)
+              f"{sidecar_path(saved).name}", file=sys.stderr)
     print(saved)
     return 0
 
@@ -225,20 +225,20 @@ def _default_output() -> Path:
     return output_dir() / "cbx-speak.wav"
 
 
-def _save(result, output: Path) -> Path:
-    """Result.save (WAV + JSON sidecar, never overwriting); a disk error gets its fix."""
-    from .errors import OutputNotSaved
+def _check_output(output: Path, *, overwrite: bool, unique: bool) -> None:
+    """Refuse before the model loads what would fail after it: a taken -o name without
+    --overwrite (output_exists) or a folder that cannot be made or written to
+    (output_not_saved)."""
+    from .files import check_writable
+    from .synth import refuse_existing
 
-    try:
-        return result.save(output)
-    except OSError as exc:
-        raise OutputNotSaved(
-            f"The audio was made but could not be written to {output}: "
-            f"{exc.strerror or exc}.",
-            "Free disk space or choose a writable folder with -o.") from None
+    if not (overwrite or unique):
+        refuse_existing(output)
+    check_writable(output.parent)
 
 
 def _add_speak(sub: argparse._SubParsersAction) -> None:
+    from .audio import FORMATS
     from .settings import DTYPES, SETTINGS
 
     p = sub.add_parser(
@@ -254,8 +254,13 @@ def _add_speak(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-f", "--file", help="read the text from this UTF-8 file ('-' = stdin)")
     p.add_argument("--voice", help="a reference clip's path or a saved voice's name "
                                    "(default: the model's built-in voice)")
-    p.add_argument("-o", "--output", help="audio file to write, .wav (default: "
-                                          "outputs/cbx-speak.wav); never overwritten")
+    p.add_argument("-o", "--output",
+                   help=f"audio file to write ({', '.join(FORMATS)}), its settings "
+                        "beside it (out.mp3 -> out.mp3.json); an existing one is refused "
+                        "unless --overwrite (default: outputs/cbx-speak.wav, numbered "
+                        "cbx-speak-2.wav, ... when taken)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output file and its settings file if they exist")
     p.add_argument("--seed", help="random seed: the same seed gives the same audio")
     p.add_argument("--variant", help="original (default), turbo or multilingual")
     p.add_argument("--language", help="language code for the multilingual variant")

@@ -755,8 +755,10 @@ class StatusReport:
 
     @property
     def ok(self) -> bool:
-        """Usable: every library imports and at least one variant's weights are whole."""
-        return self.libraries_ok and bool(self.complete_variants)
+        """Usable: every library imports, at least one variant's weights are whole, and
+        the device asked about can be used (a READY for it would be a lie)."""
+        return self.libraries_ok and bool(self.complete_variants) and \
+            not self.device.device_error
 
     def problems(self) -> list[CbxError]:
         """The taxonomy errors that apply now, each with its code, message and fix.

@@ -179,9 +179,9 @@ class ModelManager:
             if self._is_loaded(variant, resolved, dtype):
                 return self.describe()
         if not self._use_lock.acquire(blocking=False):
-            raise ModelBusy("A generation is running in this session, so the model cannot "
-                            "be loaded or switched now.",
-                            "Wait for it to finish or press Cancel, then try again.")
+            raise self._busy("A generation is running in this session, so the model "
+                             "cannot be loaded or switched now.",
+                             "Wait for it to finish or press Cancel, then try again.")
         try:
             with self._lock:
                 if self._is_loaded(variant, resolved, dtype):
@@ -284,12 +284,13 @@ class ModelManager:
         """Hold the model for one generation; a second concurrent call fails fast.
 
         Failing fast (instead of queueing) is what a double-clicked Generate needs: the
-        caller gets `model_busy` and the first generation keeps going.
+        caller gets `model_busy` and the first generation keeps going. A token with a
+        `busy_hint` (message, fix) says what that caller is told meanwhile (see _busy).
         """
         if not self._use_lock.acquire(blocking=False):
-            raise ModelBusy("A generation, load or unload is already running in this "
-                            "session.",
-                            "Wait for it to finish or press Cancel, then try again.")
+            raise self._busy("A generation, load or unload is already running in this "
+                             "session.",
+                             "Wait for it to finish or press Cancel, then try again.")
         try:
             with self._lock:
                 model = self._model
@@ -307,6 +308,13 @@ class ModelManager:
                 if self._model is not None:
                     self._set_state(ModelState.READY)
             self._use_lock.release()
+
+    def _busy(self, message: str, solution: str) -> ModelBusy:
+        """model_busy, in the running generation's own words when it has some: a
+        cbx.stream() left open holds the model with nothing on screen to show it, so
+        the message names it and how to close it."""
+        hint = getattr(self._cancel_current, "busy_hint", None)
+        return ModelBusy(*hint) if hint else ModelBusy(message, solution)
 
     def cancel(self) -> bool:
         """Ask the running generation to stop; True if one was running."""

@@ -15,6 +15,7 @@ import os
 import secrets
 import threading
 import time
+import traceback
 import wave
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,16 +23,18 @@ from pathlib import Path
 
 from . import audio
 from . import decode
+from . import files
 from .blocks import AudioBlock, BlockMaker
 from . import options
 from . import text as textmod
 from . import voices as voicemod
 from .errors import (CbxError, CUDA_OOM_SOLUTION, GenerationCancelled, GenerationFailed,
-                     InvalidSetting, InvalidText, InvalidVoiceFile, NoVoiceLoaded)
+                     InvalidSetting, InvalidText, InvalidVoiceFile, NoVoiceLoaded,
+                     OutputExists)
 from .fastload import attention_kernels
 from .manager import free_cuda_cache, get_manager, is_cuda_oom
 from .settings import ALL_SETTINGS, DTYPES, SETTINGS
-from .variants import get_variant
+from .variants import MULTILINGUAL_LANGUAGES, get_variant
 
 MIN_ENGLISH_CFG_WEIGHT = 1e-3
 PAUSE_SECONDS = 0.3          # silence between chunks: a short breath between sentences
@@ -58,8 +61,6 @@ def encode_wav(wav, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
-# The audio formats Result.save writes, by file suffix: the one list `cbx speak -o`
-# and save() check against. A new format is one more entry here plus its encoder.
 class CancelToken:
     """Set from any thread to stop a generation; checked between tokens."""
 
@@ -72,6 +73,52 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
+
+
+def _guarded(name: str, function):
+    """`function`, the caller's own code (a callback, a cancel object's `cancelled`),
+    made to end the generation as generation_failed naming it when it raises: the fault
+    is the caller's, so it must be neither retried as a chunk without speech nor blamed
+    on the text or the model. A CbxError passes as it is (raised on purpose, e.g. to
+    cancel). None (no callback) stays None."""
+    if function is None:
+        return None
+
+    def call(*args):
+        try:
+            return function(*args)
+        except CbxError:
+            raise
+        except Exception as exc:
+            raise GenerationFailed(
+                f"Your {name} raised {type(exc).__name__}: {exc}",
+                f"Fix the {name} (the traceback shows where it failed); the text and the "
+                "model are fine. Any chunks finished before it are kept in .partial.",
+                traceback="".join(traceback.format_exception(type(exc), exc,
+                                                             exc.__traceback__))) from exc
+    return call
+
+
+class _LinkedToken(CancelToken):
+    """The token a generation runs under: cancelled by cbx (Cancel, Unload, a closed
+    stream) or when the caller's own cancel object says so. Setting it never touches
+    the caller's object, and the caller's `cancelled` is read through `_guarded`.
+    `busy_hint` (message, fix) is what the model manager tells a second caller while
+    this generation holds the model."""
+
+    def __init__(self, caller=None, busy_hint: tuple[str, str] | None = None):
+        super().__init__()
+        if caller is not None and not isinstance(
+                _guarded("cancel object", getattr)(caller, "cancelled", None), bool):
+            raise InvalidSetting(f"cancel={caller!r} is not a cancel token.",
+                                 "Pass a cbx.CancelToken() (or None).")
+        self._caller = caller
+        self.busy_hint = busy_hint
+
+    @property
+    def cancelled(self) -> bool:
+        return super().cancelled or (self._caller is not None and _guarded(
+            "cancel object", getattr)(self._caller, "cancelled"))
 
 
 @dataclass(frozen=True)
@@ -136,22 +183,35 @@ class Result:
     def to_wav_bytes(self) -> bytes:
         return encode_wav(self.wav, self.sample_rate)
 
-    def save(self, path) -> Path:
+    def save(self, path, *, overwrite: bool = False, unique: bool = False) -> Path:
         """Write the audio in the format its suffix names (.wav, .flac, .mp3, .ogg,
-        .opus; no suffix: .wav; see cbx.audio.FORMATS) and a JSON sidecar (same name,
-        .json) with the settings, and return where. Nothing is ever overwritten: when
-        `path` or its sidecar exists (an earlier take, another tab saving in the same
-        second), the pair is saved as `name-2.mp3` / `name-2.json`, `name-3...`, each
-        file created exclusively."""
+        .opus; no suffix: .wav; see cbx.audio.FORMATS) and its settings sidecar
+        (`sidecar_path`: take.mp3 -> take.mp3.json), and return where.
+
+        A name the caller chose is the user's choice: when the audio or its sidecar is
+        there, `output_exists`, unless `overwrite=True` replaces both. `unique=True` is
+        for names cbx picks itself (the dashboard's takes, `cbx speak` without -o): a
+        taken name becomes take-2.mp3, take-3.mp3, ... Both files go to temporaries
+        first and are put in place together (cbx.files.write_group), so a full disk or
+        any other failure is `output_not_saved` and leaves neither of them."""
+        if overwrite and unique:
+            raise InvalidSetting("save() was given both overwrite=True and unique=True.",
+                                 "Pass one: overwrite replaces the file, unique picks the "
+                                 "next free name.")
         path = audio.with_suffix(path)
         fmt = audio.format_for(path)
+        if not (overwrite or unique):
+            refuse_existing(path)           # before minutes of encoding a long take
         data, written_rate = audio.encode(self.wav, self.sample_rate, fmt)
         meta = self.metadata()
         meta["file"] = {"format": fmt.container, "codec": fmt.codec,
                         "sample_rate": written_rate}
         sidecar = json.dumps(meta, indent=2).encode("utf-8")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return _write_exclusive(path, data, sidecar)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise files.not_saved(path, exc) from exc
+        return _write_pair(path, data, sidecar, overwrite=overwrite, unique=unique)
 
     def _repr_html_(self) -> str:
         from IPython.display import Audio
@@ -163,24 +223,45 @@ class Result:
                 f"{self.timings.get('total', 0):.1f} s</div>{player}")
 
 
-def _write_exclusive(path: Path, data: bytes, sidecar: bytes) -> Path:
-    """Create `path` and its .json sidecar, both new, at the first free `name-N`."""
+def sidecar_path(path) -> Path:
+    """The settings sidecar of an audio file: its whole name plus .json, so book.wav
+    and book.mp3 in one folder each keep their own."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def _output_exists(path: Path, existing: Path) -> OutputExists:
+    whose = "" if existing == path else f" (the settings file {path.name} would get)"
+    return OutputExists(f"{existing} already exists{whose}.",
+                        "Choose another file name, or pass overwrite=True to replace it "
+                        "and its settings file (cbx speak: --overwrite).")
+
+
+def refuse_existing(path) -> None:
+    """`output_exists` when the audio file `path` or its sidecar is already there: a
+    name the user chose is never changed, nor its file replaced unasked."""
+    path = Path(path)
+    for existing in (path, sidecar_path(path)):
+        if os.path.lexists(existing):
+            raise _output_exists(path, existing)
+
+
+def _write_pair(path: Path, data: bytes, sidecar: bytes, *, overwrite: bool,
+                unique: bool) -> Path:
+    """Put the audio and its sidecar at `path` (with `unique`, at the first `name-N`
+    whose two names are both free), both or neither."""
     for number in itertools.count(1):
         target = (path if number == 1
                   else path.with_name(f"{path.stem}-{number}{path.suffix}"))
-        try:
-            with target.open("xb") as audio_file:
-                try:
-                    with target.with_suffix(".json").open("xb") as json_file:
-                        json_file.write(sidecar)
-                except FileExistsError:
-                    audio_file.close()
-                    target.unlink()       # a stray sidecar holds this name: next one
-                    continue
-                audio_file.write(data)
-            return target
-        except FileExistsError:
+        if unique and any(os.path.lexists(p) for p in (target, sidecar_path(target))):
             continue
+        try:
+            files.write_group({target: data, sidecar_path(target): sidecar},
+                              overwrite=overwrite)
+            return target
+        except FileExistsError as exc:  # taken since the check: another save got there
+            if not unique:
+                raise _output_exists(target, Path(exc.filename)) from None
     raise AssertionError("unreachable")   # itertools.count never ends
 
 
@@ -211,6 +292,23 @@ def _check_settings(variant: str, settings: dict) -> tuple[dict, list[str]]:
     return merged, notes
 
 
+def check_options(options_: dict) -> dict:
+    """speak()'s own checks of the options a caller keeps for later calls (a project's
+    settings), before anything loads: the same rules, so a typo'd, NaN or out-of-range
+    value is refused at once instead of failing every chunk later. Returns them."""
+    kept = {k: v for k, v in options_.items() if v is not None}
+    variant = get_variant(kept.get("variant", "original")).name
+    if "device" in kept:
+        options.device(kept["device"])
+    if "dtype" in kept:
+        options.choice("dtype", kept["dtype"], DTYPES)
+    if "language" in kept:
+        _resolve_language(variant, kept["language"])       # its note comes with speak()
+    _check_settings(variant, {k: v for k, v in kept.items()
+                              if k not in ("variant", "device", "dtype", "language")})
+    return kept
+
+
 def _upstream_kwargs(variant: str, settings: dict, language: str | None) -> dict:
     """The keyword arguments chatterbox's generate() of this variant accepts."""
     kwargs = dict(settings)
@@ -219,15 +317,31 @@ def _upstream_kwargs(variant: str, settings: dict, language: str | None) -> dict
     return kwargs
 
 
-def _resolve_language(variant: str, language: str | None) -> str | None:
+def _resolve_language(variant: str, language) -> tuple[str | None, list[str]]:
+    """The language to generate in (None: the variant has no choice of language), and
+    the notes to add. Nothing given means English. A value that is not a language code
+    is refused whatever the variant, so a typo or a list never passes silently; a known
+    code given to an English-only variant is not used, and a note says so."""
     spec = get_variant(variant)
-    if not spec.languages:
-        return None
-    language = language or "en"
-    if not isinstance(language, str) or language.lower() not in spec.languages:
-        raise InvalidSetting(f"Language {language!r} is not supported by {spec.label}.",
-                             f"Use one of: {', '.join(spec.languages)}.")
-    return language.lower()
+    if language is None:
+        return ("en" if spec.languages else None), []
+    if not isinstance(language, str):
+        raise InvalidSetting(f"language={language!r} is not a language code.",
+                             "Pass one code as text, such as 'fr', with "
+                             "variant='multilingual'; leave it out for English.")
+    code = language.lower()
+    if spec.languages:
+        if code not in spec.languages:
+            raise InvalidSetting(f"Language {language!r} is not supported by {spec.label}.",
+                                 f"Use one of: {', '.join(spec.languages)}.")
+        return code, []
+    if code not in MULTILINGUAL_LANGUAGES:
+        raise InvalidSetting(f"Language {language!r} is not a language code cbx knows.",
+                             f"Leave language out ({spec.label} speaks English only), or "
+                             "use variant='multilingual' with one of: "
+                             f"{', '.join(MULTILINGUAL_LANGUAGES)}.")
+    return None, [f"{spec.label} speaks English only and ignores language={language!r}; "
+                  "it was not used."]
 
 
 def _unknown_characters(tts, text: str) -> set[str]:
@@ -244,7 +358,7 @@ def _unknown_characters(tts, text: str) -> set[str]:
 VOICE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, voicemod.Voice)
 
 
-def _check_call(voice, progress, cancel, on_chunk, on_block=None) -> None:
+def _check_call(voice, progress, on_chunk, on_block=None) -> None:
     """The non-setting arguments of speak(), checked before anything loads."""
     if voice is not None and not isinstance(voice, VOICE_TYPES):
         raise InvalidVoiceFile(
@@ -257,9 +371,6 @@ def _check_call(voice, progress, cancel, on_chunk, on_block=None) -> None:
         if value is not None and not callable(value):
             raise InvalidSetting(f"{name}={value!r} is not a function.",
                                  f"Pass a function (or None) as {name}.")
-    if cancel is not None and not isinstance(getattr(cancel, "cancelled", None), bool):
-        raise InvalidSetting(f"cancel={cancel!r} is not a cancel token.",
-                             "Pass a cbx.CancelToken() (or None).")
 
 
 def _resolve_conditionals(loaded, voice, variant: str, exaggeration: float):
@@ -304,7 +415,10 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
     same pitch (cbx.audio.stretch), each chunk before on_chunk sees it; 1 leaves the
     audio exactly as generated. `on_block(AudioBlock)` gets the audio in contiguous
     blocks as soon as each is made, the first after about 0.8 s of speech has been
-    decoded (cbx.blocks; `stream()` is the generator form).
+    decoded (cbx.blocks; `stream()` is the generator form). An exception raised by a
+    callback (or by a cancel object's `cancelled`) ends the call as `generation_failed`
+    naming it, never retried. `language` is the multilingual variant's; the English
+    ones ignore a valid code and say so in the notes.
     """
     try:
         return _speak(text, voice, variant=variant, device=device, dtype=dtype, seed=seed,
@@ -395,22 +509,27 @@ def _resolve(text, voice, *, variant, device, dtype, seed, language, max_chunk_c
     text = textmod.validate_text(text)
     seed = options.seed(seed)
     rate = audio.check_rate(rate)
-    _check_call(voice, progress, cancel, on_chunk, on_block)
+    _check_call(voice, progress, on_chunk, on_block)
+    # a caller's cbx.CancelToken is used as it is: Cancel and Unload set it, as before
+    cancel = cancel if isinstance(cancel, CancelToken) else _LinkedToken(cancel)
     current = get_manager().loaded
     variant = get_variant(variant or (current.variant if current else "original")).name
     device = options.device(device or (current.device if current else "auto"))
     dtype = options.choice("dtype", dtype or (current.dtype if current else "float32"),
                            DTYPES)
-    language = _resolve_language(variant, language)
+    language, language_notes = _resolve_language(variant, language)
     merged, notes = _check_settings(variant, settings)
+    notes += language_notes
     # split_text checks both sizes (InvalidSetting) before anything is loaded
     chunks = textmod.split_text(text, max_chars=max_chunk_chars,
                                 first_chunk_chars=first_chunk_chars)
     return _Request(text=text, chunks=chunks, voice=voice, variant=variant, device=device,
                     dtype=dtype, language=language, settings=merged, notes=notes,
                     seed=seed if seed is not None else secrets.randbelow(2**31),
-                    cancel=cancel or CancelToken(), model_dir=model_dir,
-                    progress=progress, on_chunk=on_chunk, rate=rate, on_block=on_block)
+                    cancel=cancel, model_dir=model_dir,
+                    progress=_guarded("progress callback", progress),
+                    on_chunk=_guarded("on_chunk callback", on_chunk), rate=rate,
+                    on_block=_guarded("on_block callback", on_block))
 
 
 def _speak(text, voice, **call) -> Result:
@@ -468,15 +587,11 @@ def _chunk_loop(req: _Request, take: _Take, tts, conds) -> Result:
             eta = (sum(chunk_seconds) / len(chunk_seconds) * (len(chunks) - index)
                    if chunk_seconds else None)
             maker = sink.maker(index) if sink is not None else None
-            try:
-                wav = _generate_with_retries(
-                    tts, conds, chunk, req.seed + index, kwargs, req.cancel,
-                    lambda tokens, i=index, e=eta: req.report(i + 1, tokens, "tokens", e),
-                    req.notes, f"Chunk {index + 1} of {len(chunks)}",
-                    maker.on_tokens if maker is not None else None)
-            except GenerationFailed as error:
-                error.partial = take.partial(pieces)
-                raise
+            wav = _generate_with_retries(
+                tts, conds, chunk, req.seed + index, kwargs, req.cancel,
+                lambda tokens, i=index, e=eta: req.report(i + 1, tokens, "tokens", e),
+                req.notes, f"Chunk {index + 1} of {len(chunks)}",
+                maker.on_tokens if maker is not None else None)
             wav = audio.stretch(wav, take.sample_rate, req.rate)
             if sink is not None:
                 sink.finish(maker, index, wav)
@@ -494,6 +609,9 @@ def _chunk_loop(req: _Request, take: _Take, tts, conds) -> Result:
             "Press Generate to start again; finished chunks are kept in .partial.")
         error.partial = take.partial(pieces)
         raise error from None
+    except GenerationFailed as error:     # a chunk, or one of the caller's callbacks
+        error.partial = take.partial(pieces)
+        raise
     except CbxError:
         raise
     except Exception as exc:
@@ -548,17 +666,29 @@ class _BlockSink:
         self.req.on_block(block)
 
 
+# What model_busy says while a stream() holds the model: nothing on screen shows that
+# a generator kept in a variable is still generating.
+STREAM_BUSY = ("The model is held by a cbx.stream() that is still open: a stream generates "
+               "until it is run to its end, closed or deleted.",
+               "Close that stream: call .close() on it or del the variable that holds it "
+               "(breaking out of `for block in cbx.stream(...)` closes it by itself); "
+               "then try again.")
+
+
 def stream(text: str, voice=None, **options):
     """Speak `text` as a generator of AudioBlocks, each yielded as soon as it is made
     (the first after about 0.8 s of speech is decoded); takes speak()'s options and
     returns speak()'s Result when the generator is exhausted. The generation runs in a
-    worker thread; closing the generator (or breaking out of the loop) cancels it."""
+    worker thread and holds the model until the stream ends: closing the generator,
+    breaking out of its loop or dropping the last reference to it (its collection
+    closes it) cancels the generation and waits until the model is free. The worker
+    holds no reference to the generator, so dropping it is enough."""
     import queue
 
     if "on_block" in options:
         raise InvalidSetting("stream() yields the blocks itself; on_block is speak()'s.",
                              "Iterate over stream(...), or call speak(on_block=...).")
-    cancel = options.pop("cancel", None) or CancelToken()
+    cancel = _LinkedToken(options.pop("cancel", None), busy_hint=STREAM_BUSY)
     blocks: queue.Queue = queue.Queue()
     outcome: dict = {}
 
@@ -577,9 +707,11 @@ def stream(text: str, voice=None, **options):
         while (block := blocks.get()) is not None:
             yield block
     finally:
-        if worker.is_alive():
-            cancel.cancel()
-        worker.join()
+        cancel.cancel()             # closed or collected before its end (else a no-op)
+        # A collection that happens to run on the worker itself cannot wait for it;
+        # the cancel still ends it within a token.
+        if threading.current_thread() is not worker:
+            worker.join()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
@@ -650,7 +782,7 @@ def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: Can
             on_tokens(counter["calls"] - 1)  # the first call is the prompt, not a token
 
     decoder = decode.decoder_of(tts) or decode.install(tts)
-    budget = decode.token_budget(len(chunk))
+    budget = decode.token_budget(chunk)
     try:
         tts.conds = conds
         torch.manual_seed(seed)

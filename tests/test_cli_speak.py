@@ -19,11 +19,12 @@ import wave
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cbx import errors
-from cbx.__main__ import _ProgressBar, build_parser
-from cbx.synth import Progress
+from cbx.__main__ import _ProgressBar, build_parser, main
+from cbx.synth import Progress, Result, sidecar_path
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / ("cbx.exe" if os.name == "nt" else "cbx")
@@ -104,6 +105,72 @@ def test_unsupported_output_suffix_lists_the_supported_ones(tmp_path):
     assert "'.xyz'" in proc.stderr
     assert all(suffix in proc.stderr for suffix in FORMATS)
     assert not (tmp_path / "a.xyz").exists() and not (tmp_path / "a.wav").exists()
+
+
+def test_a_taken_output_is_refused_before_the_model_loads_unless_overwrite(tmp_path):
+    # --model-dir is an empty folder: a run that got past the output check would end in
+    # model_files_missing, after the check, with the file still untouched.
+    out = tmp_path / "take.mp3"
+    out.write_bytes(b"an earlier take")
+    command = _entry_points()[-1]
+    proc = _run(command, "speak", "Hello there.", "-o", str(out), "--model-dir",
+                str(tmp_path), timeout=60)
+    assert proc.returncode == errors.EXIT_STATUS[errors.OutputExists] == 28, proc.stderr
+    assert f"error [output_exists]: {out} already exists" in proc.stderr
+    assert "--overwrite" in proc.stderr and proc.stdout == ""
+    proc = _run(command, "speak", "Hello there.", "-o", str(out), "--overwrite",
+                "--model-dir", str(tmp_path), timeout=60)
+    assert proc.returncode == errors.EXIT_STATUS[errors.ModelFilesMissing], proc.stderr
+    assert out.read_bytes() == b"an earlier take"
+
+
+def test_an_unwritable_output_folder_is_refused_before_the_model_loads(tmp_path):
+    # Tests run as root, whom permissions do not stop: a folder under a regular file
+    # cannot be made by anyone.
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    proc = _run(_entry_points()[-1], "speak", "Hello there.", "-o",
+                str(blocker / "out.wav"), "--model-dir", str(tmp_path), timeout=60)
+    assert proc.returncode == errors.EXIT_STATUS[errors.OutputNotSaved], proc.stderr
+    assert f"error [output_not_saved]: Could not write {blocker}" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_speak_saves_refuses_overwrites_and_numbers_its_own_name(tmp_path, monkeypatch,
+                                                                 capsys):
+    """In process with speak() faked: what is written for -o, --overwrite and no -o."""
+    import cbx
+
+    calls = []
+
+    def fake_speak(text, voice, **kwargs):
+        calls.append(kwargs["seed"])
+        return Result(wav=np.full(2400, kwargs["seed"] / 100, dtype=np.float32),
+                      sample_rate=24000, text=text, voice="built-in", variant="original",
+                      seed=kwargs["seed"], settings={}, chunks=[text], timings={},
+                      device="cpu", dtype="float32")
+
+    monkeypatch.setattr(cbx, "speak", fake_speak)
+    out = tmp_path / "new" / "take.flac"
+
+    def seed_of(path):
+        return json.loads(sidecar_path(path).read_text())["seed"]
+
+    assert main(["speak", "Hi there.", "-o", str(out), "--seed", "1"]) == 0
+    assert capsys.readouterr().out.strip() == str(out) and seed_of(out) == 1
+    assert main(["speak", "Hi there.", "-o", str(out), "--seed", "2"]) == 28
+    assert calls == [1] and seed_of(out) == 1, "refused before generating"
+    assert main(["speak", "Hi there.", "-o", str(out), "--seed", "3", "--overwrite"]) == 0
+    assert seed_of(out) == 3 and sorted(p.name for p in out.parent.iterdir()) == \
+        ["take.flac", "take.flac.json"]
+
+    outputs = Path(os.environ["CBX_OUTPUT_DIR"])
+    capsys.readouterr()
+    for seed in (4, 5):
+        assert main(["speak", "Hi there.", "--seed", str(seed)]) == 0
+    assert capsys.readouterr().out.split() == [str(outputs / "cbx-speak.wav"),
+                                               str(outputs / "cbx-speak-2.wav")]
+    assert seed_of(outputs / "cbx-speak-2.wav") == 5
 
 
 def test_bad_voice_file_is_refused_before_the_model_loads(tmp_path, silent_wav):
@@ -202,7 +269,7 @@ def test_speak_generates_on_the_fixture_with_a_progress_bar(checkpoint_root, spe
 
     with wave.open(str(out)) as wav:
         assert wav.getframerate() == 24000 and wav.getnframes() > 0
-    sidecar = json.loads(out.with_suffix(".json").read_text())
+    sidecar = json.loads(sidecar_path(out).read_text())
     assert sidecar["text"] == text and sidecar["seed"] == 7
     assert sidecar["chunks"] == ["The first sentence is here.", "A second one follows it."]
     assert sidecar["voice"] == speech_wav.stem and sidecar["device"] == "cpu"

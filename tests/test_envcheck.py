@@ -638,3 +638,28 @@ def test_cli_without_command_shows_help():
     from cbx.__main__ import main
 
     assert main([]) == 2
+
+
+def test_cli_status_refuses_a_device_that_names_none(tmp_path, capsys):
+    """Issue 21 item 8: `--device bogus` exited 0 and said READY."""
+    from cbx.__main__ import main
+
+    make_variant(tmp_path, "original")
+    assert main(["status", "--device", "bogus", "--model-dir", str(tmp_path)]) == 16
+    out, err = capsys.readouterr()
+    assert "READY" not in out
+    assert "error [invalid_setting]: device='bogus' is not a device name." in err
+    assert "'cpu'" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_status_for_a_device_this_machine_lacks_is_not_ready(tmp_path, capsys):
+    from cbx.__main__ import main
+
+    make_variant(tmp_path, "original")
+    report = envcheck.status(model_dir=tmp_path, device="cuda")
+    assert not report.ok and "NOT READY" in str(report)
+    assert [p.code for p in report.problems()] == ["invalid_setting"]
+    assert main(["status", "--device", "cuda", "--model-dir", str(tmp_path)]) == 1
+    assert "NOT READY" in capsys.readouterr().out
+    assert envcheck.status(model_dir=tmp_path, device="cpu").ok

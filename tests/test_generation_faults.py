@@ -83,3 +83,34 @@ def test_load_without_a_watermarker_works_and_says_so(model_env, monkeypatch):
     monkeypatch.undo()
     info = cbx.load("original", device="cpu")
     assert info.watermark == "on"
+
+
+def _raise_on_first_token(progress):
+    if progress.stage == "tokens":
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("run", ["speak", "stream"])
+def test_a_progress_callback_error_is_named_not_retried_or_blamed_on_the_text(
+        loaded, monkeypatch, run):
+    """Issue 21 item 6: it was retried three times and reported as a chunk with almost
+    no speech. It ends at the first token (cheap), so both entry points run for real."""
+    t3, calls = loaded.loaded.tts.t3, []
+    real = t3.inference
+
+    def inference(*args, **kwargs):          # counted before it runs: it fails inside
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(t3, "inference", inference)
+    with pytest.raises(GenerationFailed) as info:
+        if run == "speak":
+            cbx.speak(TWO_SENTENCES, seed=10, progress=_raise_on_first_token)
+        else:
+            list(cbx.stream(TWO_SENTENCES, seed=10, progress=_raise_on_first_token))
+    error = info.value
+    assert error.message == "Your progress callback raised RuntimeError: boom"
+    assert "progress callback" in error.solution and "Reword" not in error.solution
+    assert "_raise_on_first_token" in error.traceback
+    assert len(calls) == 1, "no retry with other seeds"
+    assert get_manager().state == "ready"

@@ -83,3 +83,40 @@ def test_other_speak_arguments_of_the_wrong_type_are_coded_before_loading(kwargs
     with pytest.raises(CbxError) as info:
         cbx.speak("Hello there.", **kwargs)
     assert type(info.value).__name__ == error
+
+
+@pytest.mark.parametrize("variant", ["original", "turbo", "multilingual"])
+@pytest.mark.parametrize("language", [["en"], ("fr",), 5, b"en"])
+def test_a_language_that_is_not_a_code_is_refused_for_every_variant(variant, language,
+                                                                   nothing_loads):
+    """Issue 21 item 8: language=["en"] was accepted silently by the English models;
+    a project's saved options (check_options) follow the same rule."""
+    from cbx.synth import check_options
+
+    for attempt in (lambda: cbx.speak("Hello there.", variant=variant, language=language),
+                    lambda: check_options({"variant": variant, "language": language})):
+        with pytest.raises(InvalidSetting) as info:
+            attempt()
+        assert f"language={language!r} is not a language code" in info.value.message
+
+
+@pytest.mark.parametrize("language", ["xx", "english", ""])
+def test_an_unknown_code_is_refused_even_where_the_variant_has_no_languages(
+        language, nothing_loads):
+    from cbx.synth import check_options
+
+    for attempt in (lambda: cbx.speak("Hello there.", language=language),
+                    lambda: check_options({"variant": "turbo", "language": language})):
+        with pytest.raises(InvalidSetting) as info:
+            attempt()
+        assert "not a language code cbx knows" in info.value.message
+        assert "multilingual" in info.value.solution and "fr" in info.value.solution
+
+
+def test_a_known_code_for_an_english_only_variant_is_kept_for_its_note():
+    """A real code is not an error for the English models: speak() says in the notes
+    that it was not used (tests/test_stream.py sees the note on the real model)."""
+    from cbx.synth import check_options
+
+    kept = check_options({"variant": "original", "language": "FR"})
+    assert kept == {"variant": "original", "language": "FR"}

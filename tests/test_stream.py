@@ -10,7 +10,10 @@ This CPU decodes slower than speech plays, where cbx makes only the text's first
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
+import time
+import weakref
 
 import numpy as np
 import pytest
@@ -211,3 +214,28 @@ def test_on_block_must_be_a_function(checkpoint_root):
         cbx.speak("Hello.", on_block="not a function")
     with pytest.raises(errors.InvalidSetting):
         next(cbx.stream("Hello.", on_block=print))
+
+
+def test_a_dropped_stream_frees_the_model_and_names_itself_while_open(loaded):
+    """Issue 21 item 5: a stream kept in a variable goes on generating; speak() got
+    model_busy with no hint. While it is open the refusal names it; dropped (garbage
+    collected), it cancels at the next token and lets the model go."""
+    gen = cbx.stream(THREE_CHUNKS, seed=3, max_chunk_chars=50)
+    assert next(gen).chunk == 1                 # the worker goes on with chunk 2
+    with pytest.raises(errors.ModelBusy) as info:
+        cbx.speak("Hello.", seed=1)
+    assert "cbx.stream()" in info.value.message
+    assert ".close()" in info.value.solution and "del" in info.value.solution
+    dropped = weakref.ref(gen)
+    started = time.perf_counter()
+    del gen
+    gc.collect()
+    seconds = time.perf_counter() - started
+    print(f"the model was free {seconds:.2f} s after the stream was dropped")
+    assert dropped() is None, "nothing else (the worker included) holds the generator"
+    assert not any(t.name == "cbx-stream" for t in threading.enumerate())
+    assert get_manager().state == "ready" and seconds < 3
+    # the model is usable at once; this call also shows item 8's note on the real path
+    result = cbx.speak("Hello.", seed=1, language="fr")
+    assert result.language is None
+    assert any("ignores language='fr'" in note for note in result.notes), result.notes
