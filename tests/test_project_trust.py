@@ -356,3 +356,32 @@ def test_a_project_made_by_the_previous_format_is_imported_whole(tmp_path):
     assert sr == 24_000 and len(wav) > 3 * 0.25 * sr
     assert json.loads(job.export(tmp_path / "old.wav").with_name("old.wav.json")
                       .read_text())["seed"] == 11
+
+
+# ------------------------------------------------------------------ 7 and 11. text in
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
+def test_book_files_are_read_whole_or_refused_never_hung_or_mangled(calls, tmp_path):
+    fenced = tmp_path / "notes.md"
+    fenced.write_text("# One\n\nBefore the fence.\n\n```\nInside the open fence.\n\n"
+                      "After it, the rest of the book.\n", encoding="utf-8")
+    words = " ".join(row["text"] for row in cbx.project("fenced", text=fenced).overview())
+    assert "Inside the open fence." in words and "the rest of the book." in words
+    packed = tmp_path / "packed.srt"
+    packed.write_text("1\n00:00:01,000 --> 00:00:02,000\nHello there.\n"
+                      "2\n00:00:02,500 --> 00:00:04,000\nSecond line.\n", encoding="utf-8")
+    texts = [row["text"] for row in cbx.project("packed", text=packed).overview()]
+    assert " ".join(texts).replace("  ", " ") == "Hello there. Second line."
+    with pytest.raises(CbxError) as caught:
+        cbx.project("silent", text="Real words here.\n\n♪ ♪\n\nMore words.",
+                    max_chunk_chars=20)
+    assert caught.value.code == "invalid_text" and "♪" in caught.value.message
+    fifo = tmp_path / "book.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(CbxError) as caught:
+        cbx.project("fifo", text=fifo)                 # refused at once, never opened
+    assert caught.value.code == "invalid_text"
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")
+    with pytest.raises(CbxError) as caught:
+        cbx.project("zero", text=tmp_path / "zero.txt")
+    assert caught.value.code == "invalid_text"
+    assert {p["name"] for p in cbx.projects()} == {"fenced", "packed"}
