@@ -500,3 +500,26 @@ def test_a_reloaded_page_offers_resume_for_the_unfinished_project(backend):
     assert view.c.project.finished and not card.rows[1].play.disabled
     assert card.resume.layout.display == "none"
     view.close()
+
+
+def test_the_page_builds_beside_damaged_projects_and_lists_the_rest(backend):
+    """Issue 20 (9): one malformed project once made the dashboard fail to build with a
+    KeyError. The page builds, lists the sound projects, and the damaged ones are left
+    out of the list without hiding the others."""
+    import sqlite3
+
+    import cbx
+
+    good = cbx.project("good book", text=TWO)
+    garbage = cbx.project("garbage", text=TWO)
+    odd = cbx.project("odd settings", text=TWO)
+    for job in (good, garbage, odd):
+        job.close()
+    (garbage.folder / "project.db").write_bytes(b"not a database" * 64)
+    with sqlite3.connect(odd.folder / "project.db") as db:
+        db.execute("UPDATE meta SET value = '[1]' WHERE key = 'options'")
+    view = Dashboard(controller(backend, threaded=False))
+    listed = [value for _label, value in view.projects.saved.options if value]
+    assert listed == ["good book"]
+    assert view.c.error is None
+    view.close()
