@@ -16,9 +16,11 @@ from .errors import InvalidSetting
 
 IDLE_UNLOAD_MINUTES_ENV = "CBX_IDLE_UNLOAD_MINUTES"
 KERNEL_CULL_MINUTES_ENV = "CBX_KERNEL_CULL_MINUTES"
+MAX_KERNELS_ENV = "CBX_MAX_KERNELS"
 PORT_ENV = "CBX_PORT"
 DEFAULT_IDLE_UNLOAD_MINUTES = 15.0
 DEFAULT_KERNEL_CULL_MINUTES = 60.0
+DEFAULT_MAX_KERNELS = 4
 DEFAULT_PORT = 8866
 
 
@@ -56,17 +58,32 @@ def port() -> int:
     raw = os.environ.get(PORT_ENV, "").strip()
     if not raw:
         return DEFAULT_PORT
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
         raise InvalidSetting(f"{PORT_ENV}={raw!r} is not a port number.",
                              f"Set {PORT_ENV} to a whole number from 1 to 65535 such as "
                              f"{DEFAULT_PORT}, or unset it.")
     return int(raw)
 
 
+def max_kernels() -> int:
+    """How many dashboard kernels may live at once (at least 1). Why a cap: every page
+    load starts a kernel of several hundred MiB that lives until the idle cull, so
+    without one a page that reloads in a loop exhausts the machine's memory."""
+    raw = os.environ.get(MAX_KERNELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_KERNELS
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise InvalidSetting(f"{MAX_KERNELS_ENV}={raw!r} is not a number of kernels.",
+                             f"Set {MAX_KERNELS_ENV} to a whole number of 1 or more such "
+                             f"as {DEFAULT_MAX_KERNELS} (one per open dashboard tab), or "
+                             f"unset it.")
+    return int(raw)
+
+
 def server_problems() -> list[InvalidSetting]:
     """Every bad value among the settings the dashboard's server reads."""
     problems = []
-    for read in (port, kernel_cull_minutes, idle_unload_minutes):
+    for read in (port, kernel_cull_minutes, idle_unload_minutes, max_kernels):
         try:
             read()
         except InvalidSetting as exc:

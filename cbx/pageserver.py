@@ -46,7 +46,10 @@ class PageServer:
         extra_env, env = env, dict(os.environ)
         env.update(CBX_MODEL_DIR=str(model_dir), CBX_VOICE_DIR=str(work / "voices"),
                    CBX_OUTPUT_DIR=str(work / "outputs"), CBX_STATE_DIR=str(work / "state"),
-                   PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+                   PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+                   # a test module opens many pages on one server, and a closed
+                   # Playwright context does not stop its kernel: room for them all
+                   CBX_MAX_KERNELS="16")
         env.update(extra_env or {})
         log_dir = log_dir or work
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -2,14 +2,25 @@
 page can make (issue 15, class 16): a DNS-rebinding page reaches 127.0.0.1 under its
 own host name, so every request carries that foreign name in `Host`. The page, the API
 and the kernel websocket must refuse it; requests addressed to the machine itself work.
+
+Issue 21: a page on any site can address 127.0.0.1 itself (an `<iframe>`, a no-cors
+`fetch`), and each `GET /` started a kernel of ~400 MiB. Such requests carry
+`Sec-Fetch-Site: cross-site` (or `same-site` from another port), or an `Origin` or
+`Referer` that is not the dashboard's: all get 403 and start nothing. And however fast
+the page is loaded, at most CBX_MAX_KERNELS kernels run; the loads past it get a 503
+page that says how to free one.
 """
 from __future__ import annotations
 
 import base64
+import http.client
+import json
 import os
 import re
 import socket
+import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,9 +40,15 @@ def server(tmp_path_factory):
     server.close()
 
 
-def status_of(port: int, path: str, host: str, websocket: bool = False) -> int:
-    """The HTTP status a raw request gets (no client library rewrites Host)."""
-    headers = [f"GET {path} HTTP/1.1", f"Host: {host}", f"Origin: http://{host}"]
+def status_of(port: int, path: str, host: str, websocket: bool = False,
+              method: str = "GET", extra: dict | None = None) -> int:
+    """The HTTP status a raw request gets (no client library rewrites Host); `extra`
+    adds headers, or drops one given as None (by default Origin is Host's)."""
+    fields = {"Host": host, "Origin": f"http://{host}", **(extra or {})}
+    headers = [f"{method} {path} HTTP/1.1"]
+    if method != "GET":
+        headers.append("Content-Length: 0")
+    headers += [f"{name}: {value}" for name, value in fields.items() if value is not None]
     if websocket:
         key = base64.b64encode(os.urandom(16)).decode()
         headers += ["Upgrade: websocket", "Connection: Upgrade",
@@ -110,3 +127,101 @@ def test_request_states_from_a_local_client_does_not_grow_the_server(server, ker
     finally:
         ws.close()
     assert grown < 50, f"the server grew by {grown:.0f} MiB in 8 s"
+
+
+# what another site's page sends: a frame or no-cors fetch (Sec-Fetch-Site), a page on
+# another port of this machine (same-site), and what older browsers send instead
+FOREIGN = [{"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+           {"Origin": "https://attacker.example"}, {"Origin": "http://127.0.0.1:{other}"},
+           {"Origin": "null"}, {"Origin": None, "Referer": "https://attacker.example/x"}]
+
+
+def _foreign(extra: dict, port: int) -> dict:
+    return {k: v.format(other=port + 1) if v else v for k, v in extra.items()}
+
+
+@pytest.mark.parametrize("extra", FOREIGN, ids=lambda e: ",".join(map(str, e.values())))
+def test_other_sites_get_403_and_start_no_kernel(server, kernel_id, extra):
+    """Issue 21 (1): three such `GET /` started three kernels that lived an hour."""
+    host, extra = f"127.0.0.1:{server.port}", _foreign(extra, server.port)
+    kernels = server.kernel_pids()
+    for path in ("/", "/?x=1", "/voila/render/dashboard.ipynb", "/api/kernels",
+                 f"/api/kernels/{kernel_id}"):
+        assert status_of(server.port, path, host, extra=extra) == 403, path
+    assert status_of(server.port, f"/api/kernels/{kernel_id}/channels", host,
+                     websocket=True, extra=extra) == 403
+    assert server.kernel_pids() == kernels
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/voila/api/shutdown/{kernel}"),
+                                         ("DELETE", "/api/kernels/{kernel}")])
+def test_shutdown_from_another_port_with_a_forged_xsrf_cookie_fails(server, kernel_id,
+                                                                    method, path):
+    """Cookies do not keep to a port, so a page on another localhost port can set
+    `_xsrf` and send the same value: the Origin still gives it away (404 from
+    jupyter_server before issue 21, 403 from the guard now), and the kernel lives."""
+    host = f"127.0.0.1:{server.port}"
+    forged = {"Origin": f"http://127.0.0.1:{server.port + 1}", "Cookie": "_xsrf=forged",
+              "X-XSRFToken": "forged"}
+    assert status_of(server.port, path.format(kernel=kernel_id) + "?_xsrf=forged", host,
+                     method=method, extra=forged) == 403
+    assert status_of(server.port, f"/api/kernels/{kernel_id}/channels", host,
+                     websocket=True) == 101
+
+
+TINY_NOTEBOOK = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
+                            "outputs": [], "source": "print('tiny page')"}],
+                 "metadata": {"kernelspec": {"name": "python3", "language": "python",
+                                             "display_name": "Python 3"}},
+                 "nbformat": 4, "nbformat_minor": 5}
+CAP = 3
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory):
+    """`python -m cbx.ui` with CBX_MAX_KERNELS=3 on a one-cell notebook: each load
+    starts a real kernel, at a fraction of the dashboard's cost."""
+    work = tmp_path_factory.mktemp("voila_cap")
+    (work / "models").mkdir()
+    notebook = work / "tiny.ipynb"
+    notebook.write_text(json.dumps(TINY_NOTEBOOK))
+    server = VoilaServer(work / "models", work, "kernel_cap", notebook=notebook,
+                         env={"CBX_MAX_KERNELS": str(CAP)},
+                         log_dir=Path(__file__).resolve().parent / "artifacts")
+    yield server
+    server.close()
+
+
+def load(server, headers: dict) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=180)
+    try:
+        connection.request("GET", "/", headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
+def test_typed_addresses_and_own_pages_still_load(small_server):
+    for headers in ({"Sec-Fetch-Site": "none"},
+                    {"Sec-Fetch-Site": "same-origin", "Referer": small_server.url}):
+        kernels = len(small_server.kernel_pids())
+        status, page = load(small_server, headers)
+        assert status == 200 and "tiny page" in page
+        assert len(small_server.kernel_pids()) == kernels + 1
+
+
+def test_twenty_rapid_loads_start_at_most_the_cap(small_server):
+    before = len(small_server.kernel_pids())
+    assert before <= CAP
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda _: load(small_server, {"Sec-Fetch-Site": "none"}),
+                                range(20)))
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] * (CAP - before) + [503] * (20 - CAP + before), statuses
+    for status, page in results:
+        if status == 503:
+            assert "too many dashboard tabs" in page and "CBX_MAX_KERNELS" in page
+            assert "close another dashboard tab" in page and "python -m cbx.ui" in page
+    time.sleep(1)
+    assert len(small_server.kernel_pids()) == CAP

@@ -6,11 +6,14 @@ Linux alike. It is
 
     voila --Voila.config_file_paths=<repo>/voila_config notebooks/dashboard.ipynb
 
-plus the route that serves the output folder's files to the page's Download links
-(cbx/ui/fileserver.py), which Voila's configuration has no way to add.
+plus what Voila's configuration has no way to add: the route that serves the output
+folder's files to the page's Download links (cbx/ui/fileserver.py), the guard that
+refuses requests made by other web sites' pages and the "too many dashboard tabs" page
+(cbx/ui/guard_http.py).
 
 Environment: CBX_PORT (default 8866), CBX_KERNEL_CULL_MINUTES (default 60),
-CBX_IDLE_UNLOAD_MINUTES (default 15), plus the cbx paths (CBX_MODEL_DIR, ...).
+CBX_IDLE_UNLOAD_MINUTES (default 15), CBX_MAX_KERNELS (default 4), plus the cbx paths
+(CBX_MODEL_DIR, ...).
 """
 from __future__ import annotations
 

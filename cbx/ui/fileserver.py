@@ -12,7 +12,8 @@ of file the page links to (downloads.SERVED_SUFFIXES), never a project's store.
 
 JupyterLab loads it when `cbx.ui.fileserver` is enabled as a server extension
 (voila_config/jupyter_server_config.d/cbx.json says so). Voila runs no server
-extensions, so `python -m cbx.ui` starts `studio_voila()`, Voila with this route.
+extensions, so `python -m cbx.ui` starts `studio_voila()`, Voila with this route and
+the cross-site guard of guard_http.
 """
 from __future__ import annotations
 
@@ -45,12 +46,32 @@ def handlers(base_url: str) -> list:
 
 def studio_voila():
     """Voila's application class with the output route in front of its own routes
-    (its notebook route matches every path, so the route must come first)."""
+    (its notebook route matches every path, so the route must come first), all of them
+    behind the cross-site guard (guard_http), and the browser opened on the page's own
+    address."""
+    import threading
+    import webbrowser
+
     from voila.app import Voila
+
+    from .guard_http import guarded
 
     class StudioVoila(Voila):
         def init_handlers(self) -> list:
-            return handlers(self.server_url) + super().init_handlers()
+            return guarded(handlers(self.server_url) + super().init_handlers(), self.log)
+
+        def launch_browser(self) -> None:
+            """Open the URL itself: Voila opens a local file that redirects to it, and
+            the browser marks that redirect cross-site, which the guard refuses. There
+            is no token to keep off the command line."""
+            try:
+                browser = webbrowser.get(self.browser or None)
+            except webbrowser.Error as exc:
+                self.log.warning("No web browser found: %s.", exc)
+                return
+            url = url_path_join(self.connection_url, self.base_url)
+            threading.Thread(target=browser.open, args=(url,),
+                             kwargs={"new": self.webbrowser_open_new}).start()
 
     return StudioVoila
 
