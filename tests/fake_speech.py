@@ -21,8 +21,10 @@ def tone(text: str, seed: int):
     return (0.2 * np.sin(2 * np.pi * (120 + seed % 97) * t)).astype(np.float32)
 
 
-def install(delay: float = 0.0, calls: list | None = None):
-    """Replace cbx.synth.speak; each call sleeps `delay` s (cancellable) first."""
+def install(delay: float = 0.0, calls: list | None = None, monkeypatch=None):
+    """Replace cbx.synth.speak; each call sleeps `delay` s (cancellable) first. In a
+    test process pass pytest's `monkeypatch`, so the real speak() is back afterwards;
+    a worker process started for one test replaces it for good."""
     from cbx import synth
     from cbx.errors import GenerationCancelled
     from cbx.synth import Result
@@ -40,5 +42,8 @@ def install(delay: float = 0.0, calls: list | None = None):
                       variant="original", seed=seed, settings=options, chunks=[text],
                       timings={}, device="cpu", dtype="float32")
 
-    synth.speak = speak
+    if monkeypatch is not None:
+        monkeypatch.setattr(synth, "speak", speak)
+    else:
+        synth.speak = speak
     return speak

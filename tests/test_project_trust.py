@@ -35,9 +35,9 @@ def new(name: str, text: str = TEXT, **options):
 
 
 @pytest.fixture
-def calls():
+def calls(monkeypatch):
     made: list = []
-    fake_speech.install(calls=made)
+    fake_speech.install(calls=made, monkeypatch=monkeypatch)
     return made
 
 

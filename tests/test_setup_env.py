@@ -418,7 +418,7 @@ def test_torch_versions_follow_the_pins():
 # ---------------------------------------------------------------------------------------
 
 COPY_ITEMS = ("setup_env.py", "cleanup.py", "pyproject.toml", "environment.yml",
-              "README.md", "cbx")
+              "README.md", "cbx", "voila_config")
 
 
 def make_checkout(dest: Path) -> Path:
