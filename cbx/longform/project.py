@@ -29,7 +29,7 @@ from .. import text as textmod
 from ..errors import (CbxError, InvalidSetting, InvalidText, ProjectIncomplete,
                       VoiceChanged, VoiceFileNotFound)
 from . import guard, legacy, names, sources
-from .store import (TAKES_DIR, VOICE_DIR, Store, TakeRow, check_take, holder,
+from .store import (TAKES_DIR, VOICE_DIR, Store, check_take, holder,
                     scan_takes, take_file, writer)
 from .store import sha256_file as store_sha256
 
