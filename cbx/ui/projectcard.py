@@ -81,10 +81,14 @@ class ChunkRow:
                          layout=parts.row)
         self.box.add_class("cbx-chunk-row")
 
-    def show(self, chunk) -> None:
-        if chunk == self.chunk:
-            return
+    def show(self, chunk, can_change: bool) -> None:
+        """The buttons change before the text: each is its own message to the browser,
+        so the other order would show, for a moment, a new chunk beside old buttons."""
+        changed = chunk != self.chunk
         self.chunk = chunk
+        self.enable(can_change)
+        if not changed:
+            return
         self.info.value = _chunk_html(chunk)
         for css, wanted in (("cbx-chunk-flagged", bool(chunk.flags)),
                             ("cbx-chunk-damaged", chunk.state == "damaged")):
@@ -290,6 +294,12 @@ class ProjectsCard:
         self.saved.value = current if current in dict(options).values() else ""
         self._render_busy()
 
+    def _can_change(self) -> bool:
+        """This page is idle and no other tab or process holds the project."""
+        project = self.c.project
+        return self.c.can_generate and not (project is not None
+                                            and project.holder is not None)
+
     def _render_busy(self) -> None:
         c = self.c
         idle = c.can_generate
@@ -306,8 +316,8 @@ class ProjectsCard:
         self.export.disabled = not (idle and project is not None and project.finished)
         self.export_box.layout.display = None if project else "none"
         for row in self.rows:
-            row.enable(idle and not held)
-        self.editor.save.disabled = not (idle and not held)
+            row.enable(self._can_change())
+        self.editor.save.disabled = not self._can_change()
         self._render_progress()
 
     def _render_progress(self) -> None:
@@ -327,14 +337,14 @@ class ProjectsCard:
             self._render_busy()
             return
         self.summary.value = _summary_html(project)
-        self.pages.show(project)
         while len(self.rows) < len(project.chunks):
             self.rows.append(ChunkRow(self.w, self.c, self.editor, self._row_parts))
         for row, chunk in zip(self.rows, project.chunks):
-            row.show(chunk)
+            row.show(chunk, self._can_change())
         boxes = tuple(row.box for row in self.rows[:len(project.chunks)])
         if self.chunks.children != boxes:
             self.chunks.children = boxes
+        self.pages.show(project)    # after the rows: "chunks 301-350" means they are there
         if self.editor.index is not None and self._row_of(self.editor.index) is None:
             self.editor.close()                 # its chunk left the page
         self._place_player()
