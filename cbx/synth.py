@@ -666,6 +666,28 @@ class _BlockSink:
         self.req.on_block(block)
 
 
+
+def prepare_voice(voice, *, exaggeration: float = 0.5) -> None:
+    """Compute the loaded model's conditionals for `voice` now (kept for this session),
+    so the next speak() with it starts generating at once: the dashboard does this right
+    after Load, and the user's first click no longer pays for it. Needs a loaded model;
+    the built-in voice has nothing to compute."""
+    if voice is None or (isinstance(voice, voicemod.Voice) and voice.builtin):
+        return
+    setting = SETTINGS["exaggeration"]
+    exaggeration = options.number("exaggeration", exaggeration, setting.low, setting.high)
+    manager = get_manager()
+    if manager.loaded is None:
+        raise InvalidSetting("No model is loaded, so there is no voice to prepare for it.",
+                             "Load a model first.")
+    with manager.generation(None) as loaded:
+        try:
+            _resolve_conditionals(loaded, voice, loaded.variant, exaggeration)
+        except CbxError:
+            raise
+        except Exception as exc:
+            raise _as_generation_failed(exc) from None
+
 # What model_busy says while a stream() holds the model: nothing on screen shows that
 # a generator kept in a variable is still generating.
 STREAM_BUSY = ("The model is held by a cbx.stream() that is still open: a stream generates "

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cbx.errors import GenerationFailed, InvalidVoiceFile
+from cbx.errors import GenerationFailed, InvalidSetting, InvalidVoiceFile
 from cbx.blocks import AudioBlock
 from cbx.synth import CancelToken, Progress, Result, sidecar_path
 from cbx.text import DEFAULT_FIRST_CHUNK_CHARS, split_text
@@ -81,6 +81,7 @@ class FakeBackend(ProjectsOnDisk, Backend):
         self.chunk_started = threading.Event()
         self.fail_with: Exception | None = None
         self.speak_calls: list[dict] = []
+        self.prepared: list[tuple] = []      # prepare_voice calls: (voice name, exaggeration)
         self.split_calls: list = []
         self.token = None
         self.fail_after: int | None = None     # raise after this many chunks
@@ -163,6 +164,11 @@ class FakeBackend(ProjectsOnDisk, Backend):
 
     def output_dir(self):
         return self._output_dir
+
+    def prepare_voice(self, voice, *, exaggeration):
+        if not self.state.ready:
+            raise InvalidSetting("No model is loaded.", "Load a model first.")
+        self.prepared.append((voice.name, exaggeration))
 
     def speak(self, text, voice, *, variant, device, dtype, seed, max_chunk_chars,
               first_chunk_chars, progress, cancel, language=None, on_chunk=None,
@@ -511,6 +517,26 @@ def test_load_and_unload_report_memory(backend):
     assert c.model.state is ModelState.NOT_LOADED
     assert "3000 -> 900" in c.model_note
     assert not c.can_unload
+
+
+def test_load_prepares_the_selected_voice_so_the_first_click_does_not(backend, env):
+    """Issue 21: a user's first Generate after Load was slower than the library's
+    first call; Load now computes the saved voice's conditionals, the built-in voice
+    needs none, and a voice that cannot be prepared is reported with its code."""
+    c, _ = make_controller(backend)
+    assert c.load() and c.wait(10)
+    assert backend.prepared == [] and "loaded on" in c.status_line      # built-in voice
+    assert c.unload() and c.wait(10)
+    assert c.upload_voice(clip_bytes(env), "narrator.wav")
+    c.set_setting("exaggeration", 0.8)
+    assert c.load() and c.wait(10)
+    assert backend.prepared == [(c.voice_choice, 0.8)]
+    assert c.error is None and "loaded on" in c.status_line
+    assert c.unload() and c.wait(10)
+    backend.prepare_voice = lambda voice, exaggeration: (_ for _ in ()).throw(
+        InvalidVoiceFile("The clip changed on disk.", "Add the clip again."))
+    assert c.load() and c.wait(10)
+    assert c.model.ready and c.error.code == "invalid_voice_file"
 
 
 def test_idle_unload_from_another_thread_updates_the_page(backend):

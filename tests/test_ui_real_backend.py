@@ -41,6 +41,9 @@ def test_generate_with_uploaded_voice_then_unload(controller, speech_wav):
     progress = []
     c.observe(lambda ev: ev == "progress" and c.progress and progress.append(dict(c.progress)))
     assert c.upload_voice(speech_wav.read_bytes(), "speaker one.wav"), c.error
+    assert c.load() and c.wait(300) and c.error is None, c.error
+    # Load prepared the voice, so the first Generate starts decoding at once
+    assert (c.voice_info.sha256, "original") in get_manager().loaded.conds_cache
     c.set_max_chunk_chars(50)
     c.set_text(TWO_CHUNKS)
     assert c.text_info["chunks"] == 2

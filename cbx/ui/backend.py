@@ -47,6 +47,8 @@ class Backend(Protocol):
         """The tags (`[laugh]`, ...) `variant` speaks; () for one that reads them aloud."""
     def make_cancel_token(self):
         """A token speak() checks between tokens."""
+    def prepare_voice(self, voice, *, exaggeration: float) -> None:
+        """Compute the loaded model's conditionals for a saved voice ahead of speak()."""
     def speak(self, text: str, voice, **kwargs):
         """Generate (see cbx.speak)."""
     def cancel_running(self) -> bool:
@@ -224,6 +226,11 @@ class CbxBackend(ProjectsOnDisk, Backend):
         from ..synth import CancelToken
 
         return CancelToken()
+
+    def prepare_voice(self, voice, *, exaggeration: float) -> None:
+        from ..synth import prepare_voice
+
+        prepare_voice(voice, exaggeration=exaggeration)
 
     def speak(self, text: str, voice, **kwargs):
         from ..synth import speak

@@ -532,6 +532,16 @@ class DashboardController(ProjectActions):
             self.model = info
             seconds = self.model.load_seconds
             took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+            voice = self.voice_info
+            if voice is not None:    # a saved voice: ready before the first click
+                self.status_line = f"{label} is loaded; preparing voice '{voice.name}'..."
+                self._emit("status")
+                try:
+                    self.backend.prepare_voice(
+                        voice, exaggeration=self.settings.get("exaggeration", 0.5))
+                except BaseException as exc:
+                    self._fail(exc, GenerationFailed)
+                    return
             self.status_line = f"{label} is loaded on {self.model.device or device}{took}."
 
         return self._start(LOADING, work)
