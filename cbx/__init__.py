@@ -25,7 +25,7 @@ __all__ = ["status", "load", "unload", "voice", "saved_voices", "speak", "stream
 def status(model_dir=None):
     """What is installed, which weights are present, device and memory, what is loaded."""
     from .envcheck import status as _status
-    from .manager import get_manager
+    from .engine.manager import get_manager
 
     return _status(model_dir=model_dir, model_state=get_manager().describe().to_dict())
 
@@ -34,14 +34,14 @@ def load(variant: str = "original", device: str = "auto", dtype: str = "float32"
          model_dir=None):
     """Load a model now (optional: speak() loads on first use). Returns its description
     (a frozen ModelInfo: state, variant, device, dtype, load time, watermark)."""
-    from .manager import get_manager
+    from .engine.manager import get_manager
 
     return get_manager().load(variant, device=device, dtype=dtype, model_dir=model_dir)
 
 
 def unload():
     """Free the model and report memory before/after (an UnloadReport)."""
-    from .manager import get_manager
+    from .engine.manager import get_manager
 
     return get_manager().unload()
 
@@ -61,16 +61,16 @@ def saved_voices():
 
 
 def speak(text: str, voice=None, **options):
-    """Speak text of any length; see cbx.synth.speak for every option."""
-    from .synth import speak as _speak
+    """Speak text of any length; see cbx.engine.synth.speak for every option."""
+    from .engine.synth import speak as _speak
 
     return _speak(text, voice, **options)
 
 
 def stream(text: str, voice=None, **options):
     """Speak text as a generator of AudioBlocks, the first after about 0.8 s of speech
-    is decoded; takes speak()'s options; see cbx.synth.stream."""
-    from .synth import stream as _stream
+    is decoded; takes speak()'s options; see cbx.engine.synth.stream."""
+    from .engine.synth import stream as _stream
 
     return _stream(text, voice, **options)
 
@@ -92,11 +92,11 @@ def projects():
 def __getattr__(name):
     # Classes that live in heavy-ish modules, resolved on first use only.
     if name in ("CancelToken", "Result", "Progress"):
-        from . import synth
+        from .engine import synth
 
         return getattr(synth, name)
     if name == "AudioBlock":
-        from .blocks import AudioBlock
+        from .engine.blocks import AudioBlock
 
         return AudioBlock
     raise AttributeError(f"module 'cbx' has no attribute {name!r}")

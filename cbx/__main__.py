@@ -177,7 +177,7 @@ def _settings_from(args: argparse.Namespace) -> dict:
 def _run_speak(args: argparse.Namespace) -> int:
     from . import options, speak
     from .audio import format_for, with_suffix
-    from .synth import sidecar_path
+    from .engine.synth import sidecar_path
     from .variants import get_variant
     from .voices import resolve_voice
 
@@ -230,7 +230,7 @@ def _check_output(output: Path, *, overwrite: bool, unique: bool) -> None:
     --overwrite (output_exists) or a folder that cannot be made or written to
     (output_not_saved)."""
     from .files import check_writable
-    from .synth import refuse_existing
+    from .engine.synth import refuse_existing
 
     if not (overwrite or unique):
         refuse_existing(output)

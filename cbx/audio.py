@@ -66,6 +66,24 @@ def with_suffix(path) -> Path:
     return path if path.suffix else path.with_suffix(DEFAULT_SUFFIX)
 
 
+def encode_wav(wav, sample_rate: int) -> bytes:
+    """16-bit mono WAV bytes of a float waveform, clipped to [-1, 1]: the one encoder
+    for saved files, downloads and every player on the page."""
+    import io
+    import wave
+
+    import numpy as np
+
+    data = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(np.round(data * 32767.0).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
 def encode(wav, sample_rate: int, fmt: AudioFormat) -> tuple[bytes, int]:
     """The bytes of a mono file in `fmt` and the sample rate written (Opus may need a
     resample). Clipped to [-1, 1] like encode_wav, so every format sounds the same."""

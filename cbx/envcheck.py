@@ -553,7 +553,7 @@ def resolve_device(requested: str = "auto") -> str:
 
 
 # On a CPU, half precision pays only where the CPU multiplies it natively.  cbx's T3
-# decode (python -m cbx.bench_decode, 2-core Xeon with AVX512-BF16, AMX and AVX512-FP16):
+# decode (python -m cbx.dev.bench_decode, 2-core Xeon with AVX512-BF16, AMX and AVX512-FP16):
 # bfloat16 10.1 vs float32 8.6 tokens/s (1.17x); the same machine with those
 # instructions off (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2) 6.3 vs 9.1 (0.69x);
 # float16 6.6 vs 8.6 (0.77x) even with AVX512-FP16, so float16 needs AMX-FP16.

@@ -3,7 +3,7 @@
 Model checkpoints
     Real weights cannot be downloaded here (DESIGN.md), so `checkpoint_root` is a model
     root (what ``CBX_MODEL_DIR`` points to) holding ``original/`` with random weights in
-    the real on-disk layout, built by cbx/fixture.py once per machine and cached in
+    the real on-disk layout, built by cbx/dev/fixture.py once per machine and cached in
     ``$CBX_FIXTURE_CACHE`` (default ``<repo>/.fixture_cache``).  Every ``generate()`` of
     such a model yields exactly ``fixture.DEFAULT_STOP_AFTER`` (8) speech tokens =
     ``fixture.expected_samples(variant)`` samples at 24 kHz.
@@ -30,15 +30,15 @@ User folders
 Clips
     ``speech_wav`` (8 s espeak-ng speech, 24 kHz 16-bit WAV), ``long_speech_wav``
     (20 s), ``short_speech_wav`` (1.5 s, below every variant's minimum), ``silent_wav``,
-    ``tone_wav``; made by cbx/clips.py, session-scoped and read-only by
+    ``tone_wav``; made by cbx/dev/clips.py, session-scoped and read-only by
     convention (copy before modifying).
 """
 from __future__ import annotations
 
 import pytest
 
-from cbx import clips
-from cbx import fixture
+from cbx.dev import clips
+from cbx.dev import fixture
 
 
 def pytest_configure(config):
@@ -88,7 +88,7 @@ def turbo_root():
 def model_env(checkpoint_root):
     """CBX_MODEL_DIR at the `original` fixture for a whole module, which shares one loaded
     model (a load costs ~15 s and ~3 GB); it is unloaded when the module ends."""
-    from cbx.manager import get_manager
+    from cbx.engine.manager import get_manager
 
     patch = pytest.MonkeyPatch()
     patch.setenv("CBX_MODEL_DIR", str(checkpoint_root))
@@ -101,7 +101,7 @@ def model_env(checkpoint_root):
 def loaded(model_env, monkeypatch):
     """The kernel's model manager with the `original` fixture loaded on the CPU."""
     import cbx
-    from cbx.manager import get_manager
+    from cbx.engine.manager import get_manager
 
     monkeypatch.setenv("CBX_MODEL_DIR", str(model_env))
     cbx.load("original", device="cpu")

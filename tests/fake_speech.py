@@ -1,4 +1,4 @@
-"""A stand-in for cbx.synth.speak that makes a tone per chunk in microseconds, for
+"""A stand-in for cbx.engine.synth.speak that makes a tone per chunk in microseconds, for
 project tests that run in other processes (a writer holding the lock, a killed one).
 
 Deterministic per (text, seed): resumed and uninterrupted runs must match bit for bit.
@@ -22,12 +22,12 @@ def tone(text: str, seed: int):
 
 
 def install(delay: float = 0.0, calls: list | None = None, monkeypatch=None):
-    """Replace cbx.synth.speak; each call sleeps `delay` s (cancellable) first. In a
+    """Replace cbx.engine.synth.speak; each call sleeps `delay` s (cancellable) first. In a
     test process pass pytest's `monkeypatch`, so the real speak() is back afterwards;
     a worker process started for one test replaces it for good."""
-    from cbx import synth
+    from cbx.engine import synth
     from cbx.errors import GenerationCancelled
-    from cbx.synth import Result
+    from cbx.engine.synth import Result
 
     def speak(text, voice=None, *, seed, max_chunk_chars, first_chunk_chars, progress,
               cancel, **options):

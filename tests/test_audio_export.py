@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cbx import audio, clips
+from cbx import audio
+from cbx.dev import clips
 from cbx.errors import InvalidSetting, OutputExists
-from cbx.synth import Result, sidecar_path
+from cbx.engine.synth import Result, sidecar_path
 
 SR = 24_000
 # One codec frame: what a lossy container may add or drop at the ends.

@@ -1,4 +1,4 @@
-"""`python -m cbx.bench`: the summary arithmetic, the generated clip, and one real run
+"""`python -m cbx.dev.bench`: the summary arithmetic, the generated clip, and one real run
 on the random-weight fixture (it reports; only the structure and sanity of its JSON
 are asserted, never timings)."""
 from __future__ import annotations
@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from cbx import bench, paths
+from cbx.dev import bench
+from cbx import paths
 
 
 def _run(side: str, **figures) -> dict:
@@ -88,7 +89,7 @@ def test_machine_description_names_cores_and_gpu():
 def test_benchmark_runs_on_the_fixture(checkpoint_root):
     """One repetition, one sentence: every figure present and sane, ratios computed."""
     proc = subprocess.run(
-        [sys.executable, "-m", "cbx.bench", "--model-dir", str(checkpoint_root),
+        [sys.executable, "-m", "cbx.dev.bench", "--model-dir", str(checkpoint_root),
          "--repeats", "1", "--sentences", "1", "--json-only"],
         capture_output=True, text=True, cwd=str(paths.REPO_ROOT), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -144,8 +145,8 @@ def test_length_model_caps_each_generate_by_the_text_length(checkpoint_root):
     import torch
 
     import cbx
-    from cbx.manager import get_manager
-    from cbx import fixture
+    from cbx.engine.manager import get_manager
+    from cbx.dev import fixture
 
     cbx.load("original", device="cpu", model_dir=checkpoint_root)
     try:
@@ -184,8 +185,9 @@ def test_probe_keeps_streamed_windows_out_of_decode_and_chunk_figures(checkpoint
     """A streamed chunk calls S3Gen inside T3's loop (a window); the probe times it apart
     instead of charging it to decoding or mistaking it for the chunk's S3Gen call."""
     import cbx
-    from cbx import blocks, fixture
-    from cbx.manager import get_manager
+    from cbx.engine import blocks
+    from cbx.dev import fixture
+    from cbx.engine.manager import get_manager
 
     monkeypatch.setattr(blocks, "FIRST_BLOCK_TOKENS", 5)     # a window inside the chunk
     monkeypatch.setattr(blocks, "HOLD_TOKENS", 2)

@@ -1,10 +1,10 @@
-"""The voice prompt a streamed window is made with (cbx/blocks.py `window_prompt`):
+"""The voice prompt a streamed window is made with (cbx/engine/blocks.py `window_prompt`):
 no model needed, only the shapes S3Gen's `embed_ref` writes."""
 from __future__ import annotations
 
 import torch
 
-from cbx import blocks
+from cbx.engine import blocks
 
 
 def _gen(levels: list[float], tokens_per_level: int = 25) -> dict:

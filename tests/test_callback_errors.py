@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import cbx
-from cbx import decode, manager
+from cbx.engine import decode, manager
 from cbx.errors import GenerationCancelled, GenerationFailed
 
 TWO_SENTENCES = "The first sentence is here. The second sentence ends it."

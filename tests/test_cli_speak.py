@@ -24,7 +24,7 @@ import pytest
 
 from cbx import errors
 from cbx.__main__ import _ProgressBar, build_parser, main
-from cbx.synth import Progress, Result, sidecar_path
+from cbx.engine.synth import Progress, Result, sidecar_path
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / ("cbx.exe" if os.name == "nt" else "cbx")

@@ -12,11 +12,12 @@ import pytest
 import soundfile as sf
 
 import cbx
-from cbx import errors, fixture
-from cbx.decode import upstream_token_loop
-from cbx.manager import get_manager
-from cbx.synth import sidecar_path
-from cbx.synth import CancelToken
+from cbx import errors
+from cbx.dev import fixture
+from cbx.engine.decode import upstream_token_loop
+from cbx.engine.manager import get_manager
+from cbx.engine.synth import sidecar_path
+from cbx.engine.synth import CancelToken
 from cbx.text import split_text
 
 pytestmark = pytest.mark.model
@@ -105,7 +106,7 @@ def test_equals_upstream_generate_for_a_short_text(loaded, speech_wav):
 
 
 def test_a_chunk_the_token_budget_ends_says_so(loaded, speech_wav, monkeypatch):
-    from cbx import decode
+    from cbx.engine import decode
 
     made = fixture.DEFAULT_STOP_AFTER + 1          # the fixture's tokens + its stop token
     monkeypatch.setattr(decode, "token_budget", lambda chars: made - 3)

@@ -1,4 +1,4 @@
-"""cbx's own T3 token loop (cbx/decode.py) against upstream's, on the random-weight
+"""cbx's own T3 token loop (cbx/engine/decode.py) against upstream's, on the random-weight
 fixture of each variant, on the CPU in float32.
 
 The promise: the same token ids as upstream's loop under the same seed (so the same
@@ -12,8 +12,9 @@ import contextlib
 
 import pytest
 
-from cbx import decode, fixture
-from cbx.fastload import load_tts
+from cbx.engine import decode
+from cbx.dev import fixture
+from cbx.engine.fastload import load_tts
 from cbx.variants import get_variant
 
 TEXT = "Hello there, this is a test of the fast decoder."

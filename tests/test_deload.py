@@ -17,7 +17,7 @@ KERNEL = textwrap.dedent("""
     import sys, time, cbx
     cbx.load("original", device="cpu")
     print("loaded", flush=True)
-    from cbx.manager import get_manager
+    from cbx.engine.manager import get_manager
     while get_manager().loaded is not None:
         time.sleep(0.2)
     print("unloaded", flush=True)

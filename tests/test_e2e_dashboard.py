@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from cbx import clips
-from cbx.pageserver import (CHROMIUM, CHROMIUM_ARGS, VoilaServer, audio_duration,
+from cbx.dev import clips
+from cbx.dev.pageserver import (CHROMIUM, CHROMIUM_ARGS, VoilaServer, audio_duration,
                             set_chunk_size, type_text, upload_file, wait_text)
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]

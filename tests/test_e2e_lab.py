@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cbx import clips
-from cbx.pageserver import (LabServer, assert_plays, audio_duration, lab_run_notebook,
+from cbx.dev import clips
+from cbx.dev.pageserver import (LabServer, assert_plays, audio_duration, lab_run_notebook,
                             live_counters, type_text, upload_file, wait_text)
 from tests.test_e2e_dashboard import (ARTIFACTS, GENERATION_TIMEOUT_MS, PAGE_TIMEOUT_MS,
                                       _require_browser, browser)  # noqa: F401 (fixture)

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import cbx
-from cbx import synth
+from cbx.engine import synth
 from cbx.audio import FORMATS
-from cbx.pageserver import VoilaServer, assert_plays, wait_text
+from cbx.dev.pageserver import VoilaServer, assert_plays, wait_text
 from tests.test_e2e_dashboard import (ARTIFACTS, PAGE_TIMEOUT_MS, _open,  # noqa: F401
                                       _require_browser, assert_no_idle_players, browser,
                                       shot)

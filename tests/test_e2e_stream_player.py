@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from cbx import fixture
-from cbx.pageserver import VoilaServer, live_counters, wait_text
+from cbx.dev import fixture
+from cbx.dev.pageserver import VoilaServer, live_counters, wait_text
 from tests.test_e2e_dashboard import (ARTIFACTS, GENERATION_TIMEOUT_MS, _open,
                                       _require_browser, browser, set_chunk_size, shot,
                                       type_text)  # noqa: F401

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-from cbx import clips
-from cbx.pageserver import VoilaServer, upload_file, wait_text
+from cbx.dev import clips
+from cbx.dev.pageserver import VoilaServer, upload_file, wait_text
 from tests.test_e2e_dashboard import (ARTIFACTS, PAGE_TIMEOUT_MS,  # noqa: F401
                                       _require_browser, browser, shot)
 

@@ -466,7 +466,7 @@ def test_half_precision_on_a_cpu_needs_the_cpu_to_compute_it(monkeypatch):
 
 def test_load_refuses_slow_half_precision_and_keeps_what_was_loaded(monkeypatch):
     import cbx
-    from cbx.manager import get_manager
+    from cbx.engine.manager import get_manager
 
     monkeypatch.setattr(envcheck, "cpu_has", lambda name: False)
     before = get_manager().describe()

@@ -1,4 +1,4 @@
-"""cbx.fastload builds the same model as chatterbox's from_local, bit for bit.
+"""cbx.engine.fastload builds the same model as chatterbox's from_local, bit for bit.
 
 Fast unit tests cover the safetensors reader and the fall-backs; the `model` tests load
 the random-weight fixture both ways and compare every parameter and buffer (persistent
@@ -17,9 +17,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cbx import fastload  # noqa: E402
+from cbx.engine import fastload  # noqa: E402
 from cbx.variants import get_variant  # noqa: E402
-from cbx import fixture  # noqa: E402
+from cbx.dev import fixture  # noqa: E402
 
 
 # --------------------------------------------------------------------------- reader
@@ -113,7 +113,7 @@ def test_fallback_to_from_local_is_logged(monkeypatch, caplog, tmp_path):
         raise fastload.FastLoadUnsupported("test reason")
 
     monkeypatch.setattr(fastload, "fast_from_local", unsupported)
-    with caplog.at_level(logging.WARNING, logger="cbx.fastload"):
+    with caplog.at_level(logging.WARNING, logger="cbx.engine.fastload"):
         assert fastload.load_tts(spec, tmp_path, "cpu") == "upstream"
     assert "test reason" in caplog.text and calls == [(tmp_path, "cpu")]
 
@@ -233,7 +233,7 @@ def test_keys_missing_from_a_checkpoint_are_initialised_like_upstream(checkpoint
     save_file(state, str(folder / "s3gen.safetensors"))
     del state
 
-    with caplog.at_level(logging.INFO, logger="cbx.fastload"):
+    with caplog.at_level(logging.INFO, logger="cbx.engine.fastload"):
         fast = fastload.fast_from_local("original", folder, "cpu")
     assert dropped_param in caplog.text
     upstream = ChatterboxTTS.from_local(folder, "cpu")
@@ -255,7 +255,7 @@ def test_keys_missing_from_a_checkpoint_are_initialised_like_upstream(checkpoint
 def test_bfloat16_speaks_through_cbx(checkpoint_root, monkeypatch, speech_wav):
     import cbx
     from cbx import envcheck
-    from cbx.manager import get_manager
+    from cbx.engine.manager import get_manager
 
     # the mechanics, whatever this CPU is (a CPU without AVX512-BF16/AMX refuses bf16:
     # tests/test_envcheck.py)
@@ -306,7 +306,7 @@ def test_bfloat16_speaks_through_cbx(checkpoint_root, monkeypatch, speech_wav):
 
 
 def test_cuda_attention_context_leaves_out_cudnn_only_on_cuda():
-    from cbx.fastload import attention_kernels
+    from cbx.engine.fastload import attention_kernels
 
     flags = torch.backends.cuda
     assert flags.cudnn_sdp_enabled()
@@ -325,7 +325,7 @@ def test_generation_runs_inside_the_attention_context(checkpoint_root, monkeypat
     CUDA context is forced here (its flags are global, CPU compute ignores them) to see
     that the token model runs with cuDNN attention switched off."""
     import cbx
-    from cbx import fastload, manager as managermod, synth
+    from cbx.engine import fastload, manager as managermod, synth
 
     asked, seen = [], []
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cbx import clips
-from cbx import fixture
+from cbx.dev import clips
+from cbx.dev import fixture
 
 sf = pytest.importorskip("soundfile")
 
@@ -219,7 +219,7 @@ def test_unknown_variant_is_refused(fake_builds):
 
 
 def test_child_build_failure_is_reported_with_its_output(tmp_path):
-    # The child interpreter must find `cbx.fixture`; argparse then refuses the variant.
+    # The child interpreter must find `cbx.dev.fixture`; argparse then refuses the variant.
     with pytest.raises(RuntimeError, match=r"(?s)exit 2.*invalid choice: 'large'"):
         fixture._build_in_child("large", tmp_path, stop_after=8, seed=0)
 

@@ -13,7 +13,7 @@ import pytest
 
 import cbx
 from cbx.errors import GenerationFailed
-from cbx.manager import get_manager
+from cbx.engine.manager import get_manager
 
 pytestmark = pytest.mark.model
 

@@ -14,9 +14,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cbx import manager as M  # noqa: E402
+from cbx.engine import manager as M  # noqa: E402
 from cbx.errors import ModelBusy  # noqa: E402
-from cbx.synth import CancelToken  # noqa: E402
+from cbx.engine.synth import CancelToken  # noqa: E402
 
 
 class TinyTTS:

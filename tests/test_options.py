@@ -14,7 +14,7 @@ from cbx.errors import InvalidSetting, InvalidText
 @pytest.fixture
 def nothing_loads(monkeypatch):
     """The case must fail before a model is touched."""
-    from cbx.manager import ModelManager
+    from cbx.engine.manager import ModelManager
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("a model load was attempted for invalid input")
@@ -58,7 +58,7 @@ def test_bad_speak_settings_are_invalid_setting_naming_the_setting(kwargs, name,
     {"dtype": 16}, {"dtype": "int8"},
 ])
 def test_bad_load_arguments_are_invalid_setting(kwargs):
-    from cbx.manager import ModelManager
+    from cbx.engine.manager import ModelManager
 
     with pytest.raises(InvalidSetting):
         ModelManager().load(**kwargs)
@@ -91,7 +91,7 @@ def test_a_language_that_is_not_a_code_is_refused_for_every_variant(variant, lan
                                                                    nothing_loads):
     """Issue 21 item 8: language=["en"] was accepted silently by the English models;
     a project's saved options (check_options) follow the same rule."""
-    from cbx.synth import check_options
+    from cbx.engine.synth import check_options
 
     for attempt in (lambda: cbx.speak("Hello there.", variant=variant, language=language),
                     lambda: check_options({"variant": variant, "language": language})):
@@ -103,7 +103,7 @@ def test_a_language_that_is_not_a_code_is_refused_for_every_variant(variant, lan
 @pytest.mark.parametrize("language", ["xx", "english", ""])
 def test_an_unknown_code_is_refused_even_where_the_variant_has_no_languages(
         language, nothing_loads):
-    from cbx.synth import check_options
+    from cbx.engine.synth import check_options
 
     for attempt in (lambda: cbx.speak("Hello there.", language=language),
                     lambda: check_options({"variant": "turbo", "language": language})):
@@ -116,7 +116,7 @@ def test_an_unknown_code_is_refused_even_where_the_variant_has_no_languages(
 def test_a_known_code_for_an_english_only_variant_is_kept_for_its_note():
     """A real code is not an error for the English models: speak() says in the notes
     that it was not used (tests/test_stream.py sees the note on the real model)."""
-    from cbx.synth import check_options
+    from cbx.engine.synth import check_options
 
     kept = check_options({"variant": "original", "language": "FR"})
     assert kept == {"variant": "original", "language": "FR"}

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from cbx import errors, files
-from cbx.synth import Result, sidecar_path
+from cbx.engine.synth import Result, sidecar_path
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 24_000
@@ -52,7 +52,7 @@ _CHILD = textwrap.dedent("""
     from pathlib import Path
     import numpy as np
     from cbx.errors import CbxError
-    from cbx.synth import Result
+    from cbx.engine.synth import Result
 
     path, seconds, text_chars, limit, overwrite = json.loads(sys.argv[1])
     result = Result(wav=np.full(int(seconds * 24000), 0.5, dtype=np.float32),

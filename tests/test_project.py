@@ -1,4 +1,4 @@
-"""Projects on disk (issue 12) without a model: cbx.synth.speak is replaced by espeak-ng
+"""Projects on disk (issue 12) without a model: cbx.engine.synth.speak is replaced by espeak-ng
 speech of the chunk's text (deterministic per seed), so resume, atomic writes,
 regenerate, edits on reopen, hostile names, text files and the babble guard's retries
 are checked in seconds. tests/test_project_model.py runs the real speak path."""
@@ -14,9 +14,11 @@ import soundfile as sf
 import cbx
 from pathlib import Path
 
-from cbx import clips, files, paths, synth
+from cbx.dev import clips
+from cbx import files, paths
+from cbx.engine import synth
 from cbx.errors import CbxError, InvalidSetting, InvalidText
-from cbx.synth import CancelToken, Result, sidecar_path
+from cbx.engine.synth import CancelToken, Result, sidecar_path
 
 SR = 24_000
 TEXT = ("The first sentence is here. The second one follows it. A third sentence now. "

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cbx import fixture
-from cbx.screenshots import weights_in_model_cache
+from cbx.dev import fixture
+from cbx.dev.screenshots import weights_in_model_cache
 
 
 def test_links_the_checkpoint_for_the_block_and_removes_it(tmp_path):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from cbx.pageserver import VoilaServer
+from cbx.dev.pageserver import VoilaServer
 
 ATTACKER = "attacker.example"
 

@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from cbx import audio, clips
+from cbx import audio
+from cbx.dev import clips
 from cbx.errors import EnvironmentNotSetup, InvalidSetting
 from cbx.settings import SPEECH_RATE
-from cbx.synth import sidecar_path
+from cbx.engine.synth import sidecar_path
 
 SR = 24_000
 
@@ -79,7 +80,7 @@ def test_none_means_unchanged_and_the_range_ends_are_allowed():
 
 def test_speak_refuses_a_bad_rate_before_loading_anything():
     import cbx
-    from cbx.manager import get_manager
+    from cbx.engine.manager import get_manager
 
     with pytest.raises(InvalidSetting, match="rate=3"):
         cbx.speak("Hello there.", rate=3)

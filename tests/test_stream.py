@@ -1,4 +1,4 @@
-"""Token-level streaming (cbx/blocks.py, cbx.stream, speak(on_block=)) on the
+"""Token-level streaming (cbx/engine/blocks.py, cbx.stream, speak(on_block=)) on the
 random-weight fixtures.
 
 The fixture models stop by themselves after 8 tokens, so the block schedule is scaled
@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 
 import cbx
-from cbx import blocks, decode, fixture, errors
-from cbx.manager import get_manager
+from cbx.engine import blocks, decode
+from cbx.dev import fixture
+from cbx import errors
+from cbx.engine.manager import get_manager
 
 pytestmark = pytest.mark.model
 
@@ -169,7 +171,7 @@ def test_stream_yields_blocks_then_returns_the_result(small_blocks, checkpoint_r
             while True:
                 collected.append(next(gen))
         result = stop.value.value
-        assert isinstance(result, cbx.synth.Result)
+        assert isinstance(result, cbx.engine.synth.Result)
         assert len(_joined(collected)) == len(result.wav)
         assert isinstance(collected[0], cbx.AudioBlock) and collected[-1].last
     finally:

@@ -169,7 +169,7 @@ def test_tag_button_inserts_at_the_cursor_in_chromium():
     """The anywidget's own JavaScript in Chromium: the tag goes where the cursor is (or
     replaces the selection), spaced from touching words, and the Textarea's view hears
     an `input` event, as for a keystroke, so the kernel gets the new text."""
-    from cbx.pageserver import CHROMIUM, CHROMIUM_ARGS
+    from cbx.dev.pageserver import CHROMIUM, CHROMIUM_ARGS
     from cbx.ui.tagbar import ESM
     from tests.test_e2e_dashboard import _require_browser
 

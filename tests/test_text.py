@@ -7,7 +7,7 @@ import re
 import pytest
 
 from cbx.errors import InvalidSetting, InvalidText
-from cbx import decode
+from cbx.engine import decode
 from cbx.text import (CHARS_PER_SECOND, CJK_CHARACTER_WEIGHT, DEFAULT_FIRST_CHUNK_CHARS,
                       DEFAULT_MAX_CHARS, estimate_seconds, normalize_text, speech_length,
                       split_text, validate_text)

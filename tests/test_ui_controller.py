@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from cbx.errors import GenerationFailed, InvalidSetting, InvalidVoiceFile
-from cbx.blocks import AudioBlock
-from cbx.synth import CancelToken, Progress, Result, sidecar_path
+from cbx.engine.blocks import AudioBlock
+from cbx.engine.synth import CancelToken, Progress, Result, sidecar_path
 from cbx.text import DEFAULT_FIRST_CHUNK_CHARS, split_text
 from cbx.state import ModelInfo, ModelState
 from cbx.ui import playback
@@ -28,7 +28,7 @@ from cbx.ui.backend import Backend, ProjectsOnDisk
 from cbx.ui import render
 from cbx.ui.controller import BUILTIN, GENERATING, DashboardController, parse_seed
 from cbx.variants import VARIANTS
-from cbx import clips
+from cbx.dev import clips
 
 SR = 24_000
 

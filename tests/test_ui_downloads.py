@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cbx.pageserver import VoilaServer
+from cbx.dev.pageserver import VoilaServer
 from cbx.ui.downloads import href
 
 ATTACKER = "attacker.example"

@@ -11,12 +11,12 @@ import time
 import pytest
 import soundfile as sf
 
-from cbx.manager import get_manager
-from cbx.synth import sidecar_path
+from cbx.engine.manager import get_manager
+from cbx.engine.synth import sidecar_path
 from cbx.ui import playback
 from cbx.ui.backend import CbxBackend
 from cbx.ui.controller import DashboardController
-from cbx import fixture
+from cbx.dev import fixture
 
 pytestmark = pytest.mark.model
 

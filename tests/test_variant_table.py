@@ -6,7 +6,7 @@ from __future__ import annotations
 def test_each_part_file_is_a_required_file_and_named_once():
     """Issue 9: weight file names live in the variant table only; the loader reads the
     part files and the tokenizer file from it."""
-    from cbx import fastload
+    from cbx.engine import fastload
     from cbx.variants import VARIANTS
 
     for name, spec in VARIANTS.items():

@@ -6,8 +6,8 @@ import pytest
 
 import cbx
 from cbx import errors
-from cbx.manager import get_manager
-from cbx import clips
+from cbx.engine.manager import get_manager
+from cbx.dev import clips
 
 pytestmark = pytest.mark.model
 

@@ -638,7 +638,7 @@ def test_reads_are_capped_whatever_the_size_claims(tmp_path):
 
 def test_result_html_escapes_the_voice_and_everything_else():
     """Issue 15 (19): Result._repr_html_ did not escape the voice name."""
-    from cbx.synth import Result
+    from cbx.engine.synth import Result
 
     result = Result(wav=np.zeros(2400, dtype=np.float32), sample_rate=24000,
                     text="<b>x</b>", voice="<script>alert(1)</script>", variant="original",
@@ -674,7 +674,7 @@ def test_results_saved_at_once_under_one_name_never_overwrite_each_other(tmp_pat
     overwrote each other's WAV and JSON. Each pair is created exclusively."""
     import threading
 
-    from cbx.synth import Result, sidecar_path
+    from cbx.engine.synth import Result, sidecar_path
 
     def result(seed):
         return Result(wav=np.full(2400, seed / 100, dtype=np.float32), sample_rate=24000,

@@ -162,7 +162,7 @@ def _new_plan(name: str, asked: dict, old: dict | None) -> dict:
     if taken:
         raise InvalidSetting(f"{', '.join(sorted(taken))} cannot be a project setting.",
                              "Pass them to run() or export() instead, or leave them out.")
-    from ..synth import check_options
+    from ..engine.synth import check_options
 
     settings = check_options({**old.get("options", {}), **asked["options"]})
     voice = (_voice_identity(asked["voice"]) if asked["voice"] is not _KEEP
@@ -555,7 +555,7 @@ class Project:
         """Chunk `index` through cbx.speak with its seed, retried with the next seeds
         while the guard flags it; the best take is kept (flagged), never dropped.
         The take's file is on disk before its row commits."""
-        from .. import synth
+        from ..engine import synth
 
         speak = self._speak or synth.speak
         plan = self._store.meta()
@@ -582,7 +582,7 @@ class Project:
         return wav, result.sample_rate
 
     def _keep(self, index, text, seed, used, wav, result, checked, attempts) -> None:
-        from ..synth import encode_wav
+        from ..audio import encode_wav
 
         data = encode_wav(wav, result.sample_rate)
         sha = hashlib.sha256(data).hexdigest()
@@ -706,9 +706,9 @@ class Project:
     def export(self, path, rate: float | None = None, *, overwrite: bool = False,
                unique: bool = False) -> Path:
         """The joined audio in the format the suffix names, with its settings sidecar
-        (cbx.synth.Result.save): an existing file is refused unless `overwrite`;
+        (cbx.engine.synth.Result.save): an existing file is refused unless `overwrite`;
         `unique` picks the next free name instead (for names cbx chooses itself)."""
-        from ..synth import Result
+        from ..engine.synth import Result
 
         rate = audio.check_rate(self.rate if rate is None else rate)
         wav, sample_rate = self.audio(rate)

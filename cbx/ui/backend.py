@@ -163,7 +163,7 @@ class CbxBackend(ProjectsOnDisk, Backend):
 
     # -- layer 3: model manager ------------------------------------------------------
     def _manager(self):
-        from ..manager import get_manager
+        from ..engine.manager import get_manager
 
         return get_manager()
 
@@ -223,17 +223,17 @@ class CbxBackend(ProjectsOnDisk, Backend):
         return variant_tags(variant, self.model_dir)
 
     def make_cancel_token(self):
-        from ..synth import CancelToken
+        from ..engine.synth import CancelToken
 
         return CancelToken()
 
     def prepare_voice(self, voice, *, exaggeration: float) -> None:
-        from ..synth import prepare_voice
+        from ..engine.synth import prepare_voice
 
         prepare_voice(voice, exaggeration=exaggeration)
 
     def speak(self, text: str, voice, **kwargs):
-        from ..synth import speak
+        from ..engine.synth import speak
 
         if self.model_dir is not None:
             kwargs.setdefault("model_dir", self.model_dir)

@@ -25,7 +25,8 @@ from typing import Callable
 from ..errors import (CbxError, GenerationCancelled, GenerationFailed, HealthCheckFailed,
                       InvalidSetting, InvalidVoiceFile, ModelLoadFailed, OutputNotSaved,
                       UnexpectedError)
-from ..synth import encode_wav, sidecar_path
+from ..audio import encode_wav
+from ..engine.synth import sidecar_path
 from ..state import ModelInfo, ModelState
 from ..text import CHARS_PER_SECOND, DEFAULT_FIRST_CHUNK_CHARS, DEFAULT_MAX_CHARS
 from ..tags import TURBO, find_tags

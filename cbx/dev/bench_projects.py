@@ -1,4 +1,4 @@
-"""How long-form projects scale with a book: `python -m cbx.bench_projects`.
+"""How long-form projects scale with a book: `python -m cbx.dev.bench_projects`.
 
 Prints, on this machine, the time of each step issue 20 sets a target for:
 - a 20 MB text file made into a project (read, split, checked, stored);
@@ -41,13 +41,13 @@ def book_text(size_bytes: int, seed: int = 1) -> str:
 
 
 def _install_tone_speak(timings: list) -> None:
-    """cbx.synth.speak -> a tone as long as the text predicts; its time is recorded
+    """cbx.engine.synth.speak -> a tone as long as the text predicts; its time is recorded
     so it can be taken out of the bookkeeping figure."""
     import numpy as np
 
-    from . import synth
-    from .synth import Result
-    from .text import estimate_seconds
+    from ..engine import synth
+    from ..engine.synth import Result
+    from ..text import estimate_seconds
 
     cache: dict = {}
 
@@ -103,9 +103,9 @@ def _fill(job, upto: int) -> None:
     Each gets a real take file and row (written without fsync, in one transaction)."""
     import hashlib
 
-    from .longform.store import Store, take_file
-    from .synth import encode_wav
-    from .text import estimate_seconds
+    from ..longform.store import Store, take_file
+    from ..audio import encode_wav
+    from ..text import estimate_seconds
     import numpy as np
 
     rows = job.overview(0, upto)
@@ -130,8 +130,8 @@ def _fill(job, upto: int) -> None:
 
 def run(chunks: int, made: int, text_mb: float, small_projects: int) -> list:
     import cbx
-    from . import files
-    from .longform import guard
+    from .. import files
+    from ..longform import guard
 
     rows = []
     book = Path(os.environ["CBX_OUTPUT_DIR"]) / "book.txt"
@@ -186,7 +186,7 @@ def run(chunks: int, made: int, text_mb: float, small_projects: int) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cbx.bench_projects",
+    parser = argparse.ArgumentParser(prog="python -m cbx.dev.bench_projects",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", type=int, default=20_000,
                         help="chunks of the made project (default 20000)")

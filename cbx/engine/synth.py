@@ -1,14 +1,13 @@
 """Speaking text of any length with a loaded model: chunking, seeds, progress, cancel.
 
 Each chunk goes through chatterbox's own `generate()` with cbx's token loop
-(cbx.decode) in place of upstream's, which makes the same tokens, so the audio is
+(cbx.engine.decode) in place of upstream's, which makes the same tokens, so the audio is
 exactly what upstream makes for the same seed; cbx adds what a long text needs around it.
 Layer 4: imports layers 1-3; torch is imported inside functions.
 """
 from __future__ import annotations
 
 import html
-import io
 import itertools
 import json
 import os
@@ -16,25 +15,22 @@ import secrets
 import threading
 import time
 import traceback
-import wave
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import audio
+from .. import audio
 from . import decode
-from . import files
+from .. import files
 from .blocks import AudioBlock, BlockMaker
-from . import options
-from . import text as textmod
-from . import voices as voicemod
-from .errors import (CbxError, CUDA_OOM_SOLUTION, GenerationCancelled, GenerationFailed,
-                     InvalidSetting, InvalidText, InvalidVoiceFile, NoVoiceLoaded,
-                     OutputExists)
+from .. import options
+from .. import text as textmod
+from .. import voices as voicemod
+from ..errors import (CbxError, CUDA_OOM_SOLUTION, GenerationCancelled, GenerationFailed, InvalidSetting, InvalidText, InvalidVoiceFile, NoVoiceLoaded, OutputExists)
 from .fastload import attention_kernels
 from .manager import free_cuda_cache, get_manager, is_cuda_oom
-from .settings import ALL_SETTINGS, DTYPES, SETTINGS
-from .variants import MULTILINGUAL_LANGUAGES, get_variant
+from ..settings import ALL_SETTINGS, DTYPES, SETTINGS
+from ..variants import MULTILINGUAL_LANGUAGES, get_variant
 
 MIN_ENGLISH_CFG_WEIGHT = 1e-3
 PAUSE_SECONDS = 0.3          # silence between chunks: a short breath between sentences
@@ -44,21 +40,6 @@ PROGRESS_INTERVAL = 0.25     # seconds between token-level progress callbacks
 # size"). It is retried with the next seeds, this many times.
 FEW_TOKENS = 3
 NO_SPEECH_RETRIES = 2
-
-
-def encode_wav(wav, sample_rate: int) -> bytes:
-    """16-bit mono WAV bytes of a float waveform, clipped to [-1, 1]: the one encoder
-    for saved files, downloads and every player on the page."""
-    import numpy as np
-
-    data = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(int(sample_rate))
-        out.writeframes(np.round(data * 32767.0).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 class CancelToken:
@@ -181,7 +162,7 @@ class Result:
         }
 
     def to_wav_bytes(self) -> bytes:
-        return encode_wav(self.wav, self.sample_rate)
+        return audio.encode_wav(self.wav, self.sample_rate)
 
     def save(self, path, *, overwrite: bool = False, unique: bool = False) -> Path:
         """Write the audio in the format its suffix names (.wav, .flac, .mp3, .ogg,
@@ -415,7 +396,7 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
     same pitch (cbx.audio.stretch), each chunk before on_chunk sees it; 1 leaves the
     audio exactly as generated. `on_block(AudioBlock)` gets the audio in contiguous
     blocks as soon as each is made, the first after about 0.8 s of speech has been
-    decoded (cbx.blocks; `stream()` is the generator form). An exception raised by a
+    decoded (cbx.engine.blocks; `stream()` is the generator form). An exception raised by a
     callback (or by a cancel object's `cancelled`) ends the call as `generation_failed`
     naming it, never retried. `language` is the multilingual variant's; the English
     ones ignore a valid code and say so in the notes.
@@ -787,7 +768,7 @@ def _generate_with_retries(tts, conds, chunk: str, seed: int, kwargs: dict,
 def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: CancelToken,
                     on_tokens, notes: list, label: str, on_new_tokens=None):
     """One upstream generate() call, seeded, whose token loop is cbx's decoder
-    (cbx.decode) under this chunk's token budget; the decoder reports each transformer
+    (cbx.engine.decode) under this chunk's token budget; the decoder reports each transformer
     forward, which counts sampled tokens for progress and aborts between tokens when
     cancelled."""
     import torch

@@ -20,14 +20,14 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import decode, envcheck, options, paths
-from .holds import (ModelHolds, exclusive_devices, now_iso, process_create_time,
-                    session_label, write_json_atomic)
-from .envsettings import DEFAULT_IDLE_UNLOAD_MINUTES
-from .errors import CUDA_OOM_SOLUTION, ModelBusy, ModelLoadFailed
-from .settings import DTYPES
-from .state import ModelInfo, ModelState
-from .variants import DEFAULT_VARIANT, get_variant
+from . import decode
+from .. import envcheck, options, paths
+from ..holds import (ModelHolds, exclusive_devices, now_iso, process_create_time, session_label, write_json_atomic)
+from ..envsettings import DEFAULT_IDLE_UNLOAD_MINUTES
+from ..errors import CUDA_OOM_SOLUTION, ModelBusy, ModelLoadFailed
+from ..settings import DTYPES
+from ..state import ModelInfo, ModelState
+from ..variants import DEFAULT_VARIANT, get_variant
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ class ModelManager:
 
 def _load_upstream(spec, folder: Path, device: str, dtype: str):
     """Build the upstream model object as chatterbox's `from_local` does, without its
-    random initialisation and second copy of the weights (cbx.fastload; it falls back to
+    random initialisation and second copy of the weights (cbx.engine.fastload; it falls back to
     `from_local` itself where it cannot vouch for an identical result)."""
     from . import fastload
 

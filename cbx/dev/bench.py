@@ -1,4 +1,4 @@
-"""Benchmark cbx against upstream chatterbox in one run: `python -m cbx.bench`.
+"""Benchmark cbx against upstream chatterbox in one run: `python -m cbx.dev.bench`.
 
 Why it exists: users judge the tool by how long they wait (load, preparing a voice,
 first audio, total) and by whether the model fits their GPU, so those figures are
@@ -15,7 +15,7 @@ short sentence and the text), so it rests on more than a handful of tokens.  The
 shows medians; the last line of output is one JSON object with every figure, the
 ratios and the notes.
 
-Without ``--model-dir`` the random-weight test fixture (cbx/fixture.py) is built
+Without ``--model-dir`` the random-weight test fixture (cbx/dev/fixture.py) is built
 or reused: every ``generate()`` of it yields the same 8 tokens whatever the text, so
 runs are comparable, but time-to-first-audio ratios understate what real weights give
 (see the note printed with the results).  ``--fixture-length R`` fixes that: it uses a
@@ -37,10 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import paths
-from .decode import decoder_of
-from .settings import DTYPES
-from .variants import VARIANTS, get_variant
+from .. import paths
+from ..engine.decode import decoder_of
+from ..settings import DTYPES
+from ..variants import VARIANTS, get_variant
 
 RESULT_MARKER = "CBX_BENCH_RESULT "
 SAMPLE_RATE = 24_000
@@ -69,7 +69,7 @@ FIGURES = {
     "conds_first_s": ("Voice: conditionals, first use of a clip", "s", "lower", None),
     "conds_reuse_s": ("Voice: reuse of a saved voice", "s", "lower", 0.05),
     "prefill_s": ("T3: prompt prefill", "s", "lower", None),
-    # cbx's own token loop (cbx/decode.py) against upstream's: at least as fast on a CPU
+    # cbx's own token loop (cbx/engine/decode.py) against upstream's: at least as fast on a CPU
     # (on a GPU the targets are 2x in float32 and 3x in half precision, see README)
     "t3_tokens_per_s": ("T3: decode speed", "tokens/s", "higher", 1.0),
     "graph_capture_s": ("T3: CUDA graph capture (first use, in the above)", "s", "lower",
@@ -277,7 +277,7 @@ class _Cbx(_Upstream):
 
     def load(self):
         import cbx
-        from cbx.manager import get_manager
+        from cbx.engine.manager import get_manager
 
         task = self.task
         cbx.load(task["variant"], device=task["device"], dtype=task["dtype"],
@@ -519,7 +519,7 @@ def _run_side(task: dict, scratch: Path, index: int, timeout: float) -> dict:
                      ("CBX_OUTPUT_DIR", "outputs")):
         env[var] = str(base / sub)       # a fresh library: "first use" is a real first use
     env.setdefault("TQDM_DISABLE", "1")
-    proc = subprocess.run([sys.executable, "-m", "cbx.bench", "--worker", json.dumps(task)],
+    proc = subprocess.run([sys.executable, "-m", "cbx.dev.bench", "--worker", json.dumps(task)],
                           capture_output=True, text=True, env=env, cwd=str(paths.REPO_ROOT),
                           timeout=timeout)
     for line in reversed(proc.stdout.splitlines()):
@@ -638,7 +638,7 @@ def describe_machine(device: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m cbx.bench",
+        prog="python -m cbx.dev.bench",
         description="Measure cbx against upstream chatterbox (from_local, "
                     "prepare_conditionals, generate) in one interleaved run: load time "
                     "and memory, voice preparation, T3 tokens/s, vocoder speed, time to "
@@ -695,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_all(args: argparse.Namespace) -> dict:
     """Every repetition of both sides, alternating which goes first; the summary."""
-    from .text import DEFAULT_MAX_CHARS
+    from ..text import DEFAULT_MAX_CHARS
 
     def say(message: str) -> None:
         if not args.json_only:

@@ -1,15 +1,15 @@
-"""`python -m cbx.screenshots`: make the README's pictures of the dashboard again, from
+"""`python -m cbx.dev.screenshots`: make the README's pictures of the dashboard again, from
 the page a user sees: the real server (`python -m cbx.ui`, as the start scripts run it)
 in headless Chromium, with the model where setup puts it, in the checkout's
 `model_cache/`.
 
 Weights: real weights cannot be downloaded on the machines that build this project, so
-when `model_cache/original/` is absent the random-weight checkpoint (cbx/fixture.py, the
+when `model_cache/original/` is absent the random-weight checkpoint (cbx/dev/fixture.py, the
 same layout as the real one) is linked there for the shots and the link is removed after.
 A link, not a temporary folder shown under another name: the page then reads the very
 folder a user's page reads, and the health panel shows its real folder and sizes. A
 `model_cache/original/` that is already there (real weights) is used as it is and never
-touched. The voice is a made-up speech clip (cbx/clips.py), saved in a temporary voice
+touched. The voice is a made-up speech clip (cbx/dev/clips.py), saved in a temporary voice
 library. Results are saved where a user's are, in the checkout's outputs/, and the files
 this run added there are deleted at its end. The page names folders in the checkout
 relative to it ("outputs/..."), and a shot that shows a path of this machine (the
@@ -28,9 +28,8 @@ import tempfile
 from pathlib import Path
 
 from . import clips, fixture
-from .pageserver import (CHROMIUM, CHROMIUM_ARGS, VoilaServer, set_chunk_size, type_text,
-                         upload_file, wait_text)
-from .paths import REPO_ROOT
+from .pageserver import (CHROMIUM, CHROMIUM_ARGS, VoilaServer, set_chunk_size, type_text, upload_file, wait_text)
+from ..paths import REPO_ROOT
 
 MODEL_CACHE = REPO_ROOT / "model_cache"
 FIRST_TEXT = "Hello! This is my cloned voice, made on my own computer."
@@ -129,7 +128,7 @@ def _shot(page, path: Path, private: tuple[str, ...] = ()) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cbx.screenshots",
+    parser = argparse.ArgumentParser(prog="python -m cbx.dev.screenshots",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs",
                         help="folder for the PNG files (default: docs/)")

@@ -1,7 +1,7 @@
 """The dashboard's real servers on a free port, and how to start the Chromium that drives
 them: Voilà started as users start it (`python -m cbx.ui`), and JupyterLab opened on the
-same notebooks; for the page benchmark (`python -m cbx.bench_page`), the README
-screenshots (`python -m cbx.screenshots`) and the browser tests."""
+same notebooks; for the page benchmark (`python -m cbx.dev.bench_page`), the README
+screenshots (`python -m cbx.dev.screenshots`) and the browser tests."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .paths import REPO_ROOT
+from ..paths import REPO_ROOT
 
 CHROMIUM = os.environ.get("CBX_CHROMIUM", "/usr/bin/chromium")
 # the Jupyter server extensions cbx enables (its download route) in JupyterLab

@@ -1,4 +1,4 @@
-"""What the dashboard costs the user's machine: `python -m cbx.bench_page`.
+"""What the dashboard costs the user's machine: `python -m cbx.dev.bench_page`.
 
 Why it exists: the page runs in a browser on the same machine as the kernel. A page
 that keeps the browser busy takes CPU from PyTorch, and a CPU generation then takes
@@ -16,7 +16,7 @@ Playwright, and prints:
   first click), then warm (after one warm-up generation on both sides; medians). The
   two sides take turns, so a machine that drifts during the run moves both alike.
 
-Without `--model-dir` it uses the random-weight test fixture (cbx/fixture.py),
+Without `--model-dir` it uses the random-weight test fixture (cbx/dev/fixture.py),
 so it needs the dev install (`python setup_env.py --dev`: Playwright) and Chromium.
 The last line of output is one JSON object with every figure.
 """
@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import paths
 from . import bench
 from .pageserver import CHROMIUM, CHROMIUM_ARGS, VoilaServer, wait_text
 
@@ -215,7 +216,7 @@ class PlainKernel:
                    CBX_OUTPUT_DIR=str(scratch / "koutputs"),
                    CBX_STATE_DIR=str(scratch / "kstate"))
         self.manager, self.client = start_new_kernel(
-            kernel_name="python3", env=env, cwd=str(Path(__file__).resolve().parent.parent))
+            kernel_name="python3", env=env, cwd=str(paths.REPO_ROOT))
         self._run(KERNEL_SETUP.format(clip=str(clip), text=TEXT, seed=SEED,
                                       marker=RESULT_MARKER))
 
@@ -244,7 +245,7 @@ class PlainKernel:
 # ------------------------------------------------------------------------- report
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cbx.bench_page",
+        prog="python -m cbx.dev.bench_page",
         description="Chromium's idle CPU on the dashboard in each state, and the "
                     "dashboard's time to first audio against cbx.speak in a plain kernel.")
     parser.add_argument("--model-dir", default=None,

@@ -37,7 +37,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from .text import estimate_seconds
+from ..text import estimate_seconds
 
 FAST_DECODE_ENV = "CBX_FAST_DECODE"
 UPSTREAM_MAX_TOKENS = 1000      # what upstream's generate() asks for (40 s of speech)

@@ -138,7 +138,7 @@ def write(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE,
 
 
 def _format_for(path: Path):
-    from .audio import FORMATS
+    from ..audio import FORMATS
 
     try:
         return FORMATS[path.suffix.lower()]
@@ -152,7 +152,7 @@ def can_write(suffix: str) -> bool:
     libsndfile >= 1.1, Opus >= 1.0.29)."""
     import soundfile as sf
 
-    from .audio import FORMATS
+    from ..audio import FORMATS
 
     fmt = FORMATS.get(suffix.lower())
     return (fmt is not None and fmt.container in sf.available_formats()

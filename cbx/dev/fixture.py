@@ -38,7 +38,7 @@ Building a full-size variant takes about a minute and ~5 GB RAM, so
 ``cached_checkpoint_root`` builds once per machine into ``$CBX_FIXTURE_CACHE``
 (default ``<repo>/.fixture_cache``), atomically and under a file lock.
 
-CLI: ``python -m cbx.fixture --variants original [multilingual turbo]
+CLI: ``python -m cbx.dev.fixture --variants original [multilingual turbo]
 [--dest DIR]`` prints the model root (the folder CBX_MODEL_DIR should point to).
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-from .paths import REPO_ROOT
+from ..paths import REPO_ROOT
 
 # Bump when anything about the built files changes, so old caches are not reused.
 BUILDER_VERSION = 1
@@ -306,7 +306,7 @@ def install_stop_gpt2(t3, stop_after: int, seed: int) -> dict:
 
 def _turbo_hp():
     """T3 hyper-parameters of Turbo, as ChatterboxTurboTTS.from_local sets them."""
-    from cbx.fastload import turbo_t3_config
+    from cbx.engine.fastload import turbo_t3_config
 
     return turbo_t3_config()
 
@@ -495,7 +495,7 @@ def _build_in_child(variant: str, root: Path, *, stop_after: int, seed: int) -> 
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "cbx.fixture", "--variants", variant, "--dest", str(root),
+    cmd = [sys.executable, "-m", "cbx.dev.fixture", "--variants", variant, "--dest", str(root),
            "--stop-after", str(stop_after), "--seed", str(seed), "--force"]
     proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -537,7 +537,7 @@ def cached_checkpoint_root(variants=("original",), *, stop_after: int = DEFAULT_
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cbx.fixture",
+        prog="python -m cbx.dev.fixture",
         description="Build random-weight Chatterbox checkpoints (test fixture). Prints the "
                     "model root to point CBX_MODEL_DIR at.")
     parser.add_argument("--variants", nargs="+", default=["original"], choices=VARIANTS)

@@ -30,7 +30,7 @@ import os
 import sys
 from pathlib import Path
 
-from .variants import BUILTIN_VOICE_FILE, get_variant
+from ..variants import BUILTIN_VOICE_FILE, get_variant
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""How long splitting takes as text grows: `python -m cbx.bench_text`.
+"""How long splitting takes as text grows: `python -m cbx.dev.bench_text`.
 
 Why: the dashboard counts chunks as the user types or pastes, and speak() splits every
 text before it starts, so splitting must stay linear in the text's length (a million
@@ -11,7 +11,7 @@ import argparse
 import json
 import time
 
-from .text import split_text
+from ..text import split_text
 
 SHAPES = {
     "short sentences ('Hi. ')": "Hi. ",
@@ -31,7 +31,7 @@ def time_split(text: str, repeats: int = 3) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cbx.bench_text", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cbx.dev.bench_text", description=__doc__)
     parser.add_argument("--sizes", default="10000,100000,1000000",
                         help="comma-separated text lengths in characters")
     args = parser.parse_args(argv)

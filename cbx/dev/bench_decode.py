@@ -1,7 +1,7 @@
 """Check and time cbx's T3 token loop against upstream's, in one process:
-`python -m cbx.bench_decode --device cuda`.
+`python -m cbx.dev.bench_decode --device cuda`.
 
-Why: the fast loop (cbx/decode.py) promises upstream's tokens.  In float32 on a CPU
+Why: the fast loop (cbx/engine/decode.py) promises upstream's tokens.  In float32 on a CPU
 the tests show they are identical; in half precision on a GPU kernels differ (a static
 cache, CUDA graphs, the last-position head), so the promise becomes "the same logits
 within 1e-2 under teacher forcing", and this script measures it:
@@ -18,7 +18,7 @@ within 1e-2 under teacher forcing", and this script measures it:
 
 It runs on the never-stopping random-weight fixture (or ``--model-dir``) for every
 ``--dtypes`` value; the last line is one JSON object.  The end-to-end figures (time to
-first audio, VRAM) come from ``python -m cbx.bench``; ``--with-bench`` runs it too, for
+first audio, VRAM) come from ``python -m cbx.dev.bench``; ``--with-bench`` runs it too, for
 each dtype, so one command gives every GPU figure the README reports.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import sys
 import time
 
 from .bench import NEVER_STOPS, describe_machine
-from .settings import DTYPES
+from ..settings import DTYPES
 
 RESULT_MARKER = "CBX_DECODE_RESULT "
 TEXT = "The morning train was late again, so Maria walked along the river instead."
@@ -38,8 +38,8 @@ LOGIT_TOLERANCE = 1e-2
 
 
 def _load(model_dir, device: str, dtype: str):
-    from .manager import _load_upstream
-    from .variants import get_variant
+    from ..engine.manager import _load_upstream
+    from ..variants import get_variant
 
     if model_dir is None:
         from .fixture import cached_checkpoint_root
@@ -109,7 +109,7 @@ def _teacher_forced(tts, decoder, kwargs: dict, tokens: list[int], device: str):
     import torch
     from transformers import DynamicCache
 
-    from .decode import _Step
+    from ..engine.decode import _Step
 
     t3 = tts.t3
     hp = t3.hp
@@ -147,7 +147,7 @@ def check(model_dir, device: str, dtype: str, steps: int, seed: int,
           repeats: int) -> dict:
     import statistics
 
-    from .decode import Decoder
+    from ..engine.decode import Decoder
 
     tts = _load(model_dir, device, dtype)
     kwargs = _prompt(tts)
@@ -178,7 +178,7 @@ def check(model_dir, device: str, dtype: str, steps: int, seed: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cbx.bench_decode",
+    parser = argparse.ArgumentParser(prog="python -m cbx.dev.bench_decode",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--dtypes", nargs="+", default=None, choices=DTYPES,
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="model root holding original/ (default: the never-stopping "
                              "random-weight fixture)")
     parser.add_argument("--with-bench", action="store_true",
-                        help="also run python -m cbx.bench (--fixture-length 1.7) for "
+                        help="also run python -m cbx.dev.bench (--fixture-length 1.7) for "
                              "each dtype")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in dtypes:      # one process per dtype: memory and graphs start clean
         task = {"model_dir": args.model_dir, "device": args.device, "dtype": dtype,
                 "steps": args.steps, "seed": args.seed, "repeats": args.repeats}
-        proc = subprocess.run([sys.executable, "-m", "cbx.bench_decode", "--worker",
+        proc = subprocess.run([sys.executable, "-m", "cbx.dev.bench_decode", "--worker",
                                json.dumps(task)], capture_output=True, text=True)
         lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_MARKER)]
         if not lines:
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['upstream_tokens_per_s']:.1f} tokens/s = {result['speedup']:.2f}x"
               f" | graph capture {result['graph_capture_s']:.2f} s", flush=True)
         if args.with_bench:
-            subprocess.run([sys.executable, "-m", "cbx.bench", "--device", args.device,
+            subprocess.run([sys.executable, "-m", "cbx.dev.bench", "--device", args.device,
                             "--dtype", dtype, "--fixture-length", "1.7", "--repeats", "1"]
                            + (["--model-dir", args.model_dir] if args.model_dir else []))
     print(json.dumps({"machine": describe_machine(args.device), "device": args.device,
