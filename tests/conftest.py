@@ -1,7 +1,7 @@
 """Shared test fixtures.
 
 Model checkpoints
-    Real weights cannot be downloaded here (DESIGN.md), so `checkpoint_root` is a model
+    Real weights cannot be downloaded here (docs/DESIGN.md), so `checkpoint_root` is a model
     root (what ``CBX_MODEL_DIR`` points to) holding ``original/`` with random weights in
     the real on-disk layout, built by cbx/dev/fixture.py once per machine and cached in
     ``$CBX_FIXTURE_CACHE`` (default ``<repo>/.fixture_cache``).  Every ``generate()`` of
@@ -28,7 +28,7 @@ User folders
     pointing at fresh temporary folders, so no test writes into the repository.
 
 Clips
-    ``speech_wav`` (8 s espeak-ng speech, 24 kHz 16-bit WAV), ``long_speech_wav``
+    ``speech_wav`` (6 s espeak-ng speech, 24 kHz 16-bit WAV), ``long_speech_wav``
     (20 s), ``short_speech_wav`` (1.5 s, below every variant's minimum), ``silent_wav``,
     ``tone_wav``; made by cbx/dev/clips.py, session-scoped and read-only by
     convention (copy before modifying).
@@ -117,8 +117,10 @@ def clip_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def speech_wav(clip_dir):
-    """8 s of English speech (espeak-ng; a voice-like signal if espeak-ng is missing)."""
-    return clips.speech_clip(clip_dir / "speech_8s.wav", 8.0)
+    """6 s of English speech (espeak-ng; a voice-like signal if espeak-ng is missing):
+    above every variant's minimum (Turbo's 5 s), and short, because S3Gen reads the whole
+    clip at every step of every chunk."""
+    return clips.speech_clip(clip_dir / "speech_6s.wav", 6.0)
 
 
 @pytest.fixture(scope="session")

@@ -193,9 +193,9 @@ def test_voices_lists_the_library(speech_wav):
     assert proc.returncode == 0, proc.stderr
     [entry] = json.loads(proc.stdout)
     assert entry["name"] == "Narrator" and entry["path"] == str(saved.path)
-    assert entry["seconds"] == pytest.approx(8.0, abs=0.1)
+    assert entry["seconds"] == pytest.approx(6.0, abs=0.1)
     text = _run(command, "voices").stdout
-    assert text.startswith("Narrator") and "8.0 s" in text
+    assert text.startswith("Narrator") and "6.0 s" in text
 
 
 def test_progress_bar_shows_chunk_of_total_and_time_left():
