@@ -192,11 +192,14 @@ def small_server(tmp_path_factory):
     server.close()
 
 
-def load(server, headers: dict) -> tuple[int, str]:
+def load(server, headers: dict, *, answer: dict | None = None) -> tuple[int, str]:
+    """GET the page: (status, body); `answer`, when given, gets the response headers."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=180)
     try:
         connection.request("GET", "/", headers=headers)
         response = connection.getresponse()
+        if answer is not None:
+            answer.update(response.getheaders())
         return response.status, response.read().decode("utf-8", "replace")
     finally:
         connection.close()
@@ -206,8 +209,11 @@ def test_typed_addresses_and_own_pages_still_load(small_server):
     for headers in ({"Sec-Fetch-Site": "none"},
                     {"Sec-Fetch-Site": "same-origin", "Referer": small_server.url}):
         kernels = len(small_server.kernel_pids())
-        status, page = load(small_server, headers)
+        answer = {}
+        status, page = load(small_server, headers, answer=answer)
         assert status == 200 and "tiny page" in page
+        # no other page may frame the dashboard (clickjacking, hidden kernels)
+        assert "frame-ancestors 'none'" in answer["Content-Security-Policy"]
         assert len(small_server.kernel_pids()) == kernels + 1
 
 

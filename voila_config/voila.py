@@ -46,6 +46,9 @@ c.Voila.tornado_settings = {
     # 127.0.0.1 carries its own name in Host).
     "allow_remote_access": False,
     "local_hostnames": ["localhost"],
+    # No other page may show the dashboard in a frame (jupyter_server's default allows
+    # its own origin; nothing here needs that).
+    "headers": {"Content-Security-Policy": "frame-ancestors 'none'"},
 }
 c.MappingKernelManager.cull_idle_timeout = int(cull_minutes * 60)
 c.MappingKernelManager.cull_interval = 60 if cull_minutes >= 2 else 10
