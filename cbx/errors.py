@@ -1,4 +1,4 @@
-"""The error taxonomy (DESIGN.md): every failure a user can meet has a stable code,
+"""The error taxonomy (docs/DESIGN.md): every failure a user can meet has a stable code,
 a one-line message and the one command or click that fixes it.
 
 Layer 1: no heavy imports.

@@ -1,4 +1,4 @@
-"""Reference clips that tests make themselves (DESIGN.md: never downloaded).
+"""Reference clips that tests make themselves (docs/DESIGN.md: never downloaded).
 
 `speech_clip` speaks English with espeak-ng when it is installed, so the voice
 encoder, the S3 tokenizer and the clip validators see real speech; without espeak-ng
