@@ -1111,13 +1111,13 @@ class Plan:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from cbx import envcheck, paths, variants   # layer 1-2: standard library only
+    from cbx import paths, variants, weights   # the standard-library layer of this checkout
 
     env = pick_env("conda" if args.conda else "venv" if args.venv else "auto")
     if args.where:
         return _where(env)
     check_index_urls(args.torch_index)
-    plan = _make_plan(args, env, envcheck, variants)
+    plan = _make_plan(args, env, weights, variants)
     _print_plan(plan, args, paths, variants)
     if args.dry_run:
         say("Dry run: nothing was changed. Run without --dry-run to do the [do] steps.")
@@ -1132,7 +1132,7 @@ def _main(args: argparse.Namespace) -> int:
                                         "--skip-disk-check.")
     started = time.monotonic()
     env = _install(plan, args)
-    failed_downloads, broken = _fetch_and_verify(plan, env, envcheck, paths, variants)
+    failed_downloads, broken = _fetch_and_verify(plan, env, weights, paths, variants)
     summary(env, plan.models, failed_downloads, broken, paths, variants, started)
     if failed_downloads:
         return EXIT_DOWNLOAD
@@ -1152,7 +1152,7 @@ def _where(env: Env) -> int:
     return 1
 
 
-def _make_plan(args: argparse.Namespace, env: Env, envcheck, variants) -> Plan:
+def _make_plan(args: argparse.Namespace, env: Env, weights, variants) -> Plan:
     """Everything setup needs to know, read-only: environment, PyTorch build, pins."""
     system = platform.system()
     models = [] if args.no_models else parse_models(args.models, variants.VARIANTS)
@@ -1186,7 +1186,7 @@ def _make_plan(args: argparse.Namespace, env: Env, envcheck, variants) -> Plan:
                                       "chatterbox-tts 0.1.7 pins. "
                                       + python_install_hint(system))
     requirements = runtime + (dev if args.dev else [])
-    weights_state = {m: envcheck.check_weights(m) for m in models}
+    weights_state = {m: weights.check_weights(m) for m in models}
     plan = Plan(env=env, state=state, action=action, action_why=action_why, creator=creator,
                 creator_version=creator_version, torch_plan=torch_plan,
                 requirements=requirements, models=models,
@@ -1351,7 +1351,7 @@ def enable_server_extension(env: Env) -> Path:
     return target
 
 
-def _fetch_and_verify(plan: Plan, env: Env, envcheck, paths,
+def _fetch_and_verify(plan: Plan, env: Env, weights, paths,
                       variants) -> tuple[list[str], dict[str, str]]:
     """Download the missing weights, then check every chosen variant's files."""
     failed_downloads: list[str] = []
@@ -1369,7 +1369,7 @@ def _fetch_and_verify(plan: Plan, env: Env, envcheck, paths,
     for m in plan.models:
         if m in failed_downloads:
             continue
-        w = envcheck.check_weights(m)
+        w = weights.check_weights(m)
         if not w.complete:
             broken[m] = "; ".join(f"{f.name}: {f.problem}" for f in w.broken_files)
     return failed_downloads, broken

@@ -193,3 +193,10 @@ def sweep_temporaries(folder, min_age: float = 60.0) -> list[Path]:
             except FileNotFoundError:
                 continue
     return removed
+
+
+def sidecar_path(path) -> Path:
+    """The settings sidecar of an audio file: its whole name plus .json, so book.wav
+    and book.mp3 in one folder each keep their own."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")

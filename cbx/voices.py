@@ -1,23 +1,19 @@
-"""Reference voices: validate a clip, keep it in the on-disk voice library, and cache
-the conditionals the model computes from it.
+"""Reference voices: validate a clip and keep it in the on-disk voice library.
 
 A clip is checked before the model ever sees it, so a bad upload fails in a second
 with the exact reason instead of deep inside chatterbox. Accepted clips are copied
 byte for byte into `<library>/<name>/clip.<ext>` with a `meta.json` beside them;
-they survive kernel restarts. Computing conditionals (speaker embedding, prompt
-tokens, mel features) costs seconds, so the result is cached next to the clip as
-`conds-<variant>-<sha256[:16]>.pt`: keyed by the audio's content and the variant,
-never by a name that could be reused for different audio.
+they survive kernel restarts. The conditionals the model computes from a clip are
+cached beside it by cbx.engine.conditionals, which touches the model.
 
-Layer 4: numpy/soundfile/librosa/torch/chatterbox/IPython are imported inside
-functions only (`import cbx` must stay light).
+Layer 4: numpy/soundfile/librosa/IPython are imported inside functions only
+(`import cbx` must stay light).
 """
 from __future__ import annotations
 
 import errno
 import hashlib
 import html
-import importlib
 import io
 import json
 import math
@@ -35,8 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import paths
-from .errors import CbxError, InvalidVoiceFile, NoVoiceLoaded, VoiceFileNotFound
-from .variants import BUILTIN_VOICE_FILE, DEFAULT_VARIANT, VARIANTS, Variant, get_variant
+from .errors import CbxError, InvalidVoiceFile, VoiceFileNotFound
+from .variants import DEFAULT_VARIANT, VARIANTS, Variant, get_variant
 
 MAX_VOICE_BYTES = 50 * 1024 * 1024
 """Larger uploads are refused: a 50 MB clip is ~5 min of WAV, far beyond what any
@@ -256,7 +252,7 @@ def _decode(data: bytes, suffix: str, display: str, variant: Variant) -> _Decode
         if frames <= 0 or sr <= 0:
             raise InvalidVoiceFile(
                 f"{display} is a {fmt} file with no audio in it (0 samples).",
-                _valid_clip_solution(variant),
+                valid_clip_solution(variant),
             )
         return _Decoded(samples, sr, channels, frames, fmt)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
@@ -283,7 +279,7 @@ def _decode(data: bytes, suffix: str, display: str, variant: Variant) -> _Decode
     else:
         message = (f"{display} is not a recognised audio file: neither WAV, FLAC, OGG "
                    f"nor MP3 ({sf_error}).")
-    raise InvalidVoiceFile(message, _valid_clip_solution(variant))
+    raise InvalidVoiceFile(message, valid_clip_solution(variant))
 
 
 def _decode_with_librosa(data: bytes, suffix: str):
@@ -312,19 +308,19 @@ def _decode_with_librosa(data: bytes, suffix: str):
         Path(tmp).unlink(missing_ok=True)
 
 
-def _valid_clip_solution(variant: Variant) -> str:
+def valid_clip_solution(variant: Variant) -> str:
     return (f"Use a WAV, FLAC, OGG or MP3 recording of one person speaking clearly, "
             f"longer than {variant.min_voice_seconds:g} s ({variant.label} reads the first "
             f"{variant.voice_seconds_used:g} s), no larger than "
             f"{MAX_VOICE_BYTES // (1024 * 1024)} MB.")
 
 
-def _check_duration(duration: float, display: str, variant: Variant) -> None:
+def check_duration(duration: float, display: str, variant: Variant) -> None:
     if duration <= variant.min_voice_seconds:
         raise InvalidVoiceFile(
             f"{display} is {duration:.2f} s long; {variant.label} needs a clip longer "
             f"than {variant.min_voice_seconds:g} s.",
-            _valid_clip_solution(variant),
+            valid_clip_solution(variant),
         )
 
 
@@ -336,11 +332,11 @@ def _check_audio(decoded: _Decoded, display: str, variant: Variant) -> list[str]
     """Validate decoded audio for a variant; return the notes the user should see."""
     import numpy as np
 
-    _check_duration(decoded.duration, display, variant)
+    check_duration(decoded.duration, display, variant)
     used = decoded.samples[: int(decoded.sample_rate * variant.voice_seconds_used)]
     if not np.all(np.isfinite(used)):
         raise InvalidVoiceFile(f"{display} contains invalid samples (NaN or infinity).",
-                               _valid_clip_solution(variant))
+                               valid_clip_solution(variant))
     mono = used.mean(axis=1)
     rms = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
     peak = float(np.max(np.abs(used)))
@@ -350,7 +346,7 @@ def _check_audio(decoded: _Decoded, display: str, variant: Variant) -> list[str]
             f"{display} is silent: its level is {level:.0f} dBFS (peak {peak:.5f}) over the "
             f"{min(decoded.duration, variant.voice_seconds_used):.1f} s the model reads; "
             f"speech is usually -30 to -10 dBFS.",
-            "Check the microphone and record again. " + _valid_clip_solution(variant),
+            "Check the microphone and record again. " + valid_clip_solution(variant),
         )
     return _notes(decoded.duration, decoded.sample_rate, decoded.channels, variant,
                   level=level, peak=peak)
@@ -412,7 +408,7 @@ def load_voice(source, name: str | None = None, *, variant: str = DEFAULT_VARIAN
             "Pass the path of a WAV, FLAC, OGG or MP3 file, or upload one.",
         )
     if not data:
-        raise InvalidVoiceFile(f"{display} is empty (0 bytes).", _valid_clip_solution(v))
+        raise InvalidVoiceFile(f"{display} is empty (0 bytes).", valid_clip_solution(v))
 
     suffix = Path(original or "").suffix.lower()
     suffix = suffix if _AUDIO_SUFFIX.fullmatch(suffix or "") else ""
@@ -737,19 +733,17 @@ def _for_variant(voice: Voice, variant: Variant, lib: Path) -> Voice:
     """Check a saved voice against a variant's clip rules; refresh its notes."""
     if voice.builtin:
         return replace(voice)
-    _check_duration(voice.duration, f"The voice {voice.name!r}", variant)
+    check_duration(voice.duration, f"The voice {voice.name!r}", variant)
     return replace(voice, notes=_notes(voice.duration, voice.sample_rate, voice.channels,
                                        variant))
 
 
-# --------------------------------------------------------------------------- conditionals
-
-def conditionals_path(voice: Voice, variant: str, library=None) -> Path:
-    """Where the conditionals of `voice` for `variant` are cached: keyed by content."""
-    get_variant(variant)
+def library_folder(voice: Voice, library=None) -> Path:
+    """The library folder of a saved voice, where what is derived from its clip is kept;
+    the built-in voice and a clip outside the library have none."""
     if voice.builtin or voice.path is None or not voice.sha256:
-        raise InvalidVoiceFile("The built-in voice has no cache entry: it ships with the model.",
-                               "Pass a saved voice.")
+        raise InvalidVoiceFile("The built-in voice has no folder in the voice library: it "
+                               "ships with the model.", "Pass a saved voice.")
     lib = _library(library)
     folder = _entry_dir(lib, voice.name)
     if voice.path.parent.resolve() != folder.resolve():
@@ -757,58 +751,14 @@ def conditionals_path(voice: Voice, variant: str, library=None) -> Path:
             f"The voice {voice.name!r} ({voice.path}) is not in the voice library {lib}.",
             "Add it with load_voice(path) first.",
         )
-    return folder / f"conds-{variant}-{voice.sha256[:16]}.pt"
+    return folder
 
 
-def _layout(obj, where: str = "") -> dict:
-    """{place: (dtype, number of dims, size of the last dim)} of every tensor in a
-    chatterbox `Conditionals` (dataclasses and dicts of tensors); time lengths vary
-    between clips, feature sizes and types do not."""
-    if hasattr(obj, "__dataclass_fields__"):
-        items = ((name, getattr(obj, name)) for name in obj.__dataclass_fields__)
-    elif isinstance(obj, dict):
-        items = obj.items()
-    elif hasattr(obj, "dtype") and hasattr(obj, "shape"):
-        return {where: (str(obj.dtype), len(obj.shape),
-                        obj.shape[-1] if len(obj.shape) > 1 else None)}
-    else:
-        return {}
-    layout = {}
-    for name, value in items:
-        layout.update(_layout(value, f"{where}.{name}"))
-    return layout
-
-
-def conditionals_fit(cached, reference) -> bool:
-    """True when cached conditionals have the tensors, types and feature sizes of the
-    model's own (its built-in voice), so they can be used with it."""
-    return _layout(cached) == _layout(reference)
-
-
-def prepare_conditionals(model, voice: Voice, variant: str, *, exaggeration: float,
-                         library=None, model_dir=None):
-    """The upstream `Conditionals` for `voice` on `model.device`, from cache if possible.
-
-    Cache miss: chatterbox's own `model.prepare_conditionals(clip, exaggeration=...)`
-    computes them (bit-for-bit upstream behaviour) and they are saved. Cache hit: they
-    are loaded and their exaggeration set exactly as upstream builds it, so the result
-    equals a fresh computation. The built-in voice loads the variant's conds.pt from
-    the model folder. The caller assigns the result to `model.conds`.
-    """
-    v = get_variant(variant)
-    conditionals_cls = importlib.import_module(v.module).Conditionals
-    device = model.device
-    if voice.builtin:
-        builtin = paths.variant_dir(variant, model_dir) / BUILTIN_VOICE_FILE
-        if not builtin.is_file():
-            raise NoVoiceLoaded(
-                f"{v.label} has no built-in voice here ({builtin} is missing).",
-                "Upload a reference clip or pick a saved voice.",
-            )
-        return conditionals_cls.load(builtin, map_location="cpu").to(device)
-
-    _check_duration(voice.duration, f"The voice {voice.name!r}", v)
-    cache = conditionals_path(voice, variant, library)
+def check_unchanged(voice: Voice, variant: Variant) -> None:
+    """Before a model uses a saved voice: its clip still fits the variant and is still
+    the audio it was saved as (a clip changed on disk would be cached under the old
+    clip's key)."""
+    check_duration(voice.duration, f"The voice {voice.name!r}", variant)
     try:
         data = voice.path.read_bytes()
     except OSError as exc:
@@ -820,46 +770,3 @@ def prepare_conditionals(model, voice: Voice, variant: str, *, exaggeration: flo
             f"The clip of voice {voice.name!r} changed on disk since it was saved.",
             f"Delete the voice (folder {voice.path.parent}) and add the clip again.",
         )
-
-    if cache.is_file():
-        try:
-            conds = conditionals_cls.load(cache, map_location="cpu")
-        except Exception as exc:   # noqa: BLE001 - torch.load raises many types on a bad file
-            warnings.warn(f"The cached conditionals {cache} are unreadable ({exc}); "
-                          f"recomputing them.", RuntimeWarning, stacklevel=2)
-            cache.unlink(missing_ok=True)
-        else:
-            reference = getattr(model, "conds", None)
-            if reference is None or conditionals_fit(conds, reference):
-                import torch
-                # What upstream prepare_conditionals builds for this exaggeration.
-                conds.t3.emotion_adv = exaggeration * torch.ones(1, 1, 1)
-                return conds.to(device)
-            warnings.warn(f"The cached conditionals {cache} do not fit this model (other "
-                          f"shapes or types); recomputing them.", RuntimeWarning,
-                          stacklevel=2)
-            cache.unlink(missing_ok=True)
-
-    try:
-        model.prepare_conditionals(str(voice.path), exaggeration=exaggeration)
-    except Exception as exc:   # noqa: BLE001 - converted below, OOM passed on
-        import torch
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            raise   # synth turns CUDA OOM into generation_failed with its fix
-        import traceback
-        raise InvalidVoiceFile(
-            f"The model could not use the voice {voice.name!r}: "
-            f"{type(exc).__name__}: {exc}".rstrip(": "),
-            _valid_clip_solution(v),
-            details="".join(traceback.format_exception(exc)),
-        ) from exc
-    conds = model.conds
-    tmp = cache.with_name(f"{cache.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        conds.save(tmp)
-        os.replace(tmp, cache)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        warnings.warn(f"Could not cache the conditionals at {cache} ({exc}); they will be "
-                      f"recomputed next time.", RuntimeWarning, stacklevel=2)
-    return conds

@@ -11,86 +11,24 @@ them the tests skip, unless CBX_REQUIRE_BROWSER=1 (CI), where they fail.
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
 import pytest
 
 from cbx.dev import clips
-from cbx.dev.pageserver import (CHROMIUM, CHROMIUM_ARGS, VoilaServer, audio_duration,
-                            set_chunk_size, type_text, upload_file, wait_text)
+from cbx.dev.pageserver import (VoilaServer, audio_duration, set_chunk_size, type_text,
+                                upload_file, wait_text)
+from tests.support.browser import (ARTIFACTS, GENERATION_TIMEOUT_MS, PAGE_TIMEOUT_MS,
+                                   assert_no_idle_players, open_page, require_browser,
+                                   shot)
+from tests.support.browser import browser  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
-
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-PAGE_TIMEOUT_MS = 120_000      # notebook execution imports torch on a slow CPU
-GENERATION_TIMEOUT_MS = 240_000
-
-
-def _require_browser():
-    """Skip (or fail in CI) with the exact reason when the browser stack is missing."""
-    reason = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        reason = "the playwright Python package is not installed (pip install playwright)"
-    if reason is None and not Path(CHROMIUM).is_file():
-        reason = (f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set "
-                  "CBX_CHROMIUM)")
-    if reason is not None:
-        if os.environ.get("CBX_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"CBX_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
-
-
-def _open(browser, server: VoilaServer, tmp: Path):
-    # tall enough that a screenshot shows the whole page (Voila scrolls inside its body)
-    context = browser.new_context(accept_downloads=True,
-                                  viewport={"width": 1400, "height": 2100})
-    page = context.new_page()
-    page.set_default_timeout(PAGE_TIMEOUT_MS)
-    page.goto(server.url, timeout=PAGE_TIMEOUT_MS)
-    page.wait_for_selector(".cbx-health-panel table", timeout=PAGE_TIMEOUT_MS)
-    return context, page
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"e2e_{name}.png"), full_page=True)
-
-
-
-
-def assert_no_idle_players(page) -> None:
-    """Issue 13: no <audio> element without real audio, none looping, and none playing
-    unless it plays a real result (a blob with a length)."""
-    players = page.evaluate(
-        "() => Array.from(document.querySelectorAll('audio')).map(a => ({"
-        " cls: a.className, src: a.currentSrc || a.src, paused: a.paused, loop: a.loop,"
-        " error: a.error ? a.error.code : null, duration: a.duration}))")
-    for player in players:
-        assert player["src"].startswith("blob:"), f"a player without audio: {player}"
-        assert not player["loop"], f"a looping player: {player}"
-        assert player["error"] is None, f"a player the browser rejected: {player}"
-        if not player["paused"]:
-            assert player["duration"] and player["duration"] > 0, player
 
 
 @pytest.fixture(scope="module")
 def model_server(checkpoint_root, tmp_path_factory):
-    _require_browser()
+    require_browser()
     server = VoilaServer(checkpoint_root, tmp_path_factory.mktemp("voila_model"), "model",
                          log_dir=ARTIFACTS)
     yield server
@@ -99,7 +37,7 @@ def model_server(checkpoint_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def empty_server(tmp_path_factory):
-    _require_browser()
+    require_browser()
     work = tmp_path_factory.mktemp("voila_empty")
     (work / "models").mkdir()
     server = VoilaServer(work / "models", work, "empty", log_dir=ARTIFACTS)
@@ -108,8 +46,8 @@ def empty_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model_page(browser, model_server, tmp_path_factory):
-    context, page = _open(browser, model_server, tmp_path_factory.mktemp("page"))
+def model_page(browser, model_server):
+    context, page = open_page(browser, model_server)
     yield page
     context.close()
 
@@ -215,7 +153,7 @@ def test_reloading_the_page_shuts_its_old_kernel_down(browser, checkpoint_root, 
     Voila's shutdown beacon must get through (it was refused with 403 for lack of an
     _xsrf cookie, and the old kernel lived on beside the new one)."""
     server = VoilaServer(checkpoint_root, tmp_path / "work", "reload", log_dir=ARTIFACTS)
-    context, page = _open(browser, server, tmp_path)
+    context, page = open_page(browser, server)
     try:
         first = server.kernel_pids()
         assert len(first) == 1, first
@@ -239,7 +177,7 @@ def test_reloading_the_page_shuts_its_old_kernel_down(browser, checkpoint_root, 
 
 
 def test_no_weights_page_explains_the_fix(browser, empty_server, tmp_path):
-    context, page = _open(browser, empty_server, tmp_path)
+    context, page = open_page(browser, empty_server)
     try:
         problems = page.locator(".cbx-problems")
         assert "model_files_missing" in problems.inner_text()

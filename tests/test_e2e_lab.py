@@ -17,8 +17,9 @@ import pytest
 from cbx.dev import clips
 from cbx.dev.pageserver import (LabServer, assert_plays, audio_duration, lab_run_notebook,
                             live_counters, type_text, upload_file, wait_text)
-from tests.test_e2e_dashboard import (ARTIFACTS, GENERATION_TIMEOUT_MS, PAGE_TIMEOUT_MS,
-                                      _require_browser, browser)  # noqa: F401 (fixture)
+from tests.support.browser import (ARTIFACTS, GENERATION_TIMEOUT_MS, PAGE_TIMEOUT_MS,
+                                   require_browser)
+from tests.support.browser import browser  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
 
@@ -46,7 +47,7 @@ def clip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(checkpoint_root, clip, tmp_path_factory):
-    _require_browser()
+    require_browser()
     server = LabServer(checkpoint_root, tmp_path_factory.mktemp("lab"), "model",
                        env={"CBX_EXAMPLE_VOICE": str(clip)}, log_dir=ARTIFACTS)
     yield server

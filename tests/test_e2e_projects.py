@@ -20,9 +20,9 @@ import cbx
 from cbx.engine import synth
 from cbx.audio import FORMATS
 from cbx.dev.pageserver import VoilaServer, assert_plays, wait_text
-from tests.test_e2e_dashboard import (ARTIFACTS, PAGE_TIMEOUT_MS, _open,  # noqa: F401
-                                      _require_browser, assert_no_idle_players, browser,
-                                      shot)
+from tests.support.browser import (ARTIFACTS, PAGE_TIMEOUT_MS, assert_no_idle_players,
+                                   open_page, require_browser, shot)
+from tests.support.browser import browser  # noqa: F401 (a fixture)
 from tests.test_server_security import ATTACKER, status_of
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
@@ -37,7 +37,7 @@ OPEN_SECONDS = 5.0               # issue 20: a book of 2,000 chunks opens within
 
 @pytest.fixture(scope="module")
 def server(checkpoint_root, tmp_path_factory):
-    _require_browser()
+    require_browser()
     work = tmp_path_factory.mktemp("voila_projects")
     server = VoilaServer(checkpoint_root, work, "projects", log_dir=ARTIFACTS)
     server.work = work
@@ -129,7 +129,7 @@ def assert_export_matches(path, name: str) -> None:
 def test_markdown_project_survives_a_reload_resumes_regenerates_and_exports_mp3(
         browser, on_server, tmp_path):
     server = on_server
-    context, page = _open(browser, server, tmp_path)
+    context, page = open_page(browser, server)
     try:
         book = tmp_path / f"{NAME}.md"
         book.write_text(BOOK, encoding="utf-8")
@@ -187,11 +187,10 @@ def test_markdown_project_survives_a_reload_resumes_regenerates_and_exports_mp3(
         context.close()
 
 
-def test_a_book_of_2000_chunks_opens_in_seconds_a_page_at_a_time(browser, on_server,
-                                                                   tmp_path):
+def test_a_book_of_2000_chunks_opens_in_seconds_a_page_at_a_time(browser, on_server):
     text = " ".join(f"Sentence number {i} of the book." for i in range(2000))
     fake_project("book", text, made=300, max_chunk_chars=50)
-    context, page = _open(browser, on_server, tmp_path)
+    context, page = open_page(browser, on_server)
     try:
         started = time.monotonic()
         pick_project(page, "book")
@@ -238,8 +237,8 @@ def test_two_tabs_the_second_cannot_change_what_the_first_is_making(browser, on_
     which a foreign Host cannot fetch."""
     server = on_server
     fake_project("twotabs", BOOK, text_format="markdown")
-    context_a, a = _open(browser, server, tmp_path / "a")
-    context_b, b = _open(browser, server, tmp_path / "b")
+    context_a, a = open_page(browser, server)
+    context_b, b = open_page(browser, server)
     try:
         for page in (a, b):
             pick_project(page, "twotabs")

@@ -15,9 +15,9 @@ import pytest
 
 from cbx.dev import fixture
 from cbx.dev.pageserver import VoilaServer, live_counters, wait_text
-from tests.test_e2e_dashboard import (ARTIFACTS, GENERATION_TIMEOUT_MS, _open,
-                                      _require_browser, browser, set_chunk_size, shot,
-                                      type_text)  # noqa: F401
+from cbx.dev.pageserver import set_chunk_size, type_text
+from tests.support.browser import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, shot
+from tests.support.browser import browser  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
 
@@ -60,7 +60,7 @@ def test_three_chunks_play_gaplessly_to_the_end(browser, checkpoint_root, tmp_pa
     whole timeline plays without a gap over 50 ms and ends by itself."""
     server = VoilaServer(checkpoint_root, tmp_path / "work", "stream_gapless",
                          log_dir=ARTIFACTS)
-    context, page = _open(browser, server, tmp_path)
+    context, page = open_page(browser, server)
     try:
         generate(page, THREE_CHUNKS, 3)
         page.click(".cbx-live-toggle")                     # Pause
@@ -91,7 +91,7 @@ def test_first_sound_before_the_first_chunk_is_done_and_cancel_stops_it(browser,
     block (20 tokens) plays long before. Cancel then silences the player."""
     root = fixture.cached_checkpoint_root(("original",), stop_after=2000)
     server = VoilaServer(root, tmp_path / "work", "stream_first", log_dir=ARTIFACTS)
-    context, page = _open(browser, server, tmp_path)
+    context, page = open_page(browser, server)
     try:
         generate(page, THREE_CHUNKS, 3)
         page.wait_for_function(

@@ -17,8 +17,8 @@ import pytest
 
 from cbx.dev import clips
 from cbx.dev.pageserver import VoilaServer, upload_file, wait_text
-from tests.test_e2e_dashboard import (ARTIFACTS, PAGE_TIMEOUT_MS,  # noqa: F401
-                                      _require_browser, browser, shot)
+from tests.support.browser import ARTIFACTS, PAGE_TIMEOUT_MS, require_browser, shot
+from tests.support.browser import browser  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +50,7 @@ OVER_DECLARED = """() => window.__cbxUpload.send(
 
 @pytest.fixture()
 def empty_server(tmp_path):
-    _require_browser()
+    require_browser()
     (tmp_path / "models").mkdir()
     server = VoilaServer(tmp_path / "models", tmp_path, "upload_forged", log_dir=ARTIFACTS)
     yield server

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cbx import envcheck, paths
+from cbx import envcheck, paths, weights
 from cbx.errors import EnvironmentNotSetup, InvalidSetting, ModelFilesMissing
 from cbx.variants import VARIANTS
 
@@ -47,27 +48,27 @@ def make_variant(root: Path, variant: str, optional: bool = True) -> Path:
     return folder
 
 
-def problem_of(status: envcheck.WeightsStatus, name: str) -> str | None:
+def problem_of(status: weights.WeightsStatus, name: str) -> str | None:
     return next(f.problem for f in status.files if f.name == name)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_complete_variant(tmp_path, variant):
     folder = make_variant(tmp_path, variant)
-    status = envcheck.check_weights(variant, tmp_path)
+    status = weights.check_weights(variant, tmp_path)
     assert status.folder == folder.resolve()
     assert status.complete, [(f.name, f.problem) for f in status.files]
     assert [f.name for f in status.files] == list(VARIANTS[variant].all_files)
     for f in status.files:
         assert f.ok and f.size == (folder / f.name).stat().st_size > 0
-    assert envcheck.require_weights(variant, tmp_path) == folder.resolve()
+    assert weights.require_weights(variant, tmp_path) == folder.resolve()
 
 
 def test_missing_optional_file_is_fine_missing_required_is_named(tmp_path):
     make_variant(tmp_path, "original", optional=False)
-    assert envcheck.check_weights("original", tmp_path).complete   # no conds.pt: fine
+    assert weights.check_weights("original", tmp_path).complete   # no conds.pt: fine
     (tmp_path / "original" / "t3_cfg.safetensors").unlink()
-    status = envcheck.check_weights("original", tmp_path)
+    status = weights.check_weights("original", tmp_path)
     assert not status.complete
     assert [f.name for f in status.broken_files] == ["t3_cfg.safetensors"]
     assert problem_of(status, "t3_cfg.safetensors") == "missing"
@@ -80,7 +81,7 @@ def test_truncated_safetensors_is_named_truncated(tmp_path, cut):
     data = path.read_bytes()
     keep = 20 if cut == "into_header" else len(data) - cut
     path.write_bytes(data[:keep])
-    status = envcheck.check_weights("original", tmp_path)
+    status = weights.check_weights("original", tmp_path)
     assert not status.complete
     assert [f.name for f in status.broken_files] == ["s3gen.safetensors"]
     assert problem_of(status, "s3gen.safetensors").startswith("truncated")
@@ -92,7 +93,7 @@ def test_safetensors_with_trailing_bytes_or_bad_header(tmp_path):
     (folder / "ve.safetensors").write_bytes((folder / "ve.safetensors").read_bytes() + b"xx")
     # A header length that is plausible but points at bytes that are not JSON.
     (folder / "t3_cfg.safetensors").write_bytes((16).to_bytes(8, "little") + b"\xff" * 40)
-    status = envcheck.check_weights("original", tmp_path)
+    status = weights.check_weights("original", tmp_path)
     assert "unexpected bytes" in problem_of(status, "ve.safetensors")
     assert "JSON" in problem_of(status, "t3_cfg.safetensors")
     assert {f.name for f in status.broken_files} == {"ve.safetensors", "t3_cfg.safetensors"}
@@ -102,7 +103,7 @@ def test_safetensors_tensor_size_must_match_shape(tmp_path):
     header = json.dumps({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
     path = tmp_path / "bad.safetensors"
     path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 8)
-    assert "expected 16" in envcheck.check_file(path).problem
+    assert "expected 16" in weights.check_file(path).problem
 
 
 def write_safetensors(path: Path, header, data_len: int = 8, header_len: int | None = None) -> None:
@@ -133,7 +134,7 @@ DEEP = "[" * 100_000 + "]" * 100_000          # RecursionError inside json.loads
 def assert_named_model_files_missing(tmp_path: Path, variant: str, name: str) -> str:
     """The variant is incomplete because of `name` alone, and every way of asking says
     so with model_files_missing, the file name and the download command."""
-    status = envcheck.check_weights(variant, tmp_path)
+    status = weights.check_weights(variant, tmp_path)
     assert not status.complete
     assert [f.name for f in status.broken_files] == [name]
     problem = problem_of(status, name)
@@ -143,7 +144,7 @@ def assert_named_model_files_missing(tmp_path: Path, variant: str, name: str) ->
     assert f"{name} ({problem})" in err.message
     assert f"python setup_env.py --models {variant}" in err.solution
     with pytest.raises(ModelFilesMissing) as info:
-        envcheck.require_weights(variant, tmp_path)
+        weights.require_weights(variant, tmp_path)
     assert name in info.value.message
     return problem
 
@@ -219,9 +220,9 @@ def test_valid_edge_case_safetensors_headers_are_accepted(tmp_path):
               "a": {"dtype": "I64", "shape": [], "data_offsets": [0, 8]},
               "e": {"dtype": "F32", "shape": [0, 5], "data_offsets": [16, 16]}}
     write_safetensors(path, json.dumps(header) + "    ", 16)
-    assert envcheck.check_file(path).ok, envcheck.check_file(path).problem
+    assert weights.check_file(path).ok, weights.check_file(path).problem
     write_safetensors(path, {}, 0)
-    assert envcheck.check_file(path).ok
+    assert weights.check_file(path).ok
 
 
 DAMAGED_JSON = {
@@ -248,7 +249,7 @@ def test_cangjie_table_may_be_a_list(tmp_path):
     # Upstream reads Cangjie5_TC.json as a list of "word\tcode" strings.
     make_variant(tmp_path, "multilingual")
     (tmp_path / "multilingual" / "Cangjie5_TC.json").write_text('["a\\tb"]', encoding="utf-8")
-    assert envcheck.check_weights("multilingual", tmp_path).complete
+    assert weights.check_weights("multilingual", tmp_path).complete
 
 
 def _damage_zip_directory(path: Path, how: str) -> None:
@@ -277,7 +278,7 @@ def test_garbage_and_truncated_pt_are_named(tmp_path):
     (folder / "ve.pt").write_bytes(os.urandom(4096))
     data = (folder / "s3gen.pt").read_bytes()
     (folder / "s3gen.pt").write_bytes(data[: len(data) // 2])
-    status = envcheck.check_weights("multilingual", tmp_path)
+    status = weights.check_weights("multilingual", tmp_path)
     assert {f.name for f in status.broken_files} == {"ve.pt", "s3gen.pt"}
     assert "zip" in problem_of(status, "ve.pt")
     assert "zip" in problem_of(status, "s3gen.pt")
@@ -288,10 +289,10 @@ def test_pt_with_bytes_missing_in_the_middle_is_named(tmp_path, cut_at):
     # The zip directory at the end survives, but every entry after the gap has moved.
     path = tmp_path / "s3gen.pt"
     torch.save({"a": torch.randn(1000), "b": torch.randn(1000)}, path)
-    assert envcheck.check_file(path).ok
+    assert weights.check_file(path).ok
     data = path.read_bytes()
     path.write_bytes(data[:cut_at] + data[cut_at + 500:])
-    status = envcheck.check_file(path)
+    status = weights.check_file(path)
     assert status.present and not status.ok
     assert "corrupt" in status.problem
 
@@ -304,21 +305,21 @@ def test_pt_with_an_overwritten_entry_header_is_named(tmp_path):
     data = bytearray(path.read_bytes())
     data[offset:offset + 4] = b"\0\0\0\0"
     path.write_bytes(bytes(data))
-    assert "not where the zip directory says" in envcheck.check_file(path).problem
+    assert "not where the zip directory says" in weights.check_file(path).problem
 
 
 def test_zip_that_is_not_a_torch_checkpoint(tmp_path):
     path = tmp_path / "conds.pt"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("readme.txt", "hello")
-    assert "data.pkl" in envcheck.check_file(path, required=False).problem
+    assert "data.pkl" in weights.check_file(path, required=False).problem
 
 
 def test_broken_optional_file_blocks_loading(tmp_path):
     # Upstream loads conds.pt whenever it exists, so a broken one would fail the load.
     make_variant(tmp_path, "turbo")
     (tmp_path / "turbo" / "conds.pt").write_bytes(b"not a checkpoint")
-    status = envcheck.check_weights("turbo", tmp_path)
+    status = weights.check_weights("turbo", tmp_path)
     assert not status.complete
     assert [f.name for f in status.broken_files] == ["conds.pt"]
 
@@ -330,7 +331,7 @@ def test_bad_json_empty_file_and_directory(tmp_path):
     (folder / "merges.txt").write_bytes(b"")
     (folder / "ve.safetensors").unlink()
     (folder / "ve.safetensors").mkdir()
-    status = envcheck.check_weights("turbo", tmp_path)
+    status = weights.check_weights("turbo", tmp_path)
     assert "not valid JSON" in problem_of(status, "vocab.json")
     assert problem_of(status, "merges.txt") == "empty (0 bytes)"
     assert problem_of(status, "ve.safetensors") == "not a regular file"
@@ -343,7 +344,7 @@ def test_require_weights_error_names_files_folder_and_fix(tmp_path):
     data = (folder / "ve.safetensors").read_bytes()
     (folder / "ve.safetensors").write_bytes(data[:-3])
     with pytest.raises(ModelFilesMissing) as info:
-        envcheck.require_weights("original", tmp_path)
+        weights.require_weights("original", tmp_path)
     err = info.value
     assert err.code == "model_files_missing"
     assert "tokenizer.json (missing)" in err.message
@@ -356,7 +357,7 @@ def test_require_weights_error_names_files_folder_and_fix(tmp_path):
 
 def test_unknown_variant_is_an_invalid_setting(tmp_path):
     with pytest.raises(InvalidSetting):
-        envcheck.check_weights("nope", tmp_path)
+        weights.check_weights("nope", tmp_path)
 
 
 def test_model_dir_env_var_and_argument_override(tmp_path, monkeypatch):
@@ -364,16 +365,16 @@ def test_model_dir_env_var_and_argument_override(tmp_path, monkeypatch):
     make_variant(env_root, "original")
     arg_root.mkdir()
     monkeypatch.setenv(paths.MODEL_DIR_ENV, str(env_root))
-    assert envcheck.check_weights("original").complete
-    assert envcheck.check_weights("original").folder == (env_root / "original").resolve()
-    overridden = envcheck.check_weights("original", arg_root)
+    assert weights.check_weights("original").complete
+    assert weights.check_weights("original").folder == (env_root / "original").resolve()
+    overridden = weights.check_weights("original", arg_root)
     assert not overridden.complete
     assert overridden.folder == (arg_root / "original").resolve()
     with pytest.raises(ModelFilesMissing) as info:
-        envcheck.require_weights("original", arg_root)
+        weights.require_weights("original", arg_root)
     assert str(arg_root.resolve()) in info.value.message
     monkeypatch.delenv(paths.MODEL_DIR_ENV)
-    assert envcheck.check_weights("original").folder == paths.REPO_ROOT / "model_cache" / "original"
+    assert weights.check_weights("original").folder == paths.REPO_ROOT / "model_cache" / "original"
 
 
 # --- libraries ----------------------------------------------------------------------
@@ -411,7 +412,7 @@ def test_missing_library_is_reported(tmp_path, monkeypatch):
     assert report.complete_variants == ["original"]
     assert not report.ok
     assert [p.code for p in report.problems()] == ["environment_not_setup"]
-    assert "MISSING cbx-no-such-lib" in str(report)
+    assert re.search(r"MISSING +cbx-no-such-lib +- \(No module named", str(report))
 
 
 def test_deep_check_catches_a_package_that_fails_to_import(tmp_path, monkeypatch):
@@ -513,7 +514,7 @@ def test_device_info_without_torch_reports_instead_of_failing(tmp_path, monkeypa
     assert info.torch_error == "No module named 'torch'" and info.resolved is None
     report = envcheck.status(model_dir=tmp_path)
     assert not report.ok
-    assert "PyTorch not importable" in str(report)
+    assert re.search(r"BROKEN +PyTorch +not importable: No module named 'torch'", str(report))
     codes = [p.code for p in report.problems()]
     assert codes[0] == "environment_not_setup"
 
@@ -546,16 +547,22 @@ def test_status_report_renders_everything(tmp_path):
 
     text = str(report)
     assert "READY" in text and "NOT READY" not in text
-    assert "variant: original" in text and "load_seconds: 14.2 s" in text
-    assert "voice: alice" in text and "extra_key: 7" in text
-    assert "MISSING t3_turbo_v1.safetensors: missing" in text
+    for row in ("variant +original", "load_seconds +14.2 s", "voice +alice", "extra_key +7",
+                "MISSING +t3_turbo_v1.safetensors$", "INCOMPLETE +Chatterbox-Turbo \\(turbo\\) +"
+                "t3_turbo_v1.safetensors$", "complete +Chatterbox \\(original\\) +[0-9.]+ KiB$",
+                "not downloaded +Chatterbox-Multilingual \\(multilingual\\)$",
+                "PROBLEM +model_files_missing +Chatterbox-Turbo", "fix: Run `python setup_env.py"):
+        assert re.search(row, text, re.MULTILINE), row
     text.encode("ascii")                                  # printable on a Windows console
 
     page = report._repr_html_()
-    assert page.startswith("<div>") and "<table>" in page and "alice" in page
-    assert "t3_turbo_v1.safetensors: missing" in page
-    assert "not downloaded" in page                   # multilingual: absent, not itemised
-    assert "color:#b00020" in page
+    assert "<div class='cbx-health'>" in page and ".cbx-bad { color: #b00020" in page
+    assert "<th>voice</th><td>alice</td>" in page
+    assert "<th>t3_turbo_v1.safetensors</th><td><span class='cbx-bad'>missing</span></td>" \
+        in page
+    assert "<th>Chatterbox-Multilingual (multilingual)</th><td><span class='cbx-warn'>" \
+        "not downloaded</span></td>" in page          # absent, not itemised
+    assert "<b>Fix:</b> Run `python setup_env.py --models turbo`" in page
 
 
 def test_nothing_downloaded_is_one_problem_with_the_fix(tmp_path, monkeypatch):
@@ -567,7 +574,7 @@ def test_nothing_downloaded_is_one_problem_with_the_fix(tmp_path, monkeypatch):
     assert str(tmp_path.resolve()) in problems[0].message
     assert paths.MODEL_DIR_ENV in problems[0].message
     assert "python setup_env.py --models original" in problems[0].solution
-    assert "state: not_loaded" in str(report)
+    assert re.search(r"^  state +not_loaded$", str(report), re.MULTILINE)
 
 
 def _run_cli(*args: str, model_dir: Path) -> subprocess.CompletedProcess:
@@ -602,7 +609,7 @@ def test_cli_status_exit_code_and_override(tmp_path):
     # --model-dir wins over CBX_MODEL_DIR
     proc = _run_cli("status", "--model-dir", str(tmp_path / "empty"), model_dir=tmp_path / "full")
     assert proc.returncode == 1
-    assert "NOT READY" in proc.stdout and "[model_files_missing]" in proc.stdout
+    assert "NOT READY" in proc.stdout and re.search(r"PROBLEM +model_files_missing ", proc.stdout)
     assert "python setup_env.py --models original" in proc.stdout
     proc = _run_cli("status", model_dir=tmp_path / "full")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -630,8 +637,9 @@ def test_cli_status_reports_damaged_weight_files_without_a_traceback(tmp_path):
     proc = _run_cli("status", model_dir=tmp_path)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 1
-    assert "[model_files_missing]" in proc.stdout
-    assert all(f"BROKEN  {name}: corrupt" in proc.stdout for name in names), proc.stdout
+    assert re.search(r"PROBLEM +model_files_missing ", proc.stdout)
+    assert all(re.search(rf"BROKEN +{name} +corrupt", proc.stdout) for name in names), \
+        proc.stdout
 
 
 def test_cli_without_command_shows_help():

@@ -28,7 +28,7 @@ class TinyTTS:
 
 @pytest.fixture
 def manager(monkeypatch, tmp_path):
-    monkeypatch.setattr(M.envcheck, "require_weights", lambda variant, model_dir=None: tmp_path)
+    monkeypatch.setattr(M.weights, "require_weights", lambda variant, model_dir=None: tmp_path)
     monkeypatch.setattr(M, "_load_upstream", lambda spec, folder, device, dtype: TinyTTS())
     mgr = M.ModelManager()
     mgr.load("original", device="cpu")
@@ -124,7 +124,7 @@ def _try(fn):
 
 
 def test_a_load_that_fails_inside_upstream_is_model_load_failed(monkeypatch, tmp_path):
-    monkeypatch.setattr(M.envcheck, "require_weights", lambda variant, model_dir=None: tmp_path)
+    monkeypatch.setattr(M.weights, "require_weights", lambda variant, model_dir=None: tmp_path)
 
     def broken(*_args):
         raise RuntimeError("size mismatch for t3.tfmr")

@@ -11,8 +11,8 @@ import pytest
 
 from cbx import tags
 from cbx.text import split_text
-from tests.test_ui_controller import (FakeBackend, backend, env,  # noqa: F401
-                                      make_controller)
+from tests.support.dashboard import make, make_controller
+from tests.support.fake_backend import backend, env  # noqa: F401 - fixtures
 
 REAL_LAYOUT_TAGS = ["[clear throat]", "[laugh]", "[sigh]"]
 
@@ -131,8 +131,6 @@ def test_other_variants_warn_that_tags_are_read_aloud(backend):
 
 def test_view_shows_tag_buttons_for_turbo_and_the_warning_otherwise(backend):
     pytest.importorskip("ipywidgets")
-    from tests.test_ui_widgets import make
-
     _write_turbo_tokenizer(backend.model_dir / "turbo", REAL_LAYOUT_TAGS)
     view = make(backend)
     assert view.tag_box.layout.display == "none" and view.tag_bar.tags == []
@@ -171,9 +169,9 @@ def test_tag_button_inserts_at_the_cursor_in_chromium():
     an `input` event, as for a keystroke, so the kernel gets the new text."""
     from cbx.dev.pageserver import CHROMIUM, CHROMIUM_ARGS
     from cbx.ui.tagbar import ESM
-    from tests.test_e2e_dashboard import _require_browser
+    from tests.support.browser import require_browser
 
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -18,8 +18,8 @@ from cbx.errors import InvalidText  # noqa: E402
 from cbx.ui import projects  # noqa: E402
 from cbx.ui.controller import DashboardController  # noqa: E402
 from cbx.ui.view import Dashboard  # noqa: E402
-from tests.test_ui_controller import (SR, FakeClock, backend,  # noqa: E402,F401
-                                      env, wait_for)
+from tests.support.dashboard import FakeClock, wait_for  # noqa: E402
+from tests.support.fake_backend import SR, backend, env  # noqa: E402,F401
 
 BOOK = (b"# Chapter one\n\nThe first line is here. The *second* one follows.\n\n"
         b"# Chapter two\n\nAnd a [last](http://x) line.\n")

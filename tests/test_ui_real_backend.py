@@ -31,7 +31,7 @@ def controller(checkpoint_root):
     yield c
     c.wait(120)
     c.close()
-    manager.remove_listener(c._on_model_change)
+    manager.remove_listener(c.model_actions._on_model_change)
     manager.start_idle_unload(15)
     manager.unload()
 

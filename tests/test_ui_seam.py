@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 
 from cbx.ui.backend import Backend, CbxBackend  # noqa: E402
-from tests.test_ui_controller import FakeBackend  # noqa: E402
+from tests.support.fake_backend import FakeBackend  # noqa: E402
 
 
 def _methods(cls) -> dict[str, list[str]]:

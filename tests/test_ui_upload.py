@@ -14,8 +14,8 @@ pytest.importorskip("anywidget")
 
 from cbx.errors import InvalidText, InvalidVoiceFile  # noqa: E402
 from cbx.ui.upload import ClipUpload  # noqa: E402
-from tests.test_ui_controller import backend, env  # noqa: E402,F401
-from tests.test_ui_widgets import make  # noqa: E402
+from tests.support.dashboard import make  # noqa: E402
+from tests.support.fake_backend import backend, env  # noqa: E402,F401
 
 LIMIT = 10_000
 PART = 4096

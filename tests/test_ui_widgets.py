@@ -13,15 +13,10 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-from cbx.ui.controller import DashboardController  # noqa: E402
 from cbx.ui.view import PAGE_UPDATES_PER_SECOND, Dashboard  # noqa: E402
-from tests.test_ui_controller import (FakeBackend, FakeClock, backend,  # noqa: E402,F401
-                                      clip_bytes, env, wait_for)
-
-
-def make(backend, **kwargs) -> Dashboard:
-    kwargs.setdefault("schedule", FakeClock())     # the text count runs when told
-    return Dashboard(DashboardController(backend, idle_unload_minutes=15, **kwargs))
+from tests.support.dashboard import clip_bytes, make, wait_for  # noqa: E402
+from tests.support.fake_backend import FakeBackend  # noqa: E402
+from tests.support.fake_backend import backend, env  # noqa: E402,F401 (fixtures)
 
 
 def upload(view: Dashboard, data: bytes, name: str) -> None:
@@ -245,7 +240,7 @@ def test_progress_and_status_are_throttled_while_generating_and_flushed_after(ba
         view.c.progress = {"chunk": chunk, "total": 200, "tokens": chunk, "elapsed": 0.0,
                            "eta": None, "stage": "tokens"}
         view.c.status_line = f"Generating chunk {chunk} of 200..."
-        view.c._emit("progress", "status")
+        view.c.emit("progress", "status")
     burst = time.monotonic() - started
     assert len(sent) <= 2 * (burst * PAGE_UPDATES_PER_SECOND + 1), \
         f"{len(sent)} updates in {burst:.2f} s"
@@ -253,10 +248,10 @@ def test_progress_and_status_are_throttled_while_generating_and_flushed_after(ba
     wait_for(lambda: "chunk 200 of 200" in view.status.value)
     view.c.progress = {"chunk": 1, "total": 1, "tokens": 1, "elapsed": 0.0, "eta": None,
                        "stage": "tokens"}
-    view.c._emit("progress")                 # may be folded into a trailing draw ...
+    view.c.emit("progress")                 # may be folded into a trailing draw ...
     view.c.busy = None
     view.c.status_line = "Done."
-    view.c._emit("busy", "status")           # ... which the end of the burst draws now
+    view.c.emit("busy", "status")           # ... which the end of the burst draws now
     assert "Chunk 1 of 1" in view.progress_text.value
     assert "Done." in view.status.value
 

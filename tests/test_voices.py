@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from cbx.engine import conditionals as C
 from cbx.errors import CbxError, InvalidVoiceFile, NoVoiceLoaded, VoiceFileNotFound
 
 # Not `from cbx import voices`: cbx/__init__.py defines a function of that name, which
@@ -446,15 +447,15 @@ def test_storage_failure_is_reported(lib, monkeypatch):
 
 def test_conditionals_path_is_keyed_by_content_and_variant(lib, src):
     voice = V.load_voice(write_clip(src / "key.wav"))
-    path = V.conditionals_path(voice, "original")
+    path = C.conditionals_path(voice, "original")
     assert path == lib / "key" / f"conds-original-{voice.sha256[:16]}.pt"
-    assert V.conditionals_path(voice, "turbo").name.startswith("conds-turbo-")
+    assert C.conditionals_path(voice, "turbo").name.startswith("conds-turbo-")
     with pytest.raises(InvalidVoiceFile):
-        V.conditionals_path(V.BUILTIN_VOICE, "original")
+        C.conditionals_path(V.BUILTIN_VOICE, "original")
     stray = V.Voice(name="key", path=src / "key.wav", sha256=voice.sha256, duration=3.0,
                     sample_rate=SR, channels=1)
     with pytest.raises(InvalidVoiceFile, match="not in the voice library"):
-        V.conditionals_path(stray, "original")
+        C.conditionals_path(stray, "original")
 
 
 def _assert_conds_equal(a, b):
@@ -488,10 +489,10 @@ def original_model(checkpoint_root):
 def test_conditionals_are_cached_and_equal_fresh_ones(original_model, lib, src, monkeypatch):
     model = original_model
     voice = V.load_voice(write_clip(src / "cached.wav", 6.0))
-    cache = V.conditionals_path(voice, "original")
+    cache = C.conditionals_path(voice, "original")
     assert not cache.exists()
 
-    first = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
+    first = C.prepare_conditionals(model, voice, "original", exaggeration=0.5)
     assert cache.is_file()
     model.prepare_conditionals(str(voice.path), exaggeration=0.5)
     _assert_conds_equal(first, model.conds)
@@ -503,15 +504,15 @@ def test_conditionals_are_cached_and_equal_fresh_ones(original_model, lib, src, 
 
     with monkeypatch.context() as patch:
         patch.setattr(model, "prepare_conditionals", must_not_run)
-        cached_05 = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
-        cached_08 = V.prepare_conditionals(model, voice, "original", exaggeration=0.8)
+        cached_05 = C.prepare_conditionals(model, voice, "original", exaggeration=0.5)
+        cached_08 = C.prepare_conditionals(model, voice, "original", exaggeration=0.8)
     _assert_conds_equal(cached_05, first)
     _assert_conds_equal(cached_08, fresh_08)      # exaggeration applied like upstream
 
     # A damaged cache file is noticed, recomputed (upstream again) and rewritten.
     cache.write_bytes(b"truncated")
     with pytest.warns(RuntimeWarning, match="unreadable"):
-        again = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
+        again = C.prepare_conditionals(model, voice, "original", exaggeration=0.5)
     _assert_conds_equal(again, first)
     assert cache.stat().st_size > 1000
 
@@ -525,7 +526,7 @@ def test_changed_clip_and_upstream_failure_are_reported(original_model, lib, src
         f.seek(-100, os.SEEK_END)
         f.write(b"\x00" * 100)
     with pytest.raises(InvalidVoiceFile, match="changed on disk"):
-        V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
+        C.prepare_conditionals(model, voice, "original", exaggeration=0.5)
 
     other = V.load_voice(write_clip(src / "other.wav", 3.0, seed=5))
 
@@ -534,9 +535,9 @@ def test_changed_clip_and_upstream_failure_are_reported(original_model, lib, src
 
     with monkeypatch.context() as patch, pytest.raises(InvalidVoiceFile) as info:
         patch.setattr(model, "prepare_conditionals", upstream_assert)
-        V.prepare_conditionals(model, other, "original", exaggeration=0.5)
+        C.prepare_conditionals(model, other, "original", exaggeration=0.5)
     assert "longer than 5 seconds" in info.value.message and info.value.details
-    assert not V.conditionals_path(other, "original").exists()
+    assert not C.conditionals_path(other, "original").exists()
 
 
 @pytest.mark.model
@@ -544,16 +545,16 @@ def test_builtin_voice_loads_the_variants_conds(original_model, checkpoint_root,
     conds_file = checkpoint_root / "original" / "conds.pt"
     if not conds_file.exists():
         with pytest.raises(NoVoiceLoaded):
-            V.prepare_conditionals(original_model, V.BUILTIN_VOICE, "original",
+            C.prepare_conditionals(original_model, V.BUILTIN_VOICE, "original",
                                    exaggeration=0.5, model_dir=checkpoint_root)
         return
     from chatterbox.tts import Conditionals
 
-    conds = V.prepare_conditionals(original_model, V.BUILTIN_VOICE, "original",
+    conds = C.prepare_conditionals(original_model, V.BUILTIN_VOICE, "original",
                                    exaggeration=0.5, model_dir=checkpoint_root)
     _assert_conds_equal(conds, Conditionals.load(conds_file))
     with pytest.raises(NoVoiceLoaded):
-        V.prepare_conditionals(original_model, V.BUILTIN_VOICE, "original",
+        C.prepare_conditionals(original_model, V.BUILTIN_VOICE, "original",
                                exaggeration=0.5, model_dir=tmp_path)
 
 
@@ -658,15 +659,15 @@ def test_cached_conditionals_that_do_not_fit_the_model_are_recomputed(original_m
     model.prepare_conditionals(str(write_clip(src / "ref.wav", 6.0, seed=3)),
                                exaggeration=0.5)   # the model's own conds: the reference
     voice = V.load_voice(write_clip(src / "misfit.wav", 6.0, seed=4))
-    first = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
-    cache = V.conditionals_path(voice, "original")
-    misfit = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
+    first = C.prepare_conditionals(model, voice, "original", exaggeration=0.5)
+    cache = C.conditionals_path(voice, "original")
+    misfit = C.prepare_conditionals(model, voice, "original", exaggeration=0.5)
     misfit.t3.speaker_emb = torch.zeros(1, 17, dtype=torch.float64)
     misfit.save(cache)
     with pytest.warns(RuntimeWarning, match="do not fit"):
-        again = V.prepare_conditionals(model, voice, "original", exaggeration=0.5)
+        again = C.prepare_conditionals(model, voice, "original", exaggeration=0.5)
     _assert_conds_equal(again, first)
-    assert V.conditionals_fit(again, model.conds)
+    assert C.conditionals_fit(again, model.conds)
 
 
 def test_results_saved_at_once_under_one_name_never_overwrite_each_other(tmp_path):

@@ -286,13 +286,13 @@ class _Cbx(_Upstream):
 
     def prepare_voice(self, tts, out: dict):
         import cbx
-        from cbx import voices as voicemod
+        from cbx.engine.conditionals import prepare_conditionals
 
         variant = self.task["variant"]
         voice = cbx.voice(self.task["clip"], name="bench voice", variant=variant)
         for key in ("conds_first_s", "conds_reuse_s"):     # first use, then the cache
             t0 = time.perf_counter()
-            voicemod.prepare_conditionals(tts, voice, variant, exaggeration=0.5)
+            prepare_conditionals(tts, voice, variant, exaggeration=0.5)
             out[key] = time.perf_counter() - t0
         return voice
 

@@ -166,7 +166,8 @@ class Decoder:
 
 def install(tts) -> Decoder:
     """Put a Decoder in front of this model's T3 token loops (instance attributes, so the
-    class methods stay upstream's for anyone else)."""
+    class methods stay upstream's for anyone else). The manager's load is the one place
+    that calls it for cbx's models: every model synth gets has its decoder."""
     decoder = Decoder(tts.t3)
     tts.t3.inference = decoder.inference
     tts.t3.inference_turbo = decoder.inference_turbo

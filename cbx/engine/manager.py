@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import decode
-from .. import envcheck, options, paths
+from .. import envcheck, options, paths, weights
 from ..holds import (ModelHolds, exclusive_devices, now_iso, process_create_time, session_label, write_json_atomic)
 from ..envsettings import DEFAULT_IDLE_UNLOAD_MINUTES
 from ..errors import CUDA_OOM_SOLUTION, ModelBusy, ModelLoadFailed
@@ -203,7 +203,7 @@ class ModelManager:
     def _load_locked(self, spec, variant: str, resolved: str, dtype: str,
                      model_dir) -> ModelInfo:
         """Claim the device and load (both locks are held)."""
-        folder = envcheck.require_weights(variant, model_dir)
+        folder = weights.require_weights(variant, model_dir)
         record = {"pid": os.getpid(), "create_time": process_create_time(),
                   "session": session_label(), "variant": variant, "device": resolved,
                   "since": now_iso(), "state_dir": str(paths.state_dir())}

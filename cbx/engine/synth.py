@@ -22,7 +22,9 @@ from pathlib import Path
 from .. import audio
 from . import decode
 from .. import files
+from ..files import sidecar_path
 from .blocks import AudioBlock, BlockMaker
+from .conditionals import prepare_conditionals
 from .. import options
 from .. import text as textmod
 from .. import voices as voicemod
@@ -204,13 +206,6 @@ class Result:
                 f"{self.timings.get('total', 0):.1f} s</div>{player}")
 
 
-def sidecar_path(path) -> Path:
-    """The settings sidecar of an audio file: its whole name plus .json, so book.wav
-    and book.mp3 in one folder each keep their own."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
 def _output_exists(path: Path, existing: Path) -> OutputExists:
     whose = "" if existing == path else f" (the settings file {path.name} would get)"
     return OutputExists(f"{existing} already exists{whose}.",
@@ -367,8 +362,7 @@ def _resolve_conditionals(loaded, voice, variant: str, exaggeration: float):
     key = (voice.sha256, variant)
     conds = loaded.conds_cache.get(key)
     if conds is None:
-        conds = voicemod.prepare_conditionals(loaded.tts, voice, variant,
-                                              exaggeration=exaggeration)
+        conds = prepare_conditionals(loaded.tts, voice, variant, exaggeration=exaggeration)
         loaded.conds_cache[key] = conds
     return conds, voice.name, voice.sha256
 
@@ -618,8 +612,7 @@ class _BlockSink:
         """Blocks from inside the token loop; None where only whole chunks can be sent
         (a speech rate other than 1 stretches whole chunks; upstream's loop has no
         token seam)."""
-        decoder = decode.decoder_of(self.tts)
-        if self.req.rate != 1.0 or decoder is None or not decoder.fast:
+        if self.req.rate != 1.0 or not decode.decoder_of(self.tts).fast:
             return None
         return BlockMaker(self.tts, self.conds, self.req.variant,
                           lambda wav, last, i=index: self._emit(i, wav, last),
@@ -768,9 +761,9 @@ def _generate_with_retries(tts, conds, chunk: str, seed: int, kwargs: dict,
 def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: CancelToken,
                     on_tokens, notes: list, label: str, on_new_tokens=None):
     """One upstream generate() call, seeded, whose token loop is cbx's decoder
-    (cbx.engine.decode) under this chunk's token budget; the decoder reports each transformer
-    forward, which counts sampled tokens for progress and aborts between tokens when
-    cancelled."""
+    (cbx.engine.decode, installed by the manager's load) under this chunk's token budget;
+    the decoder reports each transformer forward, which counts sampled tokens for
+    progress and aborts between tokens when cancelled."""
     import torch
 
     counter = {"calls": 0, "last": 0.0}
@@ -784,7 +777,7 @@ def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: Can
             counter["last"] = now
             on_tokens(counter["calls"] - 1)  # the first call is the prompt, not a token
 
-    decoder = decode.decoder_of(tts) or decode.install(tts)
+    decoder = decode.decoder_of(tts)
     budget = decode.token_budget(chunk)
     try:
         tts.conds = conds

@@ -6,6 +6,7 @@ them, and a subpackage of that name would replace it as an attribute of `cbx` th
 moment it is imported.
 
     project.py   cbx.project() / cbx.projects() and the Project handle
+    maker.py     making a chunk: speak() per try, the guard's retries, the take stored
     store.py     the transactional store (sqlite3): plan, chunks, takes, the writer lock
     sources.py   text from plain text, Markdown or SubRip, read through one capped reader
     guard.py     the babble guard: does a chunk's audio fit its text?

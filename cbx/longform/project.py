@@ -15,26 +15,20 @@ ran before it in the same process.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import audio, files, options, paths
 from .. import text as textmod
-from ..errors import (CbxError, InvalidSetting, InvalidText, ProjectIncomplete,
-                      VoiceChanged, VoiceFileNotFound)
-from . import guard, legacy, names, sources
+from ..errors import CbxError, InvalidSetting, InvalidText, ProjectIncomplete
+from . import legacy, names, sources
+from .maker import ChunkMaker, chunk_seed, now
 from .store import (TAKES_DIR, VOICE_DIR, Store, check_take, holder,
                     scan_takes, take_file, writer)
-from .store import sha256_file as store_sha256
 
-GUARD_RETRIES = 2
-SEED_LIMIT = options.SEED_LIMIT
 # speak() keywords a project keeps as its settings (checked by speak()'s own rules)
 _PER_CALL = {"text", "voice", "seed", "progress", "cancel", "on_chunk", "on_block",
              "max_chunk_chars", "first_chunk_chars", "rate", "model_dir"}
@@ -47,15 +41,6 @@ _META_TYPES = {"name": str, "seed": int, "rate": (int, float), "options": dict,
 
 def projects_root() -> Path:
     return paths.output_dir() / "projects"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def chunk_seed(base: int, index: int) -> int:
-    """Chunk `index`'s seed: base + index, wrapped into speak()'s seed range."""
-    return (base + index) % SEED_LIMIT
 
 
 @dataclass(frozen=True)
@@ -167,7 +152,7 @@ def _new_plan(name: str, asked: dict, old: dict | None) -> dict:
     settings = check_options({**old.get("options", {}), **asked["options"]})
     voice = (_voice_identity(asked["voice"]) if asked["voice"] is not _KEEP
              else old.get("voice", {"name": None, "sha256": None, "clip": None}))
-    return {"name": name, "created": old.get("created", _now()), "seed": seed, "rate": rate,
+    return {"name": name, "created": old.get("created", now()), "seed": seed, "rate": rate,
             "max_chunk_chars": max_chars, "text_format": text_format or "plain",
             "options": settings, "voice": voice, "source": source,
             "chunks": [(p.text, chunk_seed(seed, i), p.pause_after, p.chapter)
@@ -319,9 +304,9 @@ class Project:
 
     def __init__(self, folder: Path, speak=None):
         self.folder = Path(folder)
-        self._speak = speak
         self.changes = Changes((), (), (), "")
         self._store = Store(self.folder)
+        self._maker = ChunkMaker(self.folder, self._store, speak)
         meta = self._store.meta()
         wrong = [key for key, kind in _META_TYPES.items()
                  if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)]
@@ -491,125 +476,25 @@ class Project:
                 "damaged": column("t.damaged IS NOT NULL"),
                 "seconds": round(seconds, 3), "holder": self.holder()}
 
-    # ------------------------------------------------------------------ voice
-    def _voice(self):
-        """The Voice to make chunks with: the saved voice the plan names, which must
-        still be the same clip. A deleted one is restored from the project's copy."""
-        from .. import voices as voicemod
-
-        planned = self._store.get("voice")
-        if not planned["name"]:
-            return None
-        try:
-            voice = voicemod.get_voice(planned["name"])
-        except VoiceFileNotFound:
-            copy = self.folder / VOICE_DIR / (planned.get("clip") or "")
-            if not planned.get("clip") or not copy.is_file():
-                raise
-            voice = voicemod.load_voice(copy.read_bytes(), planned["name"] + copy.suffix)
-        if voice.sha256 != planned["sha256"]:
-            total = self._store.count()
-            raise VoiceChanged(
-                f"The saved voice {planned['name']!r} now holds another clip than the one "
-                f"project {self.name!r} was planned with; making more chunks with it "
-                "would mix two voices.",
-                f"To use the new clip, reopen with cbx.project({self.name!r}, "
-                f"voice={planned['name']!r}) (all {total} chunks are made again). To keep "
-                f"the old voice, save its copy ({self.folder / VOICE_DIR}) as a voice and "
-                "reopen with that.")
-        return voice
-
     # ------------------------------------------------------------------ making
     def run(self, progress=None, cancel=None, on_chunk=None) -> dict:
         """Make the missing and damaged chunks in order and return status().
         `on_chunk(index, total, wav, sample_rate)` sees each chunk once it is stored."""
         with writer(self.folder, self._store, self.name, "run"):
-            self._sweep()
-            voice = self._voice()
+            self._maker.sweep()
+            voice = self._maker.voice()
             rows = self._rows(records=True, columns="full")
             total = len(rows)
             for row, state, _why in rows:
                 if cancel is not None and cancel.cancelled:
                     break
                 if state != "done":
-                    wav, sample_rate = self._make(row["idx"], row["text"], row["seed"],
-                                                  voice, _progress_for(progress,
-                                                                       row["idx"], total),
-                                                  cancel)
+                    wav, sample_rate = self._maker.make(
+                        row["idx"], row["text"], row["seed"], voice,
+                        _progress_for(progress, row["idx"], total), cancel)
                     if on_chunk is not None:
                         on_chunk(row["idx"], total, wav, sample_rate)
         return self.status()
-
-    def _sweep(self) -> None:
-        """Remove what killed writers left: take files no row names, temporaries.
-        Called under the writer lock, so no live writer's file is touched."""
-        named = {row[0] for row in self._store.query("SELECT DISTINCT file FROM takes")}
-        takes = self.folder / TAKES_DIR
-        for entry in scan_takes(self.folder):
-            if entry not in named and not entry.startswith("."):
-                (takes / entry).unlink(missing_ok=True)
-        files.sweep_temporaries(takes, min_age=0)
-        files.sweep_temporaries(self.folder, min_age=0)
-
-    def _make(self, index: int, text: str, seed: int, voice, progress, cancel):
-        """Chunk `index` through cbx.speak with its seed, retried with the next seeds
-        while the guard flags it; the best take is kept (flagged), never dropped.
-        The take's file is on disk before its row commits."""
-        from ..engine import synth
-
-        speak = self._speak or synth.speak
-        plan = self._store.meta()
-        attempts, best = [], None
-        for attempt in range(GUARD_RETRIES + 1):
-            used = chunk_seed(seed, attempt)
-            started = time.perf_counter()
-            result = speak(text, voice, seed=used, max_chunk_chars=plan["max_chunk_chars"],
-                           first_chunk_chars=None, progress=progress, cancel=cancel,
-                           **plan["options"])
-            if len(result.chunks) != 1:      # the plan's chunks always fit one call
-                raise AssertionError(f"chunk {index} was split by speak()")
-            checked = guard.check(result.wav, result.sample_rate, text, result.notes)
-            attempts.append({"seed": used, "flags": list(checked.flags),
-                             "duration": checked.duration,
-                             "seconds": round(time.perf_counter() - started, 3)})
-            if best is None or len(checked.flags) < len(best[1].flags):
-                best = (result, checked, used)
-            if checked.ok:
-                break
-        result, checked, used = best
-        wav = guard.trim_tail(result.wav, result.sample_rate)
-        self._keep(index, text, seed, used, wav, result, checked, attempts)
-        return wav, result.sample_rate
-
-    def _keep(self, index, text, seed, used, wav, result, checked, attempts) -> None:
-        from ..audio import encode_wav
-
-        data = encode_wav(wav, result.sample_rate)
-        sha = hashlib.sha256(data).hexdigest()
-        path = take_file(self.folder, f"{sha}.wav")
-        try:
-            path.parent.mkdir(exist_ok=True)
-            stat = path.stat() if path.is_file() else None
-        except OSError as exc:
-            raise files.not_saved(path, exc) from exc
-        if stat is None or stat.st_size != len(data) or \
-                store_sha256(path) != sha:      # the same audio is one file, written once
-            files.write_atomic(path, data)
-            stat = path.stat()
-        record = {"attempts": attempts, "untrimmed_duration": checked.duration,
-                  "expected": checked.expected, "notes": list(result.notes),
-                  "voice_sha256": result.voice_sha256, "variant": result.variant,
-                  "device": result.device, "dtype": result.dtype, "created": _now()}
-        with self._store.transaction() as db:
-            db.execute("UPDATE chunks SET seed = ?, text = ? WHERE idx = ?",
-                       (seed, text, index))
-            Store.add_take(db, {
-                "idx": index, "text": text, "seed": seed, "seed_used": used,
-                "file": path.name, "sha256": sha, "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns, "sample_rate": int(result.sample_rate),
-                "channels": 1, "samples": len(wav),
-                "duration": round(len(wav) / result.sample_rate, 3),
-                "flags": checked.flags, "record": record})
 
     def regenerate(self, index: int, *, seed: int | None = None, text: str | None = None,
                    progress=None, cancel=None) -> dict:
@@ -634,9 +519,9 @@ class Project:
                 tried = [a["seed"] for t in self._store.takes_of(index)
                          for a in t.record.get("attempts", [])] or [row["seed"]]
                 new_seed = chunk_seed(max(tried), 1)
-            self._sweep()
-            self._make(index, new_text, new_seed, self._voice(),
-                       _progress_for(progress, index, total), cancel)
+            self._maker.sweep()
+            self._maker.make(index, new_text, new_seed, self._maker.voice(),
+                             _progress_for(progress, index, total), cancel)
         return self.chunk(index)
 
     @staticmethod

@@ -247,3 +247,4 @@ class CbxBackend(ProjectsOnDisk, Backend):
         from ..paths import output_dir
 
         return output_dir()
+

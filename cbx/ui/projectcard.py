@@ -1,5 +1,5 @@
-"""The Projects card: the widgets of the dashboard's Projects section (the state and
-actions are projects.ProjectActions in the controller).
+"""The Projects card: the widgets of the dashboard's Projects section (the state is
+the session's, the actions projects.ProjectActions).
 
 Small parts: `ChunkRow` is one chunk of the page shown (text, state, duration, seed,
 flag, Play, Regenerate, Edit text); `UnderRow` is a box shown under one row at a time:
@@ -16,33 +16,12 @@ from __future__ import annotations
 
 from ..audio import FORMATS
 from ..errors import InvalidText
-from ..settings import SPEECH_RATE
 from ..longform.sources import MAX_FILE_BYTES
 from . import render
 from .projects import JUMPS
+from .widgets import DESCRIPTION_STYLE, button, rate_slider
 
 ACCEPTED_TEXT = ".txt,.md,.srt"
-
-
-def rate_slider(w, value: float, css_class: str, description: str = SPEECH_RATE.label):
-    """A speech-rate slider from the one SPEECH_RATE row (one-off and export alike)."""
-    slider = w.FloatSlider(description=description, min=SPEECH_RATE.low,
-                           max=SPEECH_RATE.high, step=SPEECH_RATE.step, value=value,
-                           readout_format=".2f", continuous_update=False,
-                           tooltip=SPEECH_RATE.help, style={"description_width": "110px"},
-                           layout=w.Layout(width="100%"))
-    slider.add_class(css_class)
-    return slider
-
-
-def _button(w, description: str, icon: str, css_class: str, on_click, layout, **style):
-    """A button; `layout` a Layout, or a width for a Layout of its own."""
-    if isinstance(layout, str):
-        layout = w.Layout(width=layout)
-    button = w.Button(description=description, icon=icon, layout=layout, **style)
-    button.add_class(css_class)
-    button.on_click(lambda _b: on_click())
-    return button
 
 
 class RowParts:
@@ -63,20 +42,20 @@ class RowParts:
 class ChunkRow:
     """One row of the page; `show(chunk)` puts another chunk in it."""
 
-    def __init__(self, w, controller, editor: "ChunkEditor", parts: RowParts):
-        c = controller
+    def __init__(self, w, actions, editor: "ChunkEditor", parts: RowParts):
+        c = actions
         self.chunk = None
         self.info = w.HTML(layout=parts.info, style=parts.text)
-        self.play = _button(w, "Play", "play", "cbx-chunk-play",
-                            lambda: c.play_chunk(self.chunk.index), parts.widths["play"],
-                            style=parts.button)
-        self.regenerate = _button(w, "Regenerate", "refresh", "cbx-chunk-regenerate",
-                                  lambda: c.regenerate_chunk(self.chunk.index),
-                                  parts.widths["regenerate"], style=parts.button,
-                                  tooltip="Make this chunk again with its next seed")
-        self.edit = _button(w, "Edit text", "pencil", "cbx-chunk-edit",
-                            lambda: editor.open(self), parts.widths["edit"],
-                            style=parts.button)
+        self.play = button(w, "Play", "play", "cbx-chunk-play",
+                           lambda: c.play_chunk(self.chunk.index), parts.widths["play"],
+                           style=parts.button)
+        self.regenerate = button(w, "Regenerate", "refresh", "cbx-chunk-regenerate",
+                                 lambda: c.regenerate_chunk(self.chunk.index),
+                                 parts.widths["regenerate"], style=parts.button,
+                                 tooltip="Make this chunk again with its next seed")
+        self.edit = button(w, "Edit text", "pencil", "cbx-chunk-edit",
+                           lambda: editor.open(self), parts.widths["edit"],
+                           style=parts.button)
         self.box = w.Box([self.info, self.play, self.regenerate, self.edit],
                          layout=parts.row)
         self.box.add_class("cbx-chunk-row")
@@ -143,15 +122,15 @@ class UnderRow:
 class ChunkEditor(UnderRow):
     """The one "Edit text" box: opened under a row, it remakes that row's chunk."""
 
-    def __init__(self, w, controller):
+    def __init__(self, w, actions):
         self.index: int | None = None       # the chunk being edited
         self.text = w.Textarea(layout=w.Layout(width="100%", height="60px"))
-        self.save = _button(w, "Save and remake", "check", "cbx-chunk-save",
-                            lambda: controller.regenerate_chunk(self.index,
-                                                                text=self.text.value),
-                            "160px", button_style="primary")
-        self.close_button = _button(w, "Close", "times", "cbx-chunk-edit-close",
-                                    self.close, "90px")
+        self.save = button(w, "Save and remake", "check", "cbx-chunk-save",
+                           lambda: actions.regenerate_chunk(self.index,
+                                                            text=self.text.value),
+                           "160px", button_style="primary")
+        self.close_button = button(w, "Close", "times", "cbx-chunk-edit-close",
+                                   self.close, "90px")
         super().__init__(w.VBox([self.text, w.HBox([self.save, self.close_button])],
                                 layout=w.Layout(width="100%")))
 
@@ -168,16 +147,16 @@ class ChunkEditor(UnderRow):
 class PageBar:
     """Previous / next page, where the page is, and jumps to chunks that need a look."""
 
-    def __init__(self, w, controller):
-        c = controller
-        self.previous = _button(w, "", "chevron-left", "cbx-page-previous",
-                                lambda: c.turn_page(-1), "44px", tooltip="Previous page")
-        self.next = _button(w, "", "chevron-right", "cbx-page-next",
-                            lambda: c.turn_page(1), "44px", tooltip="Next page")
+    def __init__(self, w, actions):
+        c = actions
+        self.previous = button(w, "", "chevron-left", "cbx-page-previous",
+                               lambda: c.turn_page(-1), "44px", tooltip="Previous page")
+        self.next = button(w, "", "chevron-right", "cbx-page-next",
+                           lambda: c.turn_page(1), "44px", tooltip="Next page")
         self.where = w.HTML()
         self.where.add_class("cbx-page-where")
-        self.jumps = {kind: _button(w, f"Next {kind}", "arrow-down", f"cbx-jump-{kind}",
-                                    lambda kind=kind: c.jump_to(kind), "140px")
+        self.jumps = {kind: button(w, f"Next {kind}", "arrow-down", f"cbx-jump-{kind}",
+                                   lambda kind=kind: c.jump_to(kind), "140px")
                       for kind in JUMPS}
         self.box = w.HBox([self.previous, self.where, self.next, *self.jumps.values()],
                           layout=w.Layout(width="100%", align_items="center",
@@ -189,45 +168,47 @@ class PageBar:
         self.next.disabled = project.stop >= project.total
         self.where.value = (f"<span class='cbx-hint'>&nbsp;chunks {project.start + 1:,}"
                             f"&ndash;{project.stop:,} of {project.total:,}&nbsp;</span>")
-        for kind, button in self.jumps.items():
+        for kind, jump in self.jumps.items():
             count = len(getattr(project, kind))
-            button.layout.display = None if count else "none"
-            button.description = f"Next {kind} ({count:,})"
+            jump.layout.display = None if count else "none"
+            jump.description = f"Next {kind} ({count:,})"
 
 
 class ProjectsCard:
-    """The Projects section; `player` is the AudioSlot that plays one chunk at a time."""
+    """The Projects section; `player` is the AudioSlot that plays one chunk at a time.
+    `renders` says which session events redraw which part."""
 
     def __init__(self, w, controller, upload_factory, player):
-        self.w, self.c = w, controller
+        self.w, self.session = w, controller.session
+        self.actions = c = controller.project_actions
         self.player = player
         self.rows: list[ChunkRow] = []
         self._row_parts = RowParts(w)
-        c = controller
+        s = self.session
         self.upload = upload_factory(on_file=c.upload_project_text,
                                      on_too_large=c.refuse_project_upload,
-                                     on_invalid=c.show_error, invalid=InvalidText,
+                                     on_invalid=s.show_error, invalid=InvalidText,
                                      accept=ACCEPTED_TEXT, max_bytes=MAX_FILE_BYTES,
                                      label="Upload text file",
                                      layout=w.Layout(width="170px"))
         self.upload.add_class("cbx-text-upload")
         self.source = w.HTML()
         self.source.add_class("cbx-project-source")
-        self.clear_source = _button(w, "Use the text box", "times", "cbx-clear-source",
-                                    c.clear_project_source, "150px")
+        self.clear_source = button(w, "Use the text box", "times", "cbx-clear-source",
+                                   c.clear_project_source, "150px")
         self.name = w.Text(description="Project name", placeholder="from the file or text",
-                           style={"description_width": "110px"},
-                           layout=w.Layout(width="100%"))
-        self.name.observe(lambda ch: setattr(c, "project_name", ch["new"]), names="value")
-        self.generate = _button(w, "Generate as project", "book", "cbx-project-generate",
-                                c.generate_project, "190px", button_style="primary")
-        self.saved = w.Dropdown(description="Saved", style={"description_width": "110px"},
+                           style=DESCRIPTION_STYLE, layout=w.Layout(width="100%"))
+        self.name.observe(lambda ch: setattr(s, "project_name", ch["new"]), names="value")
+        self.generate = button(w, "Generate as project", "book", "cbx-project-generate",
+                               c.generate_project, "190px", button_style="primary")
+        self.saved = w.Dropdown(description="Saved", style=DESCRIPTION_STYLE,
                                 layout=w.Layout(width="100%"))
         self.saved.add_class("cbx-project-pick")
         self.saved.observe(self._on_pick, names="value")
-        self.resume = _button(w, "Resume", "play", "cbx-project-resume", c.resume_project,
-                              "120px", button_style="warning")
-        self.cancel = _button(w, "Cancel", "stop", "cbx-project-cancel", c.cancel, "120px")
+        self.resume = button(w, "Resume", "play", "cbx-project-resume", c.resume_project,
+                             "120px", button_style="warning")
+        self.cancel = button(w, "Cancel", "stop", "cbx-project-cancel",
+                             controller.generation_actions.cancel, "120px")
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0,
                                         layout=w.Layout(width="100%"))
         self.progress.add_class("cbx-project-progress")
@@ -238,15 +219,15 @@ class ProjectsCard:
         self.pages = PageBar(w, c)
         self.chunks = w.VBox(layout=w.Layout(width="100%"))
         self.chunks.add_class("cbx-project-chunks")
-        self.format = w.Dropdown(description="Format", style={"description_width": "110px"},
-                                 options=[(f.label, s) for s, f in FORMATS.items()],
-                                 value=c.export_suffix, layout=w.Layout(width="100%"))
+        self.format = w.Dropdown(description="Format", style=DESCRIPTION_STYLE,
+                                 options=[(f.label, suffix) for suffix, f in FORMATS.items()],
+                                 value=s.export_suffix, layout=w.Layout(width="100%"))
         self.format.add_class("cbx-export-format")
         self.format.observe(lambda ch: c.set_export(suffix=ch["new"]), names="value")
-        self.rate = rate_slider(w, c.export_rate, "cbx-export-rate")
+        self.rate = rate_slider(w, s.export_rate, "cbx-export-rate")
         self.rate.observe(lambda ch: c.set_export(rate=ch["new"]), names="value")
-        self.export = _button(w, "Export", "file-audio-o", "cbx-project-export",
-                              c.export_project, "120px")
+        self.export = button(w, "Export", "file-audio-o", "cbx-project-export",
+                             c.export_project, "120px")
         self.download = w.HTML()
         self.download.add_class("cbx-export-download")
         self.export_box = w.VBox([self.format, self.rate, w.HBox([self.export,
@@ -262,20 +243,21 @@ class ProjectsCard:
                            self.progress, self.summary, self.pages.box, self.chunks,
                            self.export_box],
                           layout=w.Layout(width="100%"))
+        self.renders = {"busy": self._render_busy, "progress": self._render_progress,
+                        "project": self._render_project, "projects": self._render_projects,
+                        "project_source": self._render_project_source,
+                        "export": self._render_export,
+                        "chunk_audio": self._render_chunk_audio}
 
     # ------------------------------------------------------------------ events
     def _on_pick(self, change) -> None:
         name = change["new"]
-        if name and (self.c.project is None or self.c.project.name != name):
-            self.c.open_project(name)
-
-    def render(self, event: str) -> None:
-        handler = getattr(self, f"_render_{event}", None)
-        if handler is not None:
-            handler()
+        project = self.session.project
+        if name and (project is None or project.name != name):
+            self.actions.open_project(name)
 
     def _render_project_source(self) -> None:
-        source = self.c.project_source
+        source = self.session.project_source
         self.clear_source.layout.display = None if source else "none"
         self.source.value = (
             f"<span class='cbx-hint'>Text from <b>{render.e(source[0])}</b> "
@@ -284,26 +266,26 @@ class ProjectsCard:
             ".txt, .md or .srt file.</span>")
 
     def _render_projects(self) -> None:
-        c = self.c
+        s = self.session
         options = [("(choose a saved project)", "")] + [
             (f"{p['name']} ({p.get('done', 0):,}/{p.get('chunks', 0):,} chunks"
              + (", unfinished)" if p.get("missing") else ")"), p["name"])
-            for p in c.projects if "error" not in p]
+            for p in s.projects if "error" not in p]
         self.saved.options = options
-        current = c.project.name if c.project else ""
+        current = s.project.name if s.project else ""
         self.saved.value = current if current in dict(options).values() else ""
         self._render_busy()
 
     def _can_change(self) -> bool:
         """This page is idle and no other tab or process holds the project."""
-        project = self.c.project
-        return self.c.can_generate and not (project is not None
-                                            and project.holder is not None)
+        project = self.session.project
+        return self.session.can_generate and not (project is not None
+                                                  and project.holder is not None)
 
     def _render_busy(self) -> None:
-        c = self.c
-        idle = c.can_generate
-        project = c.project
+        s = self.session
+        idle = s.can_generate
+        project = s.project
         held = project is not None and project.holder is not None
         unfinished = project is not None and not project.finished
         self.generate.disabled = not idle
@@ -311,8 +293,8 @@ class ProjectsCard:
         self.saved.disabled = not idle
         self.resume.disabled = not (idle and unfinished and not held)
         self.resume.layout.display = None if unfinished else "none"
-        self.cancel.layout.display = None if c.project_running else "none"
-        self.cancel.disabled = not c.can_cancel
+        self.cancel.layout.display = None if s.project_running else "none"
+        self.cancel.disabled = not s.can_cancel
         self.export.disabled = not (idle and project is not None and project.finished)
         self.export_box.layout.display = None if project else "none"
         for row in self.rows:
@@ -321,16 +303,16 @@ class ProjectsCard:
         self._render_progress()
 
     def _render_progress(self) -> None:
-        c, project = self.c, self.c.project
-        running = c.project_running and c.progress
+        s, project = self.session, self.session.project
+        running = s.project_running and s.progress
         self.progress.layout.visibility = "visible" if project or running else "hidden"
         if running:
-            self.progress.value = render.progress_fraction(c.progress)
+            self.progress.value = render.progress_fraction(s.progress)
         elif project is not None:
             self.progress.value = project.done / max(project.total, 1)
 
     def _render_project(self) -> None:
-        project = self.c.project
+        project = self.session.project
         self.pages.box.layout.display = None if project else "none"
         if project is None:
             self.summary.value = ""
@@ -338,7 +320,7 @@ class ProjectsCard:
             return
         self.summary.value = _summary_html(project)
         while len(self.rows) < len(project.chunks):
-            self.rows.append(ChunkRow(self.w, self.c, self.editor, self._row_parts))
+            self.rows.append(ChunkRow(self.w, self.actions, self.editor, self._row_parts))
         for row, chunk in zip(self.rows, project.chunks):
             row.show(chunk, self._can_change())
         boxes = tuple(row.box for row in self.rows[:len(project.chunks)])
@@ -348,23 +330,23 @@ class ProjectsCard:
         if self.editor.index is not None and self._row_of(self.editor.index) is None:
             self.editor.close()                 # its chunk left the page
         self._place_player()
-        self.rate.value = self.c.export_rate
+        self.rate.value = self.session.export_rate
         self._render_busy()
 
     def _row_of(self, index: int) -> ChunkRow | None:
         """The row that shows chunk `index`, when it is on the page."""
-        project = self.c.project
+        project = self.session.project
         if project is None or project.chunk(index) is None:
             return None
         return self.rows[index - project.start]
 
     def _place_player(self) -> None:
         """The chunk player sits under its chunk's row, and leaves with its page."""
-        audio = self.c.chunk_audio
+        audio = self.session.chunk_audio
         self.player_spot.attach(self._row_of(audio.index) if audio else None)
 
     def _render_chunk_audio(self) -> None:
-        audio = self.c.chunk_audio
+        audio = self.session.chunk_audio
         if audio is None:
             self.player.clear()
         else:
@@ -372,7 +354,7 @@ class ProjectsCard:
         self._place_player()
 
     def _render_export(self) -> None:
-        export = self.c.export
+        export = self.session.export
         self.download.value = "" if export is None else (
             render.download_link(export.url, export.filename,
                                  f"Download {export.filename}", "cbx-export-link")

@@ -2,12 +2,12 @@
 (cbx.longform) made, resumed, reviewed a page of chunks at a time, re-rolled, edited
 and exported.
 
-Why a part of the controller of its own: a project is a second kind of job beside a
-one-off generation, with its own state (which project, which page of its chunks, its
-export), but it shares the controller's one worker thread and busy state, so a project
-and a one-off generation never run at once. `ProjectActions` is mixed into
-DashboardController and uses its `_start`, `_fail`, `_emit`, `_schedule` and `backend`;
-like the rest of the controller it talks only to the Backend seam.
+Why actions of their own: a project is a second kind of job beside a one-off
+generation, with its own state (which project, which page of its chunks, its export,
+kept in the session), but it shares the session's one worker thread and busy state, so
+a project and a one-off generation never run at once, and it starts from the same
+choices (`generation.speech_job`). Like every card's actions it talks only to the
+Backend seam.
 
 A book has thousands of chunks, so the page holds one page of them (PAGE_SIZE) and
 no audio: a chunk's take is read when its Play is pressed. While a project is shown,
@@ -15,8 +15,8 @@ its holder is polled (HOLDER_POLL_SECONDS): when another tab or process changes 
 page says who and follows its chunks; the store still refuses a racing click with
 project_busy.
 
-Threading: `project`, `projects`, `export` and `chunk_audio` are replaced whole
-(immutable values), never changed in place, so the view reads a consistent snapshot
+Threading: the session's `project`, `projects`, `export` and `chunk_audio` are
+replaced whole (immutable values), never changed in place, so the view reads a consistent snapshot
 from any thread; `_view_lock` makes each read-and-replace of `project` one step, so a
 page turn and a redraw from the worker never interleave.
 """
@@ -33,9 +33,10 @@ from pathlib import Path
 from ..audio import FORMATS, check_rate
 from ..errors import CbxError, GenerationCancelled, GenerationFailed, InvalidSetting
 from .downloads import href
+from .generation import progress_handler, speech_job
 from .playback import Throttle
+from .session import EXPORTING, GENERATING, Session
 
-DEFAULT_EXPORT_SUFFIX = ".mp3"
 PAGE_SIZE = 50                    # chunks drawn at once, however long the project
 HOLDER_POLL_SECONDS = 2.0         # how often a shown project's holder is read
 PROJECT_REDRAWS_PER_SECOND = 3    # while chunks are made; the final state always drawn
@@ -151,46 +152,40 @@ def page_start(index: int, total: int) -> int:
 
 
 class ProjectActions:
-    """Project state and actions of DashboardController (see the module's docstring)."""
+    """Project actions on the session (see the module's docstring)."""
 
-    def _init_projects(self) -> None:
-        self.project: ProjectView | None = None
-        self.projects: list[dict] = []      # every project on disk (for Resume)
-        self.project_name = ""               # empty: derived from the source
-        self.project_source: tuple[str, str, str] | None = None   # (filename, text, format)
-        self.project_running = False         # the worker is busy with a project
-        self.chunk_audio: ChunkAudio | None = None
-        self.export_suffix = DEFAULT_EXPORT_SUFFIX
-        self.export_rate = 1.0
-        self.export: ExportView | None = None
+    def __init__(self, session: Session, backend):
+        self.session = session
+        self.backend = backend
         self._view_lock = threading.Lock()   # one read-and-replace of `project` at a time
-        self._poll_timer = None              # the holder poll's next run (under _lock)
-        self._page_closed = False            # no more polls (under _lock)
+        self._poll_timer = None              # the holder poll's next run (under session.lock)
+        self._page_closed = False            # no more polls (under session.lock)
         self._project_redraw = Throttle(self._reread_project,
-                                        1.0 / PROJECT_REDRAWS_PER_SECOND, self._schedule)
-        self.refresh_projects(emit=False)
+                                        1.0 / PROJECT_REDRAWS_PER_SECOND, session.schedule)
 
     # ---------------------------------------------------------------- reading
     def refresh_projects(self, emit: bool = True) -> None:
+        s = self.session
         try:
-            self.projects = list(self.backend.list_projects())
+            s.projects = list(self.backend.list_projects())
         except CbxError as exc:
-            self.projects = []
-            self.error = exc
+            s.projects = []
+            s.error = exc
         if emit:
-            self._emit("projects")
+            s.emit("projects")
 
     @property
     def unfinished_projects(self) -> list[str]:
-        return [p["name"] for p in self.projects if p.get("missing")]
+        return [p["name"] for p in self.session.projects if p.get("missing")]
 
     def _show_project(self, name: str, *, start: int | None = None,
                       note: str | None = None, replace: bool = False) -> None:
         """Read a page of project `name` (`start`, else the page shown) and show it.
         Without `replace`, only while `name` is still the project shown: a redraw or a
         poll never brings back a project the user has left."""
+        s = self.session
         with self._view_lock:
-            shown = self.project if self.project and self.project.name == name else None
+            shown = s.project if s.project and s.project.name == name else None
             if shown is None and not replace:
                 return
             start = start if start is not None else shown.start if shown else 0
@@ -201,53 +196,55 @@ class ProjectActions:
                 start = page_start(total - 1, total)
                 overview = self.backend.project_overview(name, start, start + PAGE_SIZE)
             view = project_view(overview, start, note)
-            changed = view != self.project
-            self.project = view
+            changed = view != s.project
+            s.project = view
         if changed:
-            self._emit("project")
+            s.emit("project")
         self._watch_project()
 
     def _reread_project(self, start: int | None = None) -> None:
         """Read the shown project again (another page: `start`). A failed read is
         shown, never raised: it comes from a page turn, a poll or a redraw during a
         run, and stops none of them."""
-        project = self.project
+        project = self.session.project
         if project is None:
             return
         try:
             self._show_project(project.name, start=start)
         except CbxError as exc:
-            self.error = exc
-            self._emit("error")
+            self.session.show_error(exc)
 
     def open_project(self, name: str) -> bool:
         """Show a project on disk (its first page, Resume if unfinished) without running it."""
+        s = self.session
         try:
             self._show_project(name, start=0, note="", replace=True)
         except CbxError as exc:
-            self._fail(exc, GenerationFailed)
+            s.fail(exc, GenerationFailed)
             return False
-        self.export, self.export_rate, self.chunk_audio = None, self.project.rate, None
-        self.status_line = (f"Project '{self.project.name}': {self.project.done:,} of "
-                            f"{self.project.total:,} chunks made.")
-        self._emit("export", "chunk_audio", "status")
+        s.export, s.export_rate, s.chunk_audio = None, s.project.rate, None
+        s.status_line = (f"Project '{s.project.name}': {s.project.done:,} of "
+                         f"{s.project.total:,} chunks made.")
+        s.emit("export", "chunk_audio", "status")
         return True
 
     # ----------------------------------------------------------------- paging
     def show_chunks(self, index: int) -> None:
         """Show the page of chunks that holds chunk `index`."""
-        if self.project is not None:
-            self._reread_project(page_start(index, self.project.total))
+        project = self.session.project
+        if project is not None:
+            self._reread_project(page_start(index, project.total))
 
     def turn_page(self, pages: int) -> None:
         """The next (1) or previous (-1) page of chunks."""
-        if self.project is not None:
-            self.show_chunks(self.project.start + pages * PAGE_SIZE)
+        project = self.session.project
+        if project is not None:
+            self.show_chunks(project.start + pages * PAGE_SIZE)
 
     def jump_to(self, kind: str) -> None:
         """The page of the next chunk of `kind` ("missing", "flagged" or "damaged")
         after the page shown, else of the first one."""
-        project = self.project
+        project = self.session.project
         indices = getattr(project, kind) if project and kind in JUMPS else ()
         if indices:
             later = [i for i in indices if i >= project.stop]
@@ -256,51 +253,52 @@ class ProjectActions:
     def play_chunk(self, index: int) -> None:
         """Put chunk `index`'s take in the card's player: a chunk's audio reaches the
         browser only when asked for."""
-        chunk = self.project.chunk(index) if self.project else None
+        s = self.session
+        chunk = s.project.chunk(index) if s.project else None
         if chunk is None or chunk.wav is None:
             return
         try:
-            self.chunk_audio = ChunkAudio(index, chunk.wav.read_bytes())
+            s.chunk_audio = ChunkAudio(index, chunk.wav.read_bytes())
         except OSError as exc:
-            self.error = GenerationFailed(f"Chunk {index + 1}'s audio cannot be read: {exc}",
+            s.show_error(GenerationFailed(f"Chunk {index + 1}'s audio cannot be read: {exc}",
                                           "Press Resume: it checks every take and makes "
-                                          "a damaged one again.")
-            self._emit("error")
+                                          "a damaged one again."))
             return
-        self._emit("chunk_audio")
+        s.emit("chunk_audio")
 
     # ------------------------------------------------------------ the holder
     def _watch_project(self) -> None:
         """Poll the shown project's holder from now on (one timer chain at a time)."""
-        with self._lock:
-            if self._poll_timer is not None or self._page_closed or self.session_ended:
+        s = self.session
+        with s.lock:
+            if self._poll_timer is not None or self._page_closed or s.session_ended:
                 return
-            self._poll_timer = self._schedule(HOLDER_POLL_SECONDS, self._poll_holder)
+            self._poll_timer = s.schedule(HOLDER_POLL_SECONDS, self._poll_holder)
 
     def _poll_holder(self) -> None:
         """While another tab or process holds the project, follow its chunks (page
         redrawn only when it changed); when it lets go, enable the buttons again. Cheap
         when nobody holds it: one read of the store, nothing sent to the browser."""
-        with self._lock:
+        s = self.session
+        with s.lock:
             self._poll_timer = None
-            closed = self._page_closed or self.session_ended
-        project = self.project
+            closed = self._page_closed or s.session_ended
+        project = s.project
         if project is None or closed:
             return
-        if not self.project_running:       # this page's own job redraws it already
+        if not s.project_running:          # this page's own job redraws it already
             try:
                 held = elsewhere(self.backend.project_holder(project.name))
             except CbxError as exc:        # the project is gone or unreadable: say so
-                self.error = exc
-                self._emit("error")
+                s.show_error(exc)
                 return
             if held is not None or project.holder is not None:
                 self._reread_project()
         self._watch_project()
 
-    def _stop_watching(self) -> None:
+    def stop_watching(self) -> None:
         """No more polls: the page is going away."""
-        with self._lock:
+        with self.session.lock:
             self._page_closed = True
             timer, self._poll_timer = self._poll_timer, None
         if timer is not None:
@@ -309,17 +307,17 @@ class ProjectActions:
     # ----------------------------------------------------------------- source
     def upload_project_text(self, data: bytes, filename: str) -> bool:
         """Use an uploaded .txt/.md/.srt file as the next project's text."""
+        s = self.session
         try:
             text, fmt = self.backend.read_text_upload(data, filename)
         except CbxError as exc:
-            self.error = exc
-            self._emit("error")
+            s.show_error(exc)
             return False
-        self.error = None
-        self.project_source = (filename, text, fmt)
-        self.status_line = (f"{filename}: {len(text)} characters of {fmt} text. Press "
-                            "'Generate as project' to make it chunk by chunk.")
-        self._emit("project_source", "status", "error")
+        s.error = None
+        s.project_source = (filename, text, fmt)
+        s.status_line = (f"{filename}: {len(text)} characters of {fmt} text. Press "
+                         "'Generate as project' to make it chunk by chunk.")
+        s.emit("project_source", "status", "error")
         return True
 
     def refuse_project_upload(self, filename: str, size: int) -> None:
@@ -329,132 +327,124 @@ class ProjectActions:
         try:
             check_size(size, filename)
         except CbxError as exc:
-            self.error = exc
-            self._emit("error")
+            self.session.show_error(exc)
 
     def clear_project_source(self) -> None:
         """Back to the text box as the project's text."""
-        self.project_source = None
-        self._emit("project_source")
+        self.session.project_source = None
+        self.session.emit("project_source")
 
     # ------------------------------------------------------------------ jobs
     def generate_project(self) -> bool:
         """Create the project from the uploaded file (or the text box) and make it."""
-        if not self.can_generate:
+        s = self.session
+        job = speech_job(s, self.backend)
+        if job is None:
             return False
-        from .controller import parse_seed
-
-        try:
-            seed = parse_seed(self.seed_text)
-        except CbxError as exc:
-            self.error = exc
-            self._emit("error")
-            return False
-        filename, text, fmt = self.project_source or (None, self.text, "plain")
-        name = self.project_name.strip() or default_project_name(filename, text)
-        voice, options = self._speech_options()
-        max_chars = self.max_chunk_chars
+        filename, text, fmt = s.project_source or (None, s.text, "plain")
+        name = s.project_name.strip() or default_project_name(filename, text)
 
         def create() -> str:
-            made = self.backend.create_project(name, text, voice, text_format=fmt,
-                                               seed=seed, max_chunk_chars=max_chars,
-                                               **options)
+            made = self.backend.create_project(name, text, job.voice, text_format=fmt,
+                                               seed=job.seed,
+                                               max_chunk_chars=job.max_chunk_chars,
+                                               **job.options)
             self._show_project(made["name"], start=0, note=made["changes"], replace=True)
-            self.export, self.export_rate, self.chunk_audio = None, self.project.rate, None
-            self._emit("export", "chunk_audio")
+            s.export, s.export_rate, s.chunk_audio = None, s.project.rate, None
+            s.emit("export", "chunk_audio")
             return made["name"]
 
-        return self._start_project(create, options["variant"])
+        return self._start_project(create, job.token, job.on_progress)
 
     def resume_project(self, name: str | None = None) -> bool:
         """Make what an unfinished project (this one, or `name`) is missing. Another
         tab or process making it refuses with project_busy, shown like any error."""
-        name = name or (self.project.name if self.project else None)
-        if name is None or not self.can_generate:
+        s = self.session
+        name = name or (s.project.name if s.project else None)
+        if name is None or not s.can_generate:
             return False
 
         def reopen() -> str:
             self._show_project(name, replace=True)
             return name
 
-        return self._start_project(reopen, self.variant)
+        return self._start_project(reopen, self.backend.make_cancel_token(),
+                                   progress_handler(s, s.variant))
 
-    def _project_job(self, token, variant: str, job, *, starting: str, finished,
+    def _project_job(self, token, on_progress, job, *, starting: str, finished,
                      cancelled: str) -> bool:
         """Run `job(on_progress)` on the worker thread as a generation that `token`
         cancels and that changes the shown project: the page redraws it as chunks are
         made (throttled) and always once more at the end; then `finished(job's value)`
         says how it went, or `cancelled` what a cancel kept."""
-        on_progress = self._progress_handler(variant)
+        s = self.session
 
         def work() -> None:
-            self.project_running = True
-            self.progress = {"chunk": 0, "total": 0, "tokens": 0, "elapsed": 0.0,
-                             "eta": None, "stage": "starting"}
-            self.status_line = starting
-            self._emit("progress", "status", "project")
+            s.project_running = True
+            s.progress = {"chunk": 0, "total": 0, "tokens": 0, "elapsed": 0.0,
+                          "eta": None, "stage": "starting"}
+            s.status_line = starting
+            s.emit("progress", "status", "project")
             try:
                 outcome = job(on_progress)
             except GenerationCancelled:
-                self.status_line = f"Cancelled. {cancelled}"
+                s.status_line = f"Cancelled. {cancelled}"
                 return
             except BaseException as exc:
-                self._fail(exc, GenerationFailed)
+                s.fail(exc, GenerationFailed)
                 return
             finally:
-                self.project_running = False
-                self.progress = None
+                s.project_running = False
+                s.progress = None
                 self._project_redraw.cancel()
                 self._reread_project()
                 self.refresh_projects(emit=False)
-                self._emit("progress", "projects", "status")
-            self.export = None
+                s.emit("progress", "projects", "status")
+            s.export = None
             finished(outcome)
-            self._emit("status", "export")
+            s.emit("status", "export")
 
-        from .controller import GENERATING
+        return s.start(GENERATING, work, cancel_token=token)
 
-        return self._start(GENERATING, work, cancel_token=token)
-
-    def _start_project(self, prepare, variant: str) -> bool:
+    def _start_project(self, prepare, token, on_progress) -> bool:
         """Run `prepare()` (which shows the project and names it) then the project's
         missing chunks."""
-        token = self.backend.make_cancel_token()
+        s = self.session
 
         def run(on_progress) -> dict:
             name = prepare()
-            self.progress["total"] = self.project.total
+            s.progress["total"] = s.project.total
             return self.backend.run_project(
                 name, progress=on_progress, cancel=token,
                 on_chunk=lambda *_chunk: self._project_redraw())
 
         def finished(status: dict) -> None:
             if status["missing"]:
-                self.status_line = (f"Stopped with {status['done']:,} of "
-                                    f"{status['chunks']:,} chunks made; press Resume to "
-                                    "make the rest.")
+                s.status_line = (f"Stopped with {status['done']:,} of "
+                                 f"{status['chunks']:,} chunks made; press Resume to "
+                                 "make the rest.")
                 return
             flagged = (f" {len(status['flagged'])} flagged for review."
                        if status["flagged"] else "")
-            self.status_line = (f"Project '{self.project.name}' is complete: "
-                                f"{status['chunks']:,} chunks, {status['seconds']:.1f} s."
-                                f"{flagged}")
+            s.status_line = (f"Project '{s.project.name}' is complete: "
+                             f"{status['chunks']:,} chunks, {status['seconds']:.1f} s."
+                             f"{flagged}")
 
-        return self._project_job(token, variant, run, starting="Starting the project...",
-                                 finished=finished,
+        return self._project_job(token, on_progress, run,
+                                 starting="Starting the project...", finished=finished,
                                  cancelled="The finished chunks are kept on disk; press "
                                            "Resume to make the rest.")
 
     def regenerate_chunk(self, index: int, text: str | None = None) -> bool:
         """Make chunk `index` of the open project again (its next seed), or with new
         `text` ("Edit text"); no other chunk changes. Cancel keeps the earlier take."""
-        if self.project is None or not self.can_generate:
+        s = self.session
+        if s.project is None or not s.can_generate:
             return False
-        name = self.project.name
+        name = s.project.name
         if text is not None and not text.strip():
-            self.error = InvalidSetting(f"Chunk {index + 1}'s new text is empty.",
-                                        "Type the words this chunk should say.")
-            self._emit("error")
+            s.show_error(InvalidSetting(f"Chunk {index + 1}'s new text is empty.",
+                                        "Type the words this chunk should say."))
             return False
         token = self.backend.make_cancel_token()
         what = "with the new text" if text is not None else "with its next seed"
@@ -466,43 +456,47 @@ class ProjectActions:
         def finished(record: dict | None) -> None:
             made = (f" (seed {record['seed_used']}, {record['duration']:.1f} s)"
                     if record else "")
-            self.status_line = f"Chunk {index + 1} made again{made}."
+            s.status_line = f"Chunk {index + 1} made again{made}."
 
-        return self._project_job(token, self.variant, remake,
+        return self._project_job(token, progress_handler(s, s.variant), remake,
                                  starting=f"Making chunk {index + 1} again {what}...",
                                  finished=finished,
                                  cancelled=f"Chunk {index + 1} keeps its earlier take.")
 
     # ----------------------------------------------------------------- export
     def set_export(self, suffix: str | None = None, rate: float | None = None) -> None:
+        s = self.session
         if suffix is not None:
             if suffix not in FORMATS:
                 raise InvalidSetting(f"No export format {suffix!r}.",
                                      f"Use one of: {', '.join(FORMATS)}.")
-            self.export_suffix = suffix
+            s.export_suffix = suffix
         if rate is not None:
-            self.export_rate = check_rate(float(rate))
+            s.export_rate = check_rate(float(rate))
 
     def export_project(self) -> bool:
         """Join the open project's chunks into one file of the chosen format and rate,
         saved in the project's exports/ folder and offered for download by URL."""
-        if self.project is None or not self.can_generate:
+        s = self.session
+        if s.project is None or not s.can_generate:
             return False
-        name, suffix, rate = self.project.name, self.export_suffix, self.export_rate
+        name, suffix, rate = s.project.name, s.export_suffix, s.export_rate
 
         def work() -> None:
-            self.status_line = f"Exporting {FORMATS[suffix].label} at {rate:g}x..."
-            self._emit("status")
+            s.status_line = f"Exporting {FORMATS[suffix].label} at {rate:g}x..."
+            s.emit("status")
             try:
                 path = Path(self.backend.export_project(name, suffix, rate))
             except BaseException as exc:
-                self._fail(exc, GenerationFailed)
+                s.fail(exc, GenerationFailed)
                 return
-            self.export = ExportView(path.name, href(path, self.backend.output_dir()))
-            self.status_line = (f"Exported {path.name}; it is also kept in the project's "
-                                "exports/ folder.")
-            self._emit("export", "status")
+            s.export = ExportView(path.name, href(path, self.backend.output_dir()))
+            s.status_line = (f"Exported {path.name}; it is also kept in the project's "
+                             "exports/ folder.")
+            s.emit("export", "status")
 
-        from .controller import EXPORTING
+        return s.start(EXPORTING, work)
 
-        return self._start(EXPORTING, work)
+
+__all__ = ["ProjectActions", "ProjectView", "ChunkView", "ExportView", "ChunkAudio",
+           "PAGE_SIZE", "HOLDER_POLL_SECONDS", "JUMPS"]

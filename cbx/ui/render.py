@@ -11,8 +11,8 @@ from typing import Iterable
 
 from ..errors import UnexpectedError
 from ..paths import REPO_ROOT
+from ..report import CSS_RULES, to_html
 from ..state import ModelInfo
-from ..units import format_bytes
 from ..variants import VARIANTS
 
 e = html.escape
@@ -38,9 +38,6 @@ CSS = """
 .cbx-card h3 { margin: 0 0 8px 0; font-size: 15px; font-weight: 600; color: #243b53;
   text-transform: uppercase; letter-spacing: .04em; }
 .cbx-hint { color: #627d98; font-size: 12px; line-height: 1.4; }
-.cbx-ok { color: #137333; font-weight: 600; }
-.cbx-bad { color: #b00020; font-weight: 600; }
-.cbx-warn { color: #a15c00; font-weight: 600; }
 .cbx-chunk-row { border-top: 1px solid #e4e7eb; padding: 6px 0; }
 .cbx-chunk-flagged { background: #fffbea; }
 .cbx-chunk-damaged { background: #fff5f5; }
@@ -53,12 +50,6 @@ CSS = """
 .cbx-error pre { max-height: 240px; overflow: auto; background: #1f2933; color: #f0f4f8;
   padding: 8px; border-radius: 6px; font-size: 11px; }
 .cbx-status { padding: 6px 10px; background: #f0f4f8; border-radius: 6px; font-size: 13px; }
-.cbx-health table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
-.cbx-health table { table-layout: fixed; }
-.cbx-health th { text-align: left; color: #486581; font-weight: 600; padding: 3px 6px 3px 0;
-  vertical-align: top; width: 34%; }
-.cbx-health td { padding: 3px 0; vertical-align: top; }
-.cbx-health h4 { margin: 10px 0 4px; font-size: 13px; color: #243b53; }
 .cbx-pill { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
   font-weight: 600; }
 .cbx-pill-ready { background: #e3f9e5; color: #137333; }
@@ -70,8 +61,7 @@ CSS = """
 .cbx-downloads a.cbx-secondary { background: #e4e7eb; color: #243b53 !important; }
 .cbx-history-row { border-top: 1px solid #e4e7eb; padding: 6px 0 !important; }
 .cbx-primary button, button.cbx-primary { font-weight: 600; }
-</style>
-"""
+""" + CSS_RULES + "</style>\n"   # the health table's rules, shared with cbx.status() in a notebook
 
 
 def shown_path(path) -> str:
@@ -144,76 +134,23 @@ def model_rows(model: ModelInfo, state: str) -> list[tuple[str, str]]:
 
 def health_html(report, model: ModelInfo, state: str, voice_label: str,
                 health_error=None) -> str:
-    """The health panel: libraries, weights per variant, device and memory, model."""
-    rows: list[str] = []
-
-    def row(label: str, value: str) -> None:
-        rows.append(f"<tr><th>{e(label)}</th><td>{value}</td></tr>")
-
-    out = ["<div class='cbx-health'>"]
-    out.append("<h4>Model</h4><table>")
-    for label, value in model_rows(model, state):
-        row(label, value)
-    row("Voice", e(voice_label))
+    """The health panel: the model as the page knows it now, then the status report's
+    environment sections (libraries, weights per variant, device and memory), rendered
+    from the same rows as `python -m cbx status` and cbx.status()."""
+    rows = model_rows(model, state) + [("Voice", e(voice_label))]
     idle = model.idle_unload_minutes
     if isinstance(idle, (int, float)):
-        row("Auto-unload", "off" if idle <= 0 else f"after {idle:g} min idle")
-    out.append("".join(rows) + "</table>")
-    rows.clear()
-
+        rows.append(("Auto-unload", "off" if idle <= 0 else f"after {idle:g} min idle"))
+    out = ["<div class='cbx-health'><h4>Model</h4><table>",
+           *(f"<tr><th>{e(label)}</th><td>{value}</td></tr>" for label, value in rows),
+           "</table>"]
     if report is None:
         out.append(f"<p class='cbx-bad'>Health check unavailable.</p>{error_card(health_error)}")
-        out.append("</div>")
-        return "".join(out)
-
-    out.append("<h4>Libraries</h4><table>")
-    missing = [lib for lib in report.libraries if not lib.importable]
-    if missing:
-        row("Missing", "<span class='cbx-bad'>"
-            + e(", ".join(lib.distribution for lib in missing)) + "</span>")
     else:
-        row("Status", "<span class='cbx-ok'>all installed</span>")
-    versions = {lib.distribution: lib.version for lib in report.libraries if lib.importable}
-    for dist in ("chatterbox-tts", "torch"):
-        if versions.get(dist):
-            row(dist, e(versions[dist]))
-    out.append("".join(rows) + "</table>")
-    rows.clear()
-
-    out.append("<h4>Model files</h4><table>")
-    for name, weights in report.weights.items():
-        if weights.complete:
-            value = f"<span class='cbx-ok'>present</span> ({format_bytes(weights.total_bytes)})"
-        elif weights.any_present:
-            broken = ", ".join(f.name for f in weights.broken_files)
-            value = f"<span class='cbx-bad'>incomplete</span>: {e(broken)}"
-        else:
-            value = "<span class='cbx-warn'>not downloaded</span>"
-        label = VARIANTS[name].label.split(" (")[0] if name in VARIANTS else name
-        row(label, value)
-    out.append("".join(rows) + "</table>")
-    rows.clear()
-
-    d = report.device
-    out.append("<h4>Device</h4><table>")
-    if d.torch_error:
-        row("PyTorch", f"<span class='cbx-bad'>not importable</span>: {e(d.torch_error)}")
-    else:
-        row("Uses", e(f"{d.resolved or 'unavailable'} (asked: {d.requested})"))
-        if d.cuda_available:
-            row("GPU", e(d.cuda_device_name or "CUDA device"))
-            row("VRAM", e(f"{format_bytes(d.vram_used_bytes)} used of {format_bytes(d.vram_total_bytes)}"))
-            row("This kernel", e(f"{format_bytes(d.torch_allocated_bytes)} allocated, "
-                                 f"{format_bytes(d.torch_reserved_bytes)} reserved"))
-        else:
-            row("GPU", "none (CPU mode: works, slowly)")
-        if d.device_error:
-            row("Problem", f"<span class='cbx-bad'>{e(d.device_error)}</span>")
-    row("RAM", e(f"this kernel {format_bytes(d.process_rss_bytes)}; system "
-                 f"{format_bytes(d.ram_available_bytes)} free of {format_bytes(d.ram_total_bytes)}"))
-    out.append("".join(rows) + "</table>")
-    out.append(f"<p class='cbx-hint'>Checked {e(str(report.created_at)[11:19])} - models in "
-               f"{e(shown_path(report.model_dir))}</p></div>")
+        out.append(to_html(report.environment_sections()))
+        out.append(f"<p class='cbx-hint'>Checked {e(str(report.created_at)[11:19])} - models "
+                   f"in {e(shown_path(report.model_dir))}</p>")
+    out.append("</div>")
     return "".join(out)
 
 
