@@ -7,6 +7,8 @@
 # the repository's settings (`python -m cbx.ui`) on http://127.0.0.1:8866/.
 #
 # Arguments are passed to `python -m cbx.ui` (--port N, --no-browser).
+# `./start_linux.sh serve [--port N] [--host H]` starts the OpenAI-compatible speech
+# server (`python -m cbx serve`, http://127.0.0.1:8880/v1) instead of the dashboard.
 # Environment: CBX_PORT (port), CBX_NO_BROWSER=1 (never open a browser); without a
 # display (no DISPLAY / WAYLAND_DISPLAY on Linux) no browser is opened.
 # Stop with Ctrl+C: that ends the kernel and frees the GPU.
@@ -59,6 +61,12 @@ if ! { [ -x "$ENV_PY" ] && has_voila "$ENV_PY"; }; then
             exit 3
         fi
     fi
+fi
+
+if [ "${1:-}" = "serve" ]; then
+    shift
+    echo "(Python: $ENV_PY. Press Ctrl+C here to stop the server; that also frees the GPU.)"
+    exec "$ENV_PY" -m cbx serve "$@"
 fi
 
 PORT=${CBX_PORT:-8866}

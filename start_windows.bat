@@ -8,6 +8,8 @@ rem and the repository's settings ("python -m cbx.ui") on http://127.0.0.1:8866/
 rem opens it in the browser.
 rem
 rem Arguments are passed to "python -m cbx.ui" (--port N, --no-browser).
+rem "start_windows.bat serve [--port N] [--host H]" starts the OpenAI-compatible speech
+rem server ("python -m cbx serve", http://127.0.0.1:8880/v1) instead of the dashboard.
 rem Environment: CBX_PORT (port), CBX_NO_BROWSER=1 (do not open a browser).
 rem Stop with Ctrl+C or by closing this window: that ends the kernel and frees the GPU.
 setlocal EnableExtensions
@@ -72,6 +74,7 @@ set /p ENV_PY=<"%WHERE_FILE%"
 del "%WHERE_FILE%" >nul 2>&1
 
 :run
+if /i "%~1"=="serve" goto :serve
 set "PORT=8866"
 if defined CBX_PORT set "PORT=%CBX_PORT%"
 set "NO_BROWSER="
@@ -79,6 +82,22 @@ if "%CBX_NO_BROWSER%"=="1" set "NO_BROWSER=--no-browser"
 echo Chatterbox Studio: http://127.0.0.1:%PORT%/
 echo (Python: %ENV_PY%. Press Ctrl+C or close this window to stop it; that also frees the GPU.)
 "%ENV_PY%" -m cbx.ui %NO_BROWSER% %*
+set "RC=%ERRORLEVEL%"
+if not "%RC%"=="0" pause
+exit /b %RC%
+
+:serve
+rem the arguments after "serve" (shift does not change %*)
+shift
+set "ARGS="
+:serve_args
+if "%~1"=="" goto :serve_run
+set ARGS=%ARGS% %1
+shift
+goto :serve_args
+:serve_run
+echo (Python: %ENV_PY%. Press Ctrl+C or close this window to stop the server; that also frees the GPU.)
+"%ENV_PY%" -m cbx serve %ARGS%
 set "RC=%ERRORLEVEL%"
 if not "%RC%"=="0" pause
 exit /b %RC%

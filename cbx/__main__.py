@@ -307,11 +307,39 @@ def _add_voices(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_voices)
 
 
+# --------------------------------------------------------------------------- serve
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    _silence_library_bars()
+    return serve(host=args.host, port=args.port, device=args.device)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from .server.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT
+
+    p = sub.add_parser(
+        "serve",
+        help="an OpenAI-compatible speech server (Open WebUI, SillyTavern, ...)",
+        description="Serve OpenAI's /v1/audio/speech, /v1/models, /v1/audio/voices and "
+                    "/health over cbx, so programs that speak OpenAI's API can use your "
+                    f"voices. Listens on {DEFAULT_HOST} unless told otherwise; any other "
+                    f"address needs {API_KEY_ENV} (see README).")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.set_defaults(func=_run_serve)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_status,
     _add_deload,
     _add_speak,
     _add_voices,
+    _add_serve,
 ]
 
 

@@ -1,0 +1,88 @@
+"""`python -m cbx.dev.bench_server`: the speech server as clients see it. Time to first
+byte (p50, p95) and requests per minute with 1, 4 and 8 clients at once, each asking
+for one sentence as streamed PCM through the official `openai` client.
+
+The server runs one generation at a time, so more clients mean more waiting, not more
+throughput; the figures show what a queue of N costs each caller. Without --model-dir
+it runs the random-weight checkpoint (8 speech tokens a chunk), which measures the
+server and S3Gen rather than a real voice's length.
+"""
+from __future__ import annotations
+
+import argparse
+import secrets
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import fixture
+from .speechserver import SpeechServer
+
+TEXT = "Hello there, this is the speech server."
+
+
+def one_request(client) -> tuple[float, float]:
+    """(time to first byte, total seconds) of one streamed request."""
+    started = time.perf_counter()
+    first = None
+    with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input=TEXT, response_format="pcm") as answer:
+        for _piece in answer.iter_bytes():
+            first = first if first is not None else time.perf_counter() - started
+    return first, time.perf_counter() - started
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def run_level(client, clients: int, rounds: int) -> dict:
+    requests = clients * rounds
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(lambda _i: one_request(client), range(requests)))
+    wall = time.perf_counter() - started
+    firsts = [first for first, _total in results]
+    return {"clients": clients, "requests": requests,
+            "ttfb_p50": statistics.median(firsts), "ttfb_p95": percentile(firsts, 0.95),
+            "per_minute": requests / wall * 60}
+
+
+def main(argv=None) -> int:
+    import openai
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", help="real weights (default: the random-weight "
+                                            "checkpoint)")
+    parser.add_argument("--clients", default="1,4,8", help="concurrency levels")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="requests per client at each level")
+    args = parser.parse_args(argv)
+    model_dir = Path(args.model_dir) if args.model_dir else \
+        fixture.cached_checkpoint_root(("original",))
+    key = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory() as work:
+        server = SpeechServer(model_dir, Path(work), "bench", env={"CBX_API_KEY": key})
+        try:
+            client = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0,
+                                   timeout=3600)
+            started = time.perf_counter()
+            one_request(client)                  # loads the model: not counted
+            print(f"first request (model load included): "
+                  f"{time.perf_counter() - started:.1f} s")
+            print(f"{'clients':>7} {'requests':>8} {'TTFB p50':>9} {'TTFB p95':>9} "
+                  f"{'req/min':>8}")
+            for level in (int(n) for n in args.clients.split(",")):
+                row = run_level(client, level, args.rounds)
+                print(f"{row['clients']:>7} {row['requests']:>8} {row['ttfb_p50']:>8.1f}s "
+                      f"{row['ttfb_p95']:>8.1f}s {row['per_minute']:>8.2f}", flush=True)
+        finally:
+            server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
