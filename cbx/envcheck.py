@@ -219,9 +219,23 @@ def cpu_has(instruction: str) -> bool:
     return bool(probe is not None and probe())
 
 
+# dtype="int8" quantizes T3's Linear layers for PyTorch's fbgemm int8 kernels, which need
+# AVX2.  cbx's T3 decode (python -m cbx.dev.bench_decode --dtypes int8 --steps 50, 2-core
+# AMD EPYC with AVX2 but no AVX512, shared with other jobs): int8 0.63 vs float32 0.28
+# tokens/s.  Never measured on other CPUs (ARM, x86 without AVX2) or a GPU, so not
+# offered there.
+INT8_CPU_PROBE = "avx2"
+INT8_SPEEDUP = 2.2
+
+
 def check_precision(device: str, dtype: str) -> None:
-    """Refuse half precision on a CPU that would run it slower than float32 (see
-    CPU_HALF_PRECISION): the user asked for speed and would get the opposite."""
+    """Refuse a precision that would not pay where it would run: half precision on a
+    CPU that computes it slower than float32 (CPU_HALF_PRECISION), int8 anywhere but a
+    CPU where it was measured faster (the user asked for speed and would get the
+    opposite, or an untested path)."""
+    if dtype == "int8":
+        _check_int8(device)
+        return
     if device != "cpu" or dtype not in CPU_HALF_PRECISION:
         return
     probes, names, speed = CPU_HALF_PRECISION[dtype]
@@ -232,6 +246,20 @@ def check_precision(device: str, dtype: str) -> None:
         f"which {dtype} needs to be fast on a CPU (cbx measured {dtype} decoding at "
         f"{speed:.2f}x of float32's speed without them).",
         "Use dtype='float32' on the CPU; half precision pays on a GPU (device='cuda').")
+
+
+def _check_int8(device: str) -> None:
+    if device != "cpu":
+        raise InvalidSetting(
+            f"dtype='int8' runs on the CPU only, and the model would run on {device!r}.",
+            "Use device='cpu' with dtype='int8'; on a GPU use dtype='float16' or "
+            "'bfloat16' (or 'float32').")
+    if not cpu_has(INT8_CPU_PROBE):
+        raise InvalidSetting(
+            "dtype='int8' needs a CPU with AVX2 (PyTorch's int8 kernels), which this CPU "
+            f"lacks; cbx measured int8 decoding at {INT8_SPEEDUP:.1f}x float32's speed only "
+            "on CPUs that have it.",
+            "Use dtype='float32' on this CPU.")
 
 
 @dataclass

@@ -45,6 +45,8 @@ SPEECH_RATE = Setting("rate", "Speech rate", 0.5, 2.0, 0.05,
                       "Faster or slower speech at the same pitch (1 = as generated).")
 
 # Precisions a model can be loaded in (the dashboard's choices, load()'s check).
-DTYPES = ("float32", "float16", "bfloat16")
+# "int8": T3's transformer with dynamically quantized int8 Linear layers, CPU only
+# (envcheck.check_precision); the rest of the model stays float32.
+DTYPES = ("float32", "float16", "bfloat16", "int8")
 # Devices the dashboard offers ("auto": CUDA, then Apple MPS, then CPU).
 DEVICES = ("auto", "cuda", "cpu")

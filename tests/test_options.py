@@ -41,7 +41,7 @@ def nothing_loads(monkeypatch):
     ({"device": 1}, "device"),
     ({"device": "gpu"}, "device"),
     ({"dtype": 16}, "dtype"),
-    ({"dtype": "int8"}, "dtype"),
+    ({"dtype": "int4"}, "dtype"),
     ({"variant": "multilingual", "language": 5}, "anguage"),
     ({"variant": "multilingual", "language": "xx"}, "anguage"),
 ])
@@ -55,7 +55,7 @@ def test_bad_speak_settings_are_invalid_setting_naming_the_setting(kwargs, name,
 
 @pytest.mark.parametrize("kwargs", [
     {"variant": ["original"]}, {"device": 1}, {"device": [0]}, {"device": "gpu"},
-    {"dtype": 16}, {"dtype": "int8"},
+    {"dtype": 16}, {"dtype": "int4"},
 ])
 def test_bad_load_arguments_are_invalid_setting(kwargs):
     from cbx.engine.manager import ModelManager

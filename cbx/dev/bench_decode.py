@@ -16,6 +16,12 @@ within 1e-2 under teacher forcing", and this script measures it:
 3. **Speed.**  Decode tokens/s of each loop over those steps, and the graph capture
    time (CUDA).
 
+``int8`` (CPU only) is measured against float32 instead of upstream: both T3s (the
+float32 one and the one ``dtype="int8"`` loads) decode ``--steps`` tokens with cbx's loop,
+alternating, for tokens/s and their ratio (target: ``INT8_TARGET``); then float32's
+tokens are fed to both for the largest logit difference and the share of positions
+whose argmax (after CFG) agrees.
+
 It runs on the never-stopping random-weight fixture (or ``--model-dir``) for every
 ``--dtypes`` value; the last line is one JSON object.  The end-to-end figures (time to
 first audio, VRAM) come from ``python -m cbx.dev.bench``; ``--with-bench`` runs it too, for
@@ -35,6 +41,7 @@ from ..settings import DTYPES
 RESULT_MARKER = "CBX_DECODE_RESULT "
 TEXT = "The morning train was late again, so Maria walked along the river instead."
 LOGIT_TOLERANCE = 1e-2
+INT8_TARGET = 1.5              # int8 T3 decode speed over float32's (issue 23)
 
 
 def _load(model_dir, device: str, dtype: str):
@@ -103,44 +110,82 @@ def _free_run(tts, decoder, kwargs: dict, steps: int, seed: int, device: str):
     return out[0].tolist(), rate
 
 
-def _teacher_forced(tts, decoder, kwargs: dict, tokens: list[int], device: str):
-    """Largest |logit difference| between upstream's way of running the transformer and
-    cbx's step, fed the same tokens."""
+def forced_inputs(t3, kwargs: dict, tokens: list[int]):
+    """T3's inputs for feeding `tokens` (teacher forcing): the prompt's embeddings up to
+    the start-of-speech token, then each token's but the last, CFG's two rows alike, as
+    ``T3.inference`` builds them."""
     import torch
-    from transformers import DynamicCache
 
-    from ..engine.decode import _Step
-
-    t3 = tts.t3
     hp = t3.hp
     text_tokens = kwargs["text_tokens"]
     start = hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
+    embeds, _ = t3.prepare_input_embeds(t3_cond=kwargs["t3_cond"], text_tokens=text_tokens,
+                                        speech_tokens=start, cfg_weight=kwargs["cfg_weight"])
+    bos = torch.tensor([[hp.start_speech_token]], device=t3.device)
+    bos_embed = t3.speech_emb(bos) + t3.speech_pos_emb.get_fixed_embedding(0)
+    steps = []
+    for i, token in enumerate(tokens[:-1]):
+        token = torch.tensor([[token]], device=t3.device)
+        embed = t3.speech_emb(token) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
+        steps.append(torch.cat([embed, embed]))
+    return torch.cat([embeds, torch.cat([bos_embed, bos_embed])], dim=1), steps
+
+
+def upstream_logits(t3, prompt, steps):
+    """Speech logits at each fed position, the transformer driven as upstream's loop
+    drives it (a growing DynamicCache, the head on every position).  These generators
+    run under the caller's ``torch.inference_mode()``."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for embeds in [prompt, *steps]:
+        yield t3.speech_head(t3.tfmr(inputs_embeds=embeds, past_key_values=cache,
+                                     use_cache=True).last_hidden_state)[:, -1]
+
+
+def cbx_logits(t3, prompt, steps, graph: bool = False, capture: dict | None = None):
+    """The same logits from cbx's step (static cache, mask, a CUDA graph when `graph`);
+    `capture["s"]` gets the graph's capture time."""
+    from ..engine.decode import _Step
+
+    step = _Step(t3, prompt.shape[1] + len(steps) + 2, 2, prompt.dtype, t3.device,
+                 graph=graph)
+    yield step.prefill(prompt)[:, -1]
+    for i, embeds in enumerate(steps):
+        step.embeds.copy_(embeds)
+        step.position.fill_(prompt.shape[1] + i)
+        yield step.step()[:, -1]
+    if capture is not None:
+        capture["s"] = step.capture_s
+
+
+def compare_logits(reference, other, cfg_weight: float) -> tuple[float, float]:
+    """(largest |logit difference|, share of positions whose guided logits,
+    cond + cfg_weight * (cond - uncond), have the same argmax) of two logit sequences."""
+    worst, same, count = 0.0, 0, 0
+    for ref, got in zip(reference, other, strict=True):
+        ref, got = ref.float(), got.float()
+        worst = max(worst, float((ref - got).abs().max()))
+        guided = [row[0] + cfg_weight * (row[0] - row[1]) for row in (ref, got)]
+        same += int(guided[0].argmax() == guided[1].argmax())
+        count += 1
+    return worst, same / count
+
+
+def _teacher_forced(tts, kwargs: dict, tokens: list[int], device: str):
+    """Largest |logit difference| between upstream's way of running the transformer and
+    cbx's step, fed the same tokens; and the graph's capture time."""
+    import torch
+
+    capture = {"s": 0.0}
     with torch.inference_mode():
-        embeds, _ = t3.prepare_input_embeds(t3_cond=kwargs["t3_cond"],
-                                            text_tokens=text_tokens, speech_tokens=start,
-                                            cfg_weight=kwargs["cfg_weight"])
-        bos = torch.tensor([[hp.start_speech_token]], device=t3.device)
-        bos_embed = t3.speech_emb(bos) + t3.speech_pos_emb.get_fixed_embedding(0)
-        inputs = torch.cat([embeds, torch.cat([bos_embed, bos_embed])], dim=1)
-        prompt_len = inputs.shape[1]
-        step = _Step(t3, prompt_len + len(tokens) + 1, 2, inputs.dtype, t3.device,
-                     graph=device.startswith("cuda"))
-        cache = DynamicCache()
-        theirs = t3.speech_head(t3.tfmr(inputs_embeds=inputs, past_key_values=cache,
-                                        use_cache=True).last_hidden_state)[:, -1]
-        ours = step.prefill(inputs)[:, -1]
-        worst = float((theirs.float() - ours.float()).abs().max())
-        for i, token in enumerate(tokens[:-1]):
-            token = torch.tensor([[token]], device=t3.device)
-            embed = t3.speech_emb(token) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
-            embed = torch.cat([embed, embed])
-            theirs = t3.speech_head(t3.tfmr(inputs_embeds=embed, past_key_values=cache,
-                                            use_cache=True).last_hidden_state)[:, -1]
-            step.embeds.copy_(embed)
-            step.position.fill_(prompt_len + i)
-            ours = step.step()[:, -1]
-            worst = max(worst, float((theirs.float() - ours.float()).abs().max()))
-    return worst, step.capture_s
+        prompt, steps = forced_inputs(tts.t3, kwargs, tokens)
+        worst, _ = compare_logits(upstream_logits(tts.t3, prompt, steps),
+                                  cbx_logits(tts.t3, prompt, steps,
+                                             graph=device.startswith("cuda"),
+                                             capture=capture),
+                                  kwargs["cfg_weight"])
+    return worst, capture["s"]
 
 
 def check(model_dir, device: str, dtype: str, steps: int, seed: int,
@@ -167,7 +212,7 @@ def check(model_dir, device: str, dtype: str, steps: int, seed: int,
     our_rate, their_rate = statistics.median(our_rates), statistics.median(their_rates)
     same = [a == b for a, b in zip(ours_again, theirs)]
     prefix = next((i for i, s in enumerate(same) if not s), len(same))
-    worst, capture_s = _teacher_forced(tts, decoder, kwargs, ours, device)
+    worst, capture_s = _teacher_forced(tts, kwargs, ours, device)
     return {"dtype": dtype, "steps": steps, "max_logit_diff": worst,
             "logits_within_tolerance": worst <= LOGIT_TOLERANCE,
             "same_token_fraction": sum(same) / len(same),
@@ -177,12 +222,52 @@ def check(model_dir, device: str, dtype: str, steps: int, seed: int,
             "fast_rates": our_rates, "upstream_rates": their_rates}
 
 
+def check_int8(model_dir, device: str, steps: int, seed: int, repeats: int) -> dict:
+    """dtype="int8" against float32, in one process: cbx's loop's decode tokens/s on
+    each T3 (alternating which goes first); the same seed's sampled tokens; and, feeding
+    float32's tokens to both, the largest logit difference and the share of positions
+    whose guided argmax agrees."""
+    import statistics
+
+    import torch
+
+    from .. import envcheck
+    from ..engine.decode import Decoder
+
+    envcheck.check_precision(device, "int8")
+    tts = _load(model_dir, device, "float32")
+    int8_t3 = _load(model_dir, device, "int8").t3      # its S3Gen and encoder are freed
+    kwargs = _prompt(tts)
+    decoders = {"float32": Decoder(tts.t3, fast=True), "int8": Decoder(int8_t3, fast=True)}
+    tokens = {name: _free_run(tts, decoder, kwargs, steps, seed, device)[0]
+              for name, decoder in decoders.items()}           # also the warm-up
+    rates: dict = {name: [] for name in decoders}
+    for rep in range(repeats):
+        for name in (("int8", "float32") if rep % 2 else ("float32", "int8")):
+            rates[name].append(_free_run(tts, decoders[name], kwargs, steps, seed,
+                                         device)[1])
+    with torch.inference_mode():
+        prompt, fed = forced_inputs(tts.t3, kwargs, tokens["float32"])
+        worst, agreement = compare_logits(cbx_logits(tts.t3, prompt, fed),
+                                          cbx_logits(int8_t3, prompt, fed),
+                                          kwargs["cfg_weight"])
+    same = [a == b for a, b in zip(tokens["float32"], tokens["int8"])]
+    int8_rate = statistics.median(rates["int8"])
+    float_rate = statistics.median(rates["float32"])
+    return {"dtype": "int8", "steps": steps, "max_logit_diff": worst,
+            "argmax_agreement": agreement, "same_token_fraction": sum(same) / len(same),
+            "int8_tokens_per_s": int8_rate, "float32_tokens_per_s": float_rate,
+            "speedup": int8_rate / float_rate,
+            "meets_target": int8_rate / float_rate >= INT8_TARGET,
+            "int8_rates": rates["int8"], "float32_rates": rates["float32"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cbx.dev.bench_decode",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--dtypes", nargs="+", default=None, choices=DTYPES,
-                        help="default: float32 on a CPU; float32 float16 bfloat16 on CUDA")
+                        help="default: float32 int8 on a CPU; float32 float16 bfloat16 on CUDA")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3,
@@ -197,10 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         task = json.loads(args.worker)
-        print(RESULT_MARKER + json.dumps(check(**task)), flush=True)
+        result = check(**task) if task["dtype"] != "int8" else \
+            check_int8(**{k: v for k, v in task.items() if k != "dtype"})
+        print(RESULT_MARKER + json.dumps(result), flush=True)
         return 0
     dtypes = args.dtypes or (["float32", "float16", "bfloat16"]
-                             if args.device.startswith("cuda") else ["float32"])
+                             if args.device.startswith("cuda") else ["float32", "int8"])
     results = []
     for dtype in dtypes:      # one process per dtype: memory and graphs start clean
         task = {"model_dir": args.model_dir, "device": args.device, "dtype": dtype,
@@ -213,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         result = json.loads(lines[-1][len(RESULT_MARKER):])
         results.append(result)
+        if dtype == "int8":
+            print(f"int8      T3 decode {result['int8_tokens_per_s']:.2f} vs float32 "
+                  f"{result['float32_tokens_per_s']:.2f} tokens/s = {result['speedup']:.2f}x "
+                  f"({'ok' if result['meets_target'] else 'BELOW'} >= {INT8_TARGET}x) | "
+                  f"teacher-forced max |logit diff| {result['max_logit_diff']:.3f}, argmax "
+                  f"agrees at {result['argmax_agreement']:.1%} of {args.steps} | same "
+                  f"sampled tokens {result['same_token_fraction']:.1%}", flush=True)
+            continue
         print(f"{dtype:9} max |logit diff| {result['max_logit_diff']:.2e} "
               f"({'ok' if result['logits_within_tolerance'] else 'ABOVE'} {LOGIT_TOLERANCE})"
               f" | same tokens {result['same_token_fraction']:.1%} of {args.steps}, first "
@@ -226,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                            + (["--model-dir", args.model_dir] if args.model_dir else []))
     print(json.dumps({"machine": describe_machine(args.device), "device": args.device,
                       "results": results}))
-    return 0 if all(r["logits_within_tolerance"] for r in results) else 1
+    return 0 if all(r.get("logits_within_tolerance", True) for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -422,6 +422,44 @@ def cast_half(tts, dtype: str) -> None:
     tts.s3gen.flow.decoder.estimator.to(dtype=target)
 
 
+def quantize_int8(tfmr) -> None:
+    """Make T3's transformer (``t3.tfmr``) run its Linear layers in int8 on a CPU: each
+    weight becomes int8 with one float scale per matrix (``torch.ao.quantization.
+    quantize_dynamic``, in place); activations are quantized per call.
+
+    Why only the transformer: it is nearly all of T3's weights, and a CPU decode step is
+    bound by reading them (2 GB per token in float32, a quarter of it in int8).  The
+    speech head stays float32: it is 1.6% of the weights, and upstream reads
+    ``t3.speech_head.weight.device`` as T3's device.  Embeddings, norms, the
+    conditioning encoder, S3Gen and the voice encoder stay float32.  GPT-2's
+    ``Conv1D`` layers (Turbo) are Linear layers with the weight transposed; they become
+    ``nn.Linear`` first so they are quantized too.  The float32 weights of the replaced
+    layers are dropped; the caller returns the freed heap to the OS.
+    """
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    _conv1d_to_linear(tfmr)
+    quantize_dynamic(tfmr, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def _conv1d_to_linear(module) -> None:
+    """Replace every transformers ``Conv1D`` under `module` by the ``nn.Linear`` that
+    computes the same (x @ W + b is x @ (W.T).T + b), sharing its bias."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    for name, child in list(module.named_modules()):
+        if not isinstance(child, Conv1D):
+            continue
+        linear = torch.nn.Linear(child.nx, child.nf, device="meta")   # no initialisation
+        linear.weight = torch.nn.Parameter(child.weight.detach().t().contiguous(),
+                                           requires_grad=False)
+        linear.bias = child.bias
+        owner_name, _, attr = name.rpartition(".")
+        setattr(module.get_submodule(owner_name) if owner_name else module, attr, linear)
+
+
 def attention_kernels(device: str):
     """A context for generating on `device`: on CUDA, scaled-dot-product attention may use
     FlashAttention, memory-efficient or math kernels, but not cuDNN's.
