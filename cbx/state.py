@@ -39,6 +39,7 @@ class ModelInfo:
     voice: str | None = None
     watermark: str | None = None        # "on", or "off: <why>"
     last_unload: str | None = None      # the last unload's memory figures
+    token_loop: str | None = None       # a token-loop fallback or graph check (decode)
 
     @property
     def ready(self) -> bool:

@@ -22,6 +22,14 @@ processors in the same order, the multilingual alignment analyzer, and one
   ``torch.cuda.CUDAGraph`` per cache size, at first use, and replayed (not for the
   multilingual model, whose analyzer copies attention maps to the host every step).
 
+The graph path checks itself, because a wrong graph would make wrong speech without an
+error: the first graph a process captures of each kind of step (``_Step`` and its
+subclasses) is replayed and the same step run eagerly, and their logits must agree
+(``GRAPH_TOLERANCE``, ``GRAPH_TOLERANCE_HALF``).  A failed capture or replay, or a
+disagreement, switches the process to the eager static-cache step; a failure of the
+fast loop itself switches it to upstream's loop and redoes the call there from the same
+random state.  ``fallback()`` says why, for ``cbx.status()`` and the Result's notes.
+
 A token budget per chunk (``token_budget``) replaces upstream's fixed 1000 tokens, so a
 chunk that never stops ends after a few times the speech its text predicts instead of
 40 s of babble; ``Decoder.last`` tells the caller whether the budget ended it.
@@ -32,6 +40,7 @@ inside functions.  ``CBX_FAST_DECODE=0`` uses upstream's loop (still under the b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -46,6 +55,16 @@ BUDGET_FACTOR = 4               # room for slow, expressive reading
 BUDGET_MARGIN = 50              # 2 s, for very short chunks
 CACHE_BUCKET = 256              # cache lengths are rounded up to this many positions
 CUDA_STOP_CHECK = 16            # steps between host reads of the stop flag on CUDA
+GRAPH_TOLERANCE = 1e-3          # largest logit difference, graph against eager, float32
+GRAPH_TOLERANCE_HALF = 1e-2     # the same in float16 and bfloat16
+REASON_CHARS = 300              # how much of an exception's text a reason keeps
+
+# What this process switched off after a failure, and why: "graphs" (CUDA graphs; the
+# eager static-cache step runs) and "fast" (cbx's loop; upstream's runs).  Per process,
+# not per model: what failed once (a driver, a kernel, this code) would fail again.
+_OFF: dict[str, str] = {}
+# _Step classes whose first graph passed the self-check -> the largest logit difference
+_CHECKED: dict[type, float] = {}
 
 
 def enabled() -> bool:
@@ -73,6 +92,46 @@ class Decoded:
     graphed: bool
     prefill_s: float
     decode_s: float
+    fallback: str | None = None    # set when a failure made this call run slower
+
+
+def fallback() -> str | None:
+    """Why this process runs a slower token loop than it was built for, in words a user
+    reads (cbx.status(), a Result's notes); None while nothing has failed."""
+    lines = []
+    if "graphs" in _OFF:
+        lines.append("CUDA graphs are off in this process, so cbx's token loop runs "
+                     f"without them (slower): {_OFF['graphs']}.")
+    if "fast" in _OFF:
+        lines.append("cbx's fast token loop is off in this process, so upstream's slower "
+                     f"loop makes the speech tokens (the failed chunk was redone with it): "
+                     f"{_OFF['fast']}.")
+    if not lines:
+        return None
+    return " ".join(lines) + " Restart the kernel (or Python) to try them again."
+
+
+def loop_status() -> str | None:
+    """cbx.status()'s line on the token loop: a fallback's reason, or the graph
+    self-check's result once one ran; None before either."""
+    if _OFF:
+        return fallback()
+    if _CHECKED:
+        worst = max(_CHECKED.values())
+        return ("CUDA graphs on: the first graph matched the same step run eagerly "
+                f"(largest logit difference {worst:.2g})")
+    return None
+
+
+def _switch_off(what: str, reason: str) -> None:
+    _OFF.setdefault(what, reason)    # the first reason is the one that explains it
+
+
+def _reason(action: str, exc: BaseException) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if len(text) > REASON_CHARS:
+        text = text[:REASON_CHARS - 3] + "..."
+    return f"{action} failed ({text})"
 
 
 class Decoder:
@@ -84,17 +143,25 @@ class Decoder:
     ``on_forward()`` is called before every transformer forward (prompt and each token)
     and may raise to cancel; ``on_tokens(tokens, made)`` after every sampled token, with
     a device view of the chunk's tokens so far (the fast loop only: upstream's loop has
-    no such seam).  ``release()`` frees caches and graphs (called on unload)."""
+    no such seam).  ``release()`` frees caches and graphs (called on unload).
+    ``graphs`` says whether steps are captured in CUDA graphs (None: on CUDA devices)."""
 
     def __init__(self, t3, fast: bool | None = None):
         self.t3 = t3
-        self.fast = enabled() if fast is None else fast
+        self._fast = enabled() if fast is None else fast
+        self.graphs: bool | None = None
         self.budget = UPSTREAM_MAX_TOKENS
         self.on_forward = None
         self.on_tokens = None
         self.last: Decoded | None = None
         self.capture_s = 0.0          # time spent capturing CUDA graphs so far
+        self.callback_error: BaseException | None = None   # raised by on_forward/on_tokens
         self._steps: dict = {}        # cache length -> _Step
+
+    @property
+    def fast(self) -> bool:
+        """Whether calls run cbx's loop: asked for, and not switched off in this process."""
+        return self._fast and "fast" not in _OFF
 
     # ------------------------------------------------------------------ the seams
 
@@ -110,18 +177,54 @@ class Decoder:
     def inference(self, **kwargs):
         """``T3.inference``'s signature (original and multilingual)."""
         budget = min(self.budget, kwargs.get("max_new_tokens") or UPSTREAM_MAX_TOKENS)
-        if not self.fast:
-            return self._upstream(type(self.t3).inference, "max_new_tokens", budget, kwargs)
-        return self._run(_LlamaLoop, budget, kwargs)
+        return self.guarded(
+            lambda: self._run(_LlamaLoop, budget, kwargs),
+            lambda: self._upstream(type(self.t3).inference, "max_new_tokens", budget,
+                                   kwargs))
 
     def inference_turbo(self, t3_cond, text_tokens, **kwargs):
         """``T3.inference_turbo``'s signature (Turbo)."""
         kwargs.update(t3_cond=t3_cond, text_tokens=text_tokens)
         budget = min(self.budget, kwargs.get("max_gen_len") or UPSTREAM_MAX_TOKENS)
+        return self.guarded(
+            lambda: self._run(_Gpt2Loop, budget, kwargs),
+            lambda: self._upstream(type(self.t3).inference_turbo, "max_gen_len", budget,
+                                   kwargs))
+
+    def guarded(self, fast, upstream):
+        """`fast()` (cbx's loop) or, where it is not to run, `upstream()`. When the fast
+        loop fails, the call is redone with upstream's loop from the random state it
+        began with, so the chunk still comes out (as upstream makes it), and if that
+        works this process stays on upstream's loop. Not the loop's failure: an
+        exception from the caller's callbacks (a cancel), CUDA running out of memory
+        (upstream's loop needs more), or one upstream's loop raises too (the input's)."""
         if not self.fast:
-            return self._upstream(type(self.t3).inference_turbo, "max_gen_len", budget,
-                                  kwargs)
-        return self._run(_Gpt2Loop, budget, kwargs)
+            out = upstream()
+            if self._fast:              # asked for, but switched off after a failure
+                self.last = dataclasses.replace(self.last, fallback=fallback())
+            return out
+        import torch
+
+        cuda = self.t3.device.type == "cuda"
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(self.t3.device) if cuda else None
+        self.callback_error = None
+        try:
+            return fast()
+        except Exception as exc:
+            if exc is self.callback_error or isinstance(exc, torch.cuda.OutOfMemoryError):
+                raise
+            reason = _reason("the loop", exc)
+        finally:
+            self.callback_error = None   # no traceback (its frames, tensors) kept past it
+        self.release()
+        torch.set_rng_state(cpu_rng)
+        if cuda:
+            torch.cuda.set_rng_state(cuda_rng, self.t3.device)
+        out = upstream()
+        _switch_off("fast", reason)
+        self.last = dataclasses.replace(self.last, fallback=fallback())
+        return out
 
     def release(self) -> None:
         self._steps.clear()
@@ -203,10 +306,29 @@ def uninstall(tts) -> None:
 
 # --------------------------------------------------------------------------- the step
 
+def capture_graph(forward):
+    """Capture `forward()` in a CUDA graph; returns (graph, its output tensor). It is warmed
+    up on a side stream first, as CUDA graphs require. The one place that touches CUDA
+    graphs, so a test on a CPU can put a capture that fails or a graph that lies here."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            forward()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = forward()
+    return graph, out
+
+
 class _Step:
     """One token through the transformer with a static cache: inputs are written into
-    fixed tensors (`embeds`, `position`), `run()` leaves the last hidden state's speech
-    logits in `logits`.  On CUDA the body is captured once in a CUDA graph."""
+    fixed tensors (`embeds`, `position`), `step()` returns the last hidden state's speech
+    logits.  With `graph`, the body is captured once in a CUDA graph (checked, see
+    `_capture`) and replayed; subclasses (other masks) get the same capture and check."""
 
     def __init__(self, t3, cache_len: int, batch: int, dtype, device, graph: bool):
         import torch
@@ -243,33 +365,56 @@ class _Step:
         return self.forward(embeds, torch.arange(embeds.shape[1], device=embeds.device))
 
     def step(self):
-        if self.graph is not None:
-            self.graph.replay()
-            return self.logits
-        if self._want_graph:
-            self._capture()
-            return self.logits
+        """The next token's logits: the graph's replay where there is one (captured at
+        first use), else the eager forward. A failed capture or replay switches this
+        process to the eager step, which then runs this same step."""
+        if self._want_graph and "graphs" not in _OFF:
+            action = "replaying the step's graph" if self.graph is not None \
+                else "capturing the step in a graph"
+            try:
+                if self.graph is None:
+                    return self._capture()
+                self.graph.replay()
+                return self.logits
+            except Exception as exc:
+                _switch_off("graphs", _reason(action, exc))
+        self.graph = None
         return self.forward(self.embeds, self.position)
 
     def _capture(self):
-        """Warm up on a side stream, then capture; the warm-up writes the same cache
-        slot the first real step writes, so nothing it leaves behind is read."""
+        """Capture the step and replay it for this token. The first graph of each kind
+        of step in a process is checked: the same step run eagerly must give the same
+        logits (GRAPH_TOLERANCE*); if not, graphs go off and the eager logits are used.
+        Every forward here writes the same cache slot the step writes, so nothing a
+        warm-up or the check leaves behind is read."""
         import torch
 
         start = time.perf_counter()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self.logits = self.forward(self.embeds, self.position)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.logits = self.forward(self.embeds, self.position)
-        self.graph = graph
-        graph.replay()
-        torch.cuda.synchronize()
+        self.graph, self.logits = capture_graph(
+            lambda: self.forward(self.embeds, self.position))
+        self.graph.replay()
+        logits = self.logits if type(self) in _CHECKED else self._check()
+        if self.embeds.is_cuda:
+            torch.cuda.synchronize()
         self.capture_s = time.perf_counter() - start
+        return logits
+
+    def _check(self):
+        graphed = self.logits.clone()
+        eager = self.forward(self.embeds, self.position)
+        import torch
+
+        tolerance = GRAPH_TOLERANCE if self.embeds.dtype == torch.float32 \
+            else GRAPH_TOLERANCE_HALF
+        worst = float((graphed.float() - eager.float()).abs().max())
+        if not worst <= tolerance:        # NaN fails too
+            _switch_off("graphs", "its self-check failed (the graph's logits differ from "
+                        f"the same step run eagerly by {worst:.3g}, more than "
+                        f"{tolerance:g})")
+            self.graph = None
+            return eager
+        _CHECKED[type(self)] = worst
+        return self.logits
 
 
 # --------------------------------------------------------------------------- the loops
@@ -289,19 +434,36 @@ class _Loop:
             if self.cuda else torch.default_generator
         self.rng_after = []        # generator state after each draw (CUDA only)
         self.decoded = None
+        self.graph_wanted = False  # would use a CUDA graph, had none failed
 
     def forward_hook(self):
         if self.decoder.on_forward is not None:
-            self.decoder.on_forward()
+            self._callback(self.decoder.on_forward)
 
     def tokens_hook(self, tokens, made: int):
         if self.decoder.on_tokens is not None:
-            self.decoder.on_tokens(tokens, made)
+            self._callback(self.decoder.on_tokens, tokens, made)
+
+    def _callback(self, function, *args):
+        """The caller's callback; what it raises is marked as the caller's (a cancel),
+        so `Decoder.guarded` passes it on instead of taking it for a loop failure."""
+        try:
+            function(*args)
+        except BaseException as exc:
+            self.decoder.callback_error = exc
+            raise
+
+    def use_graph(self, graph_ok: bool = True) -> bool:
+        """Whether this call's step is captured in a CUDA graph: the decoder asks for
+        graphs (on CUDA by default), nothing in the step reads back to the host (the
+        multilingual analyzer's attention hooks do), and no graph failed in this process."""
+        wanted = self.decoder.graphs if self.decoder.graphs is not None else self.cuda
+        self.graph_wanted = wanted and graph_ok
+        return self.graph_wanted and "graphs" not in _OFF
 
     def step_module(self, cache_len: int, batch: int, dtype, graph_ok: bool = True):
-        """The step for this call; a CUDA graph only where nothing in the step reads
-        back to the host (the multilingual analyzer's attention hooks do)."""
-        graph = self.cuda and graph_ok
+        """The step for this call (see `use_graph`)."""
+        graph = self.use_graph(graph_ok)
         step = self.decoder.step_for(cache_len, batch, graph,
                                      lambda: _Step(self.t3, cache_len, batch, dtype,
                                                    self.device, graph))
@@ -337,11 +499,13 @@ class _Loop:
 
     def finish(self, step, made: int, hit_budget: bool, prefill_s: float,
                elapsed: float) -> Decoded:
-        """The call's record; a graph captured during it counts as capture, not decode."""
+        """The call's record; a graph captured during it counts as capture, not decode,
+        and a graph it would have used but could not is named as the fallback."""
         capture, step.capture_s = step.capture_s, 0.0
         self.decoder.capture_s += capture
+        slower = self.graph_wanted and "graphs" in _OFF
         return Decoded(made, self.budget, hit_budget, True, step.graph is not None,
-                       prefill_s, elapsed - capture)
+                       prefill_s, elapsed - capture, fallback() if slower else None)
 
     def bucket(self, needed: int) -> int:
         return -(-needed // CACHE_BUCKET) * CACHE_BUCKET

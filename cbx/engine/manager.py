@@ -156,7 +156,7 @@ class ModelManager:
                 watermark="off: " + model.watermark_off if model.watermark_off else "on")
             return ModelInfo(state=self._state, idle_unload_minutes=self.idle_minutes,
                              last_unload=self.last_unload.summary() if self.last_unload
-                             else None, **loaded)
+                             else None, token_loop=decode.loop_status(), **loaded)
 
     def touch(self) -> None:
         """Mark the model as used now (the idle auto-unload counts from here)."""
@@ -379,12 +379,16 @@ def _load_upstream(spec, folder: Path, device: str, dtype: str):
     `from_local` itself where it cannot vouch for an identical result)."""
     from . import fastload
 
+    half = dtype in ("float16", "bfloat16")
     with _watermarker_or_none() as watermark:
-        tts = fastload.load_tts(spec, folder, device,
-                                t3_dtype=None if dtype == "float32" else dtype)
+        tts = fastload.load_tts(spec, folder, device, t3_dtype=dtype if half else None)
     tts.cbx_watermark_off = watermark.get("off")
-    if dtype != "float32":
+    if half:
         fastload.cast_half(tts, dtype)
+    elif dtype == "int8":
+        fastload.quantize_int8(tts.t3.tfmr)
+        gc.collect()           # the float32 layers it replaced are in reference cycles
+        _return_freed_heap_to_os()
     decode.install(tts)
     return tts
 
