@@ -13,11 +13,13 @@ import math
 import os
 
 from .errors import InvalidSetting
+from .options import MAX_BATCH
 
 IDLE_UNLOAD_MINUTES_ENV = "CBX_IDLE_UNLOAD_MINUTES"
 KERNEL_CULL_MINUTES_ENV = "CBX_KERNEL_CULL_MINUTES"
 MAX_KERNELS_ENV = "CBX_MAX_KERNELS"
 PORT_ENV = "CBX_PORT"
+BATCH_ENV = "CBX_BATCH"
 DEFAULT_IDLE_UNLOAD_MINUTES = 15.0
 DEFAULT_KERNEL_CULL_MINUTES = 60.0
 DEFAULT_MAX_KERNELS = 4
@@ -77,6 +79,19 @@ def max_kernels() -> int:
                              f"Set {MAX_KERNELS_ENV} to a whole number of 1 or more such "
                              f"as {DEFAULT_MAX_KERNELS} (one per open dashboard tab), or "
                              f"unset it.")
+    return int(raw)
+
+
+def batch_size() -> int | str:
+    """How many chunks to decode together when a call does not say: 'auto' unless
+    CBX_BATCH names a number (1 keeps the sequential path everywhere)."""
+    raw = os.environ.get(BATCH_ENV, "").strip().lower()
+    if not raw or raw == "auto":
+        return "auto"
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_BATCH:
+        raise InvalidSetting(f"{BATCH_ENV}={raw!r} is not a number of chunks.",
+                             f"Set {BATCH_ENV} to a whole number from 1 to {MAX_BATCH} (1: one chunk "
+                             "at a time), or 'auto', or unset it.")
     return int(raw)
 
 

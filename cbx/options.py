@@ -54,3 +54,19 @@ def device(value) -> str:
                              "Use 'auto', 'cpu', 'cuda' (or 'cuda:0', 'cuda:1', ...) or "
                              "'mps'.")
     return text
+
+
+MAX_BATCH = 64
+
+
+def batch_size(value) -> int | str:
+    """'auto' or a whole number of chunks from 1 to MAX_BATCH to decode together."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
+            not 1 <= int(value) <= MAX_BATCH:
+        raise InvalidSetting(f"batch_size={value!r} is not 'auto' or a whole number from 1 "
+                             f"to {MAX_BATCH}.",
+                             "Use batch_size='auto' (the default), 1 for one chunk at a "
+                             "time, or a number such as 8.")
+    return int(value)

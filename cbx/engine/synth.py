@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import audio
-from . import decode
+from .. import audio, envsettings
+from . import batch, decode
 from .. import files
 from ..files import sidecar_path
 from .blocks import AudioBlock, BlockMaker
@@ -372,7 +372,8 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
           max_chunk_chars: int = textmod.DEFAULT_MAX_CHARS,
           first_chunk_chars: int | None = textmod.DEFAULT_FIRST_CHUNK_CHARS,
           progress=None, cancel: CancelToken | None = None, on_chunk=None, model_dir=None,
-          rate: float = 1.0, on_block=None, **settings) -> Result:
+          rate: float = 1.0, on_block=None, batch_size: int | str | None = None,
+          **settings) -> Result:
     """Speak `text` in `voice` (a Voice, a saved voice's name, a clip path or None for
     the built-in voice), loading the model on first use. `variant`, `device` and
     `dtype` default to the loaded model's (else original, auto, float32).
@@ -393,14 +394,17 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
     decoded (cbx.engine.blocks; `stream()` is the generator form). An exception raised by a
     callback (or by a cancel object's `cancelled`) ends the call as `generation_failed`
     naming it, never retried. `language` is the multilingual variant's; the English
-    ones ignore a valid code and say so in the notes.
+    ones ignore a valid code and say so in the notes. `batch_size` chunks after the
+    first are decoded together (cbx.engine.batch; 'auto' by default, or CBX_BATCH):
+    reproducible for the same seed, batch size, device and dtype, and 1 is the
+    sequential path above exactly.
     """
     try:
         return _speak(text, voice, variant=variant, device=device, dtype=dtype, seed=seed,
                       language=language, max_chunk_chars=max_chunk_chars,
                       first_chunk_chars=first_chunk_chars, progress=progress,
                       cancel=cancel, on_chunk=on_chunk, model_dir=model_dir, rate=rate,
-                      on_block=on_block, **settings)
+                      on_block=on_block, batch_size=batch_size, **settings)
     except CbxError as exc:
         error = exc
     # Raised again out here, stripped of tracebacks: their frames reference the model,
@@ -431,6 +435,7 @@ class _Request:
     timings: dict = field(default_factory=dict)
     rate: float = 1.0
     on_block: object = None
+    batch_size: int | str = "auto"
 
     def report(self, chunk: int, tokens: int, stage: str, eta: float | None = None) -> None:
         if self.progress is not None:
@@ -477,13 +482,15 @@ class _Take:
 
 def _resolve(text, voice, *, variant, device, dtype, seed, language, max_chunk_chars,
              first_chunk_chars, progress, cancel, on_chunk, model_dir, rate=1.0,
-             on_block=None, **settings) -> _Request:
+             on_block=None, batch_size=None, **settings) -> _Request:
     """Check every input before anything loads. Unspecified variant, device and dtype
     mean "what is loaded", so speak() after load(dtype="bfloat16") or load(device="cpu")
     never silently reloads."""
     text = textmod.validate_text(text)
     seed = options.seed(seed)
     rate = audio.check_rate(rate)
+    batch_size = envsettings.batch_size() if batch_size is None \
+        else options.batch_size(batch_size)
     _check_call(voice, progress, on_chunk, on_block)
     # a caller's cbx.CancelToken is used as it is: Cancel and Unload set it, as before
     cancel = cancel if isinstance(cancel, CancelToken) else _LinkedToken(cancel)
@@ -504,7 +511,8 @@ def _resolve(text, voice, *, variant, device, dtype, seed, language, max_chunk_c
                     cancel=cancel, model_dir=model_dir,
                     progress=_guarded("progress callback", progress),
                     on_chunk=_guarded("on_chunk callback", on_chunk), rate=rate,
-                    on_block=_guarded("on_block callback", on_block))
+                    on_block=_guarded("on_block callback", on_block),
+                    batch_size=batch_size)
 
 
 def _speak(text, voice, **call) -> Result:
@@ -517,6 +525,75 @@ def _speak(text, voice, **call) -> Result:
     with manager.generation(req.cancel) as loaded:
         take, conds = _prepare(req, loaded)
         return _chunk_loop(req, take, loaded.tts, conds)
+
+
+def speak_chunks(texts: list, voice=None, *, seeds: list, make: list | None = None,
+                 **options) -> list:
+    """One Result per text of `texts`, each one chunk (never split) made with its seed
+    from `seeds`, their T3 tokens decoded in one batch (cbx.engine.batch). Texts that
+    `make` marks False are decoded but not turned into audio (None in their place), so
+    a resumed project decodes the very batch an uninterrupted run decoded. Takes
+    speak()'s options (not on_block or rate: a project stretches at export)."""
+    if not isinstance(texts, (list, tuple)) or not texts or \
+            not isinstance(seeds, (list, tuple)) or len(seeds) != len(texts):
+        raise InvalidSetting("speak_chunks() takes a list of texts and one seed for each.",
+                             "Pass texts=[...] and seeds=[...] of the same length.")
+    make = [True] * len(texts) if make is None else list(make)
+    try:
+        return _speak_chunks(list(texts), voice, list(seeds), make, options)
+    except CbxError as exc:
+        exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+        raise
+
+
+def _speak_chunks(texts: list, voice, seeds: list, make: list, call: dict) -> list:
+    call.setdefault("max_chunk_chars", max(len(text) for text in texts))
+    call["first_chunk_chars"] = None
+    requests = [_resolve(text, voice, seed=seed, **call) for text, seed in zip(texts, seeds)]
+    for req in requests:
+        if len(req.chunks) != 1:
+            raise InvalidText(f"A text given to speak_chunks() makes {len(req.chunks)} "
+                              "chunks, not one.", "Pass texts of one chunk each.")
+    first = requests[0]
+    manager = get_manager()
+    first.report(0, 0, "loading")
+    manager.load(first.variant, device=first.device, dtype=first.dtype,
+                 model_dir=first.model_dir)
+    with manager.generation(first.cancel) as loaded:
+        prepared = [_prepare(req, loaded) for req in requests]
+        tts, conds = loaded.tts, prepared[0][1]
+        kwargs = _upstream_kwargs(first.variant, first.settings, first.language)
+
+        def progress(tokens):
+            first.report(1, tokens, "tokens")
+
+        try:
+            decoded, size = {}, _batch_size(first, tts)
+            for start in range(0, len(texts), size):   # fewer rows where memory is short
+                rows = {i: (texts[i], seeds[i])
+                        for i in range(start, min(start + size, len(texts)))}
+                if len(rows) > 1:
+                    decoded.update(_decode_group(tts, conds, rows, kwargs, first.cancel,
+                                                 progress, first.notes))
+            out = []
+            for i, (req, (take, _conds)) in enumerate(zip(requests, prepared)):
+                if not make[i]:
+                    out.append(None)
+                    continue
+                if first.cancel.cancelled:
+                    raise _Stop
+                wav = _generate_with_retries(tts, conds, texts[i], seeds[i], kwargs,
+                                             first.cancel, progress, req.notes, "The chunk",
+                                             None, decoded.get(i))
+                out.append(take.result([wav], req.chunks))
+            return out
+        except _Stop:
+            raise GenerationCancelled("Generation cancelled.",
+                                      "Start it again; finished chunks are kept.") from None
+        except CbxError:
+            raise
+        except Exception as exc:
+            raise _as_generation_failed(exc) from None
 
 
 def _prepare(req: _Request, loaded) -> tuple[_Take, object]:
@@ -554,6 +631,8 @@ def _chunk_loop(req: _Request, take: _Take, tts, conds) -> Result:
     chunks, pieces, chunk_seconds = req.chunks, [], []
     kwargs = _upstream_kwargs(req.variant, req.settings, req.language)
     sink = _BlockSink(req, take, tts, conds) if req.on_block is not None else None
+    size = _batch_size(req, tts)
+    decoded: dict = {}       # chunk index -> its tokens, decoded with its group
     try:
         for index, chunk in enumerate(chunks):
             if req.cancel.cancelled:
@@ -561,12 +640,20 @@ def _chunk_loop(req: _Request, take: _Take, tts, conds) -> Result:
             chunk_start = time.perf_counter()
             eta = (sum(chunk_seconds) / len(chunk_seconds) * (len(chunks) - index)
                    if chunk_seconds else None)
-            maker = sink.maker(index) if sink is not None else None
+            progress = (lambda tokens, i=index, e=eta:
+                        req.report(i + 1, tokens, "tokens", e))
+            group = range(index, min(index + size, len(chunks)))
+            # the first chunk alone, so the first audio comes as soon as it did
+            if index and index not in decoded and len(group) > 1:
+                decoded = _decode_group(tts, conds,
+                                        {i: (chunks[i], req.seed + i) for i in group},
+                                        kwargs, req.cancel, progress, req.notes)
+            preset = decoded.pop(index, None)
+            maker = sink.maker(index) if sink is not None and preset is None else None
             wav = _generate_with_retries(
-                tts, conds, chunk, req.seed + index, kwargs, req.cancel,
-                lambda tokens, i=index, e=eta: req.report(i + 1, tokens, "tokens", e),
+                tts, conds, chunk, req.seed + index, kwargs, req.cancel, progress,
                 req.notes, f"Chunk {index + 1} of {len(chunks)}",
-                maker.on_tokens if maker is not None else None)
+                maker.on_tokens if maker is not None else None, preset)
             wav = audio.stretch(wav, take.sample_rate, req.rate)
             if sink is not None:
                 sink.finish(maker, index, wav)
@@ -731,16 +818,67 @@ class _NoSpeech(Exception):
         self.tokens = tokens
 
 
+def _batch_size(req: _Request, tts) -> int:
+    """How many chunks this call decodes together: 1 where the model cannot batch or
+    runs upstream's own token loop."""
+    if not batch.supports(tts) or not decode.decoder_of(tts).fast:
+        return 1
+    return batch.auto_size(tts) if req.batch_size == "auto" else req.batch_size
+
+
+def _decode_group(tts, conds, chunks: dict, kwargs: dict, cancel: CancelToken,
+                  on_tokens, notes: list) -> dict:
+    """T3 tokens for `chunks` (key -> (text, seed)) decoded together, each row with its
+    own seed as if alone, from exactly the inputs upstream's generate() gives T3. If the
+    batch fails (not a cancel, not CUDA memory), nothing is lost: it says so in `notes`
+    and returns nothing, so each chunk is then decoded alone."""
+    import torch
+
+    tts.conds = conds
+    rows = [batch.Row(batch.capture(tts, text, kwargs), decode.token_budget(text), seed)
+            for text, seed in chunks.values()]
+    try:
+        with attention_kernels(tts.device):
+            results = batch.decode_rows(decode.decoder_of(tts), rows,
+                                        _forward_counter(cancel, on_tokens))
+    except (_Stop, CbxError, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception as exc:
+        decode.decoder_of(tts).release()
+        notes.append(f"Decoding {len(rows)} chunks together failed ({type(exc).__name__}: "
+                     f"{exc}), so they were decoded one at a time.")
+        return {}
+    return dict(zip(chunks, results))
+
+
+def _forward_counter(cancel: CancelToken, on_tokens):
+    """The decoder's on_forward: aborts between tokens when cancelled and reports the
+    tokens sampled so far at most every PROGRESS_INTERVAL; `.calls` counts forwards."""
+    def on_forward():
+        if cancel.cancelled:
+            raise _Stop
+        on_forward.calls += 1
+        now = time.perf_counter()
+        if now - on_forward.last >= PROGRESS_INTERVAL:
+            on_forward.last = now
+            on_tokens(on_forward.calls - 1)  # the first call is the prompt, not a token
+
+    on_forward.calls, on_forward.last = 0, 0.0
+    return on_forward
+
+
 def _generate_with_retries(tts, conds, chunk: str, seed: int, kwargs: dict,
                            cancel: CancelToken, on_tokens, notes: list, label: str,
-                           on_new_tokens=None):
+                           on_new_tokens=None, preset: batch.RowResult | None = None):
     """`_generate_chunk`, retried with the next seeds when the model makes almost no
     speech for the chunk (it can stop at once), so one such chunk does not end a long
-    generation. Each retry is named in the result's notes."""
+    generation. Each retry is named in the result's notes. `preset`: the first
+    attempt's tokens, already decoded in a batch (retries decode alone)."""
     for attempt in range(NO_SPEECH_RETRIES + 1):
         try:
             wav = _generate_chunk(tts, conds, chunk, seed + attempt, kwargs, cancel,
-                                  on_tokens, notes, label, on_new_tokens)
+                                  on_tokens, notes, label, on_new_tokens,
+                                  preset if attempt == 0 else None)
         except _NoSpeech as exc:
             last = exc
             continue
@@ -759,39 +897,37 @@ def _generate_with_retries(tts, conds, chunk: str, seed: int, kwargs: dict,
 
 
 def _generate_chunk(tts, conds, chunk: str, seed: int, kwargs: dict, cancel: CancelToken,
-                    on_tokens, notes: list, label: str, on_new_tokens=None):
+                    on_tokens, notes: list, label: str, on_new_tokens=None,
+                    preset: batch.RowResult | None = None):
     """One upstream generate() call, seeded, whose token loop is cbx's decoder
     (cbx.engine.decode, installed by the manager's load) under this chunk's token budget;
     the decoder reports each transformer forward, which counts sampled tokens for
-    progress and aborts between tokens when cancelled."""
+    progress and aborts between tokens when cancelled. With `preset` (tokens decoded in
+    a batch), generate() gets those tokens and the random state the row left."""
     import torch
 
-    counter = {"calls": 0, "last": 0.0}
-
-    def on_forward():
-        if cancel.cancelled:
-            raise _Stop
-        counter["calls"] += 1
-        now = time.perf_counter()
-        if now - counter["last"] >= PROGRESS_INTERVAL:
-            counter["last"] = now
-            on_tokens(counter["calls"] - 1)  # the first call is the prompt, not a token
-
+    on_forward = _forward_counter(cancel, on_tokens)
     decoder = decode.decoder_of(tts)
-    budget = decode.token_budget(chunk)
     try:
         tts.conds = conds
-        torch.manual_seed(seed)
-        with attention_kernels(tts.device), \
-                decoder.chunk(budget, on_forward, on_new_tokens):
-            wav = tts.generate(chunk, **kwargs)
-            ran = decoder.last
+        with attention_kernels(tts.device):
+            if preset is not None:
+                batch.use_row_rng(tts.t3.device, preset, seed)
+                wav = batch.replay(tts, chunk, kwargs, preset)
+                ran = preset.decoded
+            else:
+                torch.manual_seed(seed)
+                with decoder.chunk(decode.token_budget(chunk), on_forward, on_new_tokens):
+                    wav = tts.generate(chunk, **kwargs)
+                    ran = decoder.last
     except RuntimeError as exc:
-        tokens = counter["calls"] - 1
+        tokens = preset.decoded.tokens if preset is not None else on_forward.calls - 1
         if not is_cuda_oom(exc) and ("can't be greater than actual input size" in str(exc)
                                      or tokens <= FEW_TOKENS):
             raise _NoSpeech(tokens, exc) from exc
         raise
+    if ran is not None and ran.fallback and ran.fallback not in notes:
+        notes.append(ran.fallback)      # once per speak() call, not once per chunk
     if ran is not None and ran.hit_budget:
         notes.append(f"{label} reached its token budget ({ran.budget} speech tokens, "
                      f"{ran.budget / decode.TOKENS_PER_SECOND:.0f} s) before the model "

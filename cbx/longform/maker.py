@@ -33,10 +33,33 @@ def chunk_seed(base: int, index: int) -> int:
 
 class ChunkMaker:
     """Makes and stores takes for one project's store. `speak` makes each chunk
-    (default cbx.speak; the dashboard passes its backend's)."""
+    (default cbx.speak; the dashboard passes its backend's) and `speak_chunks` a group
+    of them decoded together (default cbx's; with a `speak` of the caller's own and
+    no `speak_chunks`, chunks are made one at a time)."""
 
-    def __init__(self, folder: Path, store: Store, speak=None):
+    def __init__(self, folder: Path, store: Store, speak=None, speak_chunks=None):
         self.folder, self._store, self.speak = folder, store, speak
+        self.speak_chunks = speak_chunks
+        if speak_chunks is None and speak is None:
+            from ..engine import synth
+
+            self.speak_chunks = synth.speak_chunks
+
+    def make_group(self, rows: list, voice, progress, cancel, batch_size: int) -> list:
+        """The chunks `rows` (index, text, seed, wanted) with their first attempts'
+        tokens decoded together; each wanted chunk is then checked, retried alone while
+        the guard flags it, and stored like make()'s. Returns (index, wav, rate) for
+        each wanted chunk. Chunks not wanted are decoded too, so a resumed run decodes
+        the batch an uninterrupted one did."""
+        plan = self._store.meta()
+        firsts = self.speak_chunks(
+            [text for _i, text, _s, _w in rows], voice,
+            seeds=[chunk_seed(seed, 0) for _i, _t, seed, _w in rows],
+            make=[wanted for *_rest, wanted in rows], batch_size=batch_size,
+            max_chunk_chars=plan["max_chunk_chars"], progress=progress, cancel=cancel,
+            **plan["options"])
+        return [(index, *self.make(index, text, seed, voice, progress, cancel, first))
+                for (index, text, seed, wanted), first in zip(rows, firsts) if wanted]
 
     def voice(self):
         """The Voice to make chunks with: the saved voice the plan names, which must
@@ -76,10 +99,11 @@ class ChunkMaker:
         files.sweep_temporaries(takes, min_age=0)
         files.sweep_temporaries(self.folder, min_age=0)
 
-    def make(self, index: int, text: str, seed: int, voice, progress, cancel):
+    def make(self, index: int, text: str, seed: int, voice, progress, cancel, first=None):
         """Chunk `index` through cbx.speak with its seed, retried with the next seeds
         while the guard flags it; the best take is kept (flagged), never dropped.
-        The take's file is on disk before its row commits."""
+        The take's file is on disk before its row commits. `first`: the first attempt's
+        Result, already made (by make_group)."""
         from ..engine import synth
 
         speak = self.speak or synth.speak
@@ -88,9 +112,10 @@ class ChunkMaker:
         for attempt in range(GUARD_RETRIES + 1):
             used = chunk_seed(seed, attempt)
             started = time.perf_counter()
-            result = speak(text, voice, seed=used, max_chunk_chars=plan["max_chunk_chars"],
-                           first_chunk_chars=None, progress=progress, cancel=cancel,
-                           **plan["options"])
+            result = first if attempt == 0 and first is not None else speak(
+                text, voice, seed=used, max_chunk_chars=plan["max_chunk_chars"],
+                first_chunk_chars=None, progress=progress, cancel=cancel,
+                **plan["options"])
             if len(result.chunks) != 1:      # the plan's chunks always fit one call
                 raise AssertionError(f"chunk {index} was split by speak()")
             checked = guard.check(result.wav, result.sample_rate, text, result.notes)

@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import audio, files, options, paths
+from .. import audio, envsettings, files, options, paths
 from .. import text as textmod
 from ..errors import CbxError, InvalidSetting, InvalidText, ProjectIncomplete
 from . import legacy, names, sources
@@ -31,8 +31,9 @@ from .store import (TAKES_DIR, VOICE_DIR, Store, check_take, holder,
 
 # speak() keywords a project keeps as its settings (checked by speak()'s own rules)
 _PER_CALL = {"text", "voice", "seed", "progress", "cancel", "on_chunk", "on_block",
-             "max_chunk_chars", "first_chunk_chars", "rate", "model_dir"}
+             "max_chunk_chars", "first_chunk_chars", "rate", "model_dir", "batch_size"}
 _KEEP = object()      # "not given": a reopen keeps what the project has
+PROJECT_BATCH = 8     # chunks per group by default: T3 reads its weights once per step
 # What a store's plan must hold, so a hand-edited or damaged one is a coded error at
 # open, never a KeyError or TypeError later.
 _META_TYPES = {"name": str, "seed": int, "rate": (int, float), "options": dict,
@@ -85,14 +86,16 @@ def projects() -> list[dict]:
 
 def project(name: str, text=None, *, voice=_KEEP, seed: int | None = None,
             text_format: str | None = None, max_chunk_chars: int | None = None,
-            rate: float | None = None, speak=None, **speak_options) -> "Project":
+            rate: float | None = None, speak=None, speak_chunks=None,
+            **speak_options) -> "Project":
     """Open project `name`, creating it when `text` is given and it does not exist.
 
     Reopening with another text, voice, seed, chunk size, speech rate or settings
     replans under the project's writer lock: only the chunks that change are made
     again (`.changes` says which; their old takes are kept). What is not given is
     kept. `speak` makes each chunk (default cbx.speak; the dashboard passes its
-    backend's, so the page's model folder applies)."""
+    backend's, so the page's model folder applies), `speak_chunks` a group of chunks
+    decoded together (see ChunkMaker)."""
     name = names.check_name(name)
     root = projects_root()
     folder = root / names.folder_name(name)
@@ -108,9 +111,9 @@ def project(name: str, text=None, *, voice=_KEEP, seed: int | None = None,
         raise InvalidText(f"There is no project {name!r} yet.",
                           "Create it with text: cbx.project(name, text=...).")
     if not changing:
-        return Project(folder, speak=speak)
+        return Project(folder, speak=speak, speak_chunks=speak_chunks)
     plan = _new_plan(name, asked, _stored_plan(folder))
-    return _write_plan(folder, name, plan, speak)
+    return _write_plan(folder, name, plan, speak, speak_chunks)
 
 
 def _stored_plan(folder: Path) -> dict | None:
@@ -176,7 +179,7 @@ def _voice_identity(voice) -> dict:
     return {"name": voice.name, "sha256": voice.sha256, "clip": voice.path}
 
 
-def _write_plan(folder: Path, name: str, plan: dict, speak) -> "Project":
+def _write_plan(folder: Path, name: str, plan: dict, speak, speak_chunks) -> "Project":
     """Create the project, or replan it, under its writer lock."""
     folder.mkdir(parents=True, exist_ok=True)
     store = Store(folder, create=True)
@@ -190,7 +193,7 @@ def _write_plan(folder: Path, name: str, plan: dict, speak) -> "Project":
                 changes = _replan(store, plan)
     finally:
         store.close()
-    job = Project(folder, speak=speak)
+    job = Project(folder, speak=speak, speak_chunks=speak_chunks)
     job.changes = changes
     return job
 
@@ -302,11 +305,11 @@ class Project:
     """One project: a handle on its store. Every read asks the store, so two handles
     (two tabs, two processes) always agree; every change takes the writer lock."""
 
-    def __init__(self, folder: Path, speak=None):
+    def __init__(self, folder: Path, speak=None, speak_chunks=None):
         self.folder = Path(folder)
         self.changes = Changes((), (), (), "")
         self._store = Store(self.folder)
-        self._maker = ChunkMaker(self.folder, self._store, speak)
+        self._maker = ChunkMaker(self.folder, self._store, speak, speak_chunks)
         meta = self._store.meta()
         wrong = [key for key, kind in _META_TYPES.items()
                  if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)]
@@ -477,24 +480,57 @@ class Project:
                 "seconds": round(seconds, 3), "holder": self.holder()}
 
     # ------------------------------------------------------------------ making
-    def run(self, progress=None, cancel=None, on_chunk=None) -> dict:
+    def run(self, progress=None, cancel=None, on_chunk=None,
+            batch_size: int | str | None = None) -> dict:
         """Make the missing and damaged chunks in order and return status().
-        `on_chunk(index, total, wav, sample_rate)` sees each chunk once it is stored."""
+        `on_chunk(index, total, wav, sample_rate)` sees each chunk once it is stored.
+
+        Chunks are made in fixed groups by index (0-7, 8-15, ... for 8), each group's
+        tokens decoded together (cbx.engine.batch); a group with any chunk to make is
+        decoded whole, so a killed and resumed run makes the very takes an uninterrupted
+        one makes. `batch_size` (else CBX_BATCH, else the size this project was first
+        run with, else PROJECT_BATCH) is kept in the project for later runs; 1 makes
+        one chunk at a time, exactly as speak() does."""
         with writer(self.folder, self._store, self.name, "run"):
             self._maker.sweep()
             voice = self._maker.voice()
+            size = self._group_size(batch_size)
             rows = self._rows(records=True, columns="full")
             total = len(rows)
-            for row, state, _why in rows:
+            for start in range(0, total, size):
+                group = rows[start:start + size]
                 if cancel is not None and cancel.cancelled:
                     break
-                if state != "done":
-                    wav, sample_rate = self._maker.make(
-                        row["idx"], row["text"], row["seed"], voice,
-                        _progress_for(progress, row["idx"], total), cancel)
+                if all(state == "done" for _row, state, _why in group):
+                    continue
+                progress_for = _progress_for(progress, group[0][0]["idx"], total)
+                if len(group) == 1:
+                    row = group[0][0]
+                    made = [(row["idx"], *self._maker.make(
+                        row["idx"], row["text"], row["seed"], voice, progress_for, cancel))]
+                else:
+                    made = self._maker.make_group(
+                        [(row["idx"], row["text"], row["seed"], state != "done")
+                         for row, state, _why in group],
+                        voice, progress_for, cancel, size)
+                for index, wav, sample_rate in made:
                     if on_chunk is not None:
-                        on_chunk(row["idx"], total, wav, sample_rate)
+                        on_chunk(index, total, wav, sample_rate)
         return self.status()
+
+    def _group_size(self, batch_size) -> int:
+        """Chunks per group for this run, kept in the store so a resumed run groups as
+        the first did ('auto': PROJECT_BATCH, or what this project has used)."""
+        chosen = envsettings.batch_size() if batch_size is None \
+            else options.batch_size(batch_size)
+        if self._maker.speak_chunks is None:
+            return 1                      # a caller's own speak: one chunk at a time
+        kept = self._store.get("batch_size")
+        size = (kept or PROJECT_BATCH) if chosen == "auto" else chosen
+        if size != kept:
+            with self._store.transaction() as db:
+                Store.set(db, "batch_size", size)
+        return size
 
     def regenerate(self, index: int, *, seed: int | None = None, text: str | None = None,
                    progress=None, cancel=None) -> dict:

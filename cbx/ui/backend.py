@@ -82,8 +82,11 @@ class Backend(Protocol):
 
 class ProjectsOnDisk:
     """The project half of the backend: cbx.longform, each chunk made by the backend's
-    own `speak`. Shared by the real backend and the tests' fake, so the fake replaces
-    only the model and the page's project logic is the real one."""
+    own `speak` (groups of them by its `speak_chunks`; None: one at a time). Shared by
+    the real backend and the tests' fake, so the fake replaces only the model and the
+    page's project logic is the real one."""
+
+    speak_chunks = None
 
     def read_text_upload(self, data: bytes, filename: str) -> tuple[str, str]:
         from ..longform.sources import read_upload
@@ -100,7 +103,8 @@ class ProjectsOnDisk:
         asks often (a page of chunks, the holder every few seconds)."""
         from ..longform import project
 
-        return project(name, text, speak=self.speak, **kwargs)
+        return project(name, text, speak=self.speak, speak_chunks=self.speak_chunks,
+                       **kwargs)
 
     def create_project(self, name: str, text: str, voice, *, text_format: str,
                        seed: int | None, max_chunk_chars: int, **options) -> dict:
@@ -238,6 +242,14 @@ class CbxBackend(ProjectsOnDisk, Backend):
         if self.model_dir is not None:
             kwargs.setdefault("model_dir", self.model_dir)
         return speak(text, voice, **kwargs)
+
+    def speak_chunks(self, texts: list, voice, **kwargs):
+        """A project's group of chunks decoded together (engine.synth.speak_chunks)."""
+        from ..engine.synth import speak_chunks
+
+        if self.model_dir is not None:
+            kwargs.setdefault("model_dir", self.model_dir)
+        return speak_chunks(texts, voice, **kwargs)
 
     def cancel_running(self) -> bool:
         """Cancel through the manager too, in case speak() swapped in its own token."""
