@@ -546,9 +546,11 @@ def speak_chunks(texts: list, voice=None, *, seeds: list, make: list | None = No
         raise
 
 
-def _speak_chunks(texts: list, voice, seeds: list, make: list, call: dict) -> list:
-    call.setdefault("max_chunk_chars", max(len(text) for text in texts))
-    call["first_chunk_chars"] = None
+def _speak_chunks(texts: list, voice, seeds: list, make: list, options_: dict) -> list:
+    call = {"variant": None, "device": None, "dtype": None, "language": None,
+            "progress": None, "cancel": None, "on_chunk": None, "model_dir": None,
+            "max_chunk_chars": max(len(text) for text in texts), **options_,
+            "first_chunk_chars": None}
     requests = [_resolve(text, voice, seed=seed, **call) for text, seed in zip(texts, seeds)]
     for req in requests:
         if len(req.chunks) != 1:
@@ -821,7 +823,7 @@ class _NoSpeech(Exception):
 def _batch_size(req: _Request, tts) -> int:
     """How many chunks this call decodes together: 1 where the model cannot batch or
     runs upstream's own token loop."""
-    if not batch.supports(tts) or not decode.decoder_of(tts).fast:
+    if not decode.decoder_of(tts).fast or not batch.supports(tts):
         return 1
     return batch.auto_size(tts) if req.batch_size == "auto" else req.batch_size
 

@@ -38,12 +38,9 @@ class ChunkMaker:
     no `speak_chunks`, chunks are made one at a time)."""
 
     def __init__(self, folder: Path, store: Store, speak=None, speak_chunks=None):
-        self.folder, self._store, self.speak = folder, store, speak
-        self.speak_chunks = speak_chunks
-        if speak_chunks is None and speak is None:
-            from ..engine import synth
-
-            self.speak_chunks = synth.speak_chunks
+        self.folder, self._store = folder, store
+        self.speak, self._speak_chunks = speak, speak_chunks
+        self.groups = speak is None or speak_chunks is not None   # can decode groups
 
     def make_group(self, rows: list, voice, progress, cancel, batch_size: int) -> list:
         """The chunks `rows` (index, text, seed, wanted) with their first attempts'
@@ -51,8 +48,10 @@ class ChunkMaker:
         the guard flags it, and stored like make()'s. Returns (index, wav, rate) for
         each wanted chunk. Chunks not wanted are decoded too, so a resumed run decodes
         the batch an uninterrupted one did."""
+        from ..engine import synth
+
         plan = self._store.meta()
-        firsts = self.speak_chunks(
+        firsts = (self._speak_chunks or synth.speak_chunks)(
             [text for _i, text, _s, _w in rows], voice,
             seeds=[chunk_seed(seed, 0) for _i, _t, seed, _w in rows],
             make=[wanted for *_rest, wanted in rows], batch_size=batch_size,

@@ -33,7 +33,9 @@ from .store import (TAKES_DIR, VOICE_DIR, Store, check_take, holder,
 _PER_CALL = {"text", "voice", "seed", "progress", "cancel", "on_chunk", "on_block",
              "max_chunk_chars", "first_chunk_chars", "rate", "model_dir", "batch_size"}
 _KEEP = object()      # "not given": a reopen keeps what the project has
-PROJECT_BATCH = 8     # chunks per group by default: T3 reads its weights once per step
+# Chunks per group when run() is not told: one, as before batching. A group is stored
+# whole only when all of it is made (see Project.run), so batches are asked for.
+PROJECT_BATCH = 1
 # What a store's plan must hold, so a hand-edited or damaged one is a coded error at
 # open, never a KeyError or TypeError later.
 _META_TYPES = {"name": str, "seed": int, "rate": (int, float), "options": dict,
@@ -485,12 +487,14 @@ class Project:
         """Make the missing and damaged chunks in order and return status().
         `on_chunk(index, total, wav, sample_rate)` sees each chunk once it is stored.
 
-        Chunks are made in fixed groups by index (0-7, 8-15, ... for 8), each group's
-        tokens decoded together (cbx.engine.batch); a group with any chunk to make is
-        decoded whole, so a killed and resumed run makes the very takes an uninterrupted
-        one makes. `batch_size` (else CBX_BATCH, else the size this project was first
-        run with, else PROJECT_BATCH) is kept in the project for later runs; 1 makes
-        one chunk at a time, exactly as speak() does."""
+        With `batch_size` B > 1, chunks are made in fixed groups by index (0-7, 8-15,
+        ... for 8), each group's tokens decoded together (cbx.engine.batch); a group
+        with any chunk to make is decoded whole, so a killed and resumed run makes the
+        very takes an uninterrupted one makes. A group's chunks are stored when the
+        whole group is made, so Cancel loses at most the group under way. The size
+        (`batch_size`, else CBX_BATCH, else the size this project last ran with, else
+        PROJECT_BATCH) is kept in the project for later runs; 1 makes one chunk at a
+        time, exactly as speak() does."""
         with writer(self.folder, self._store, self.name, "run"):
             self._maker.sweep()
             voice = self._maker.voice()
@@ -523,11 +527,11 @@ class Project:
         the first did ('auto': PROJECT_BATCH, or what this project has used)."""
         chosen = envsettings.batch_size() if batch_size is None \
             else options.batch_size(batch_size)
-        if self._maker.speak_chunks is None:
+        if not self._maker.groups:
             return 1                      # a caller's own speak: one chunk at a time
         kept = self._store.get("batch_size")
         size = (kept or PROJECT_BATCH) if chosen == "auto" else chosen
-        if size != kept:
+        if size != kept and (kept is not None or size > 1):
             with self._store.transaction() as db:
                 Store.set(db, "batch_size", size)
         return size
