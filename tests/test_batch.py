@@ -192,3 +192,29 @@ def test_a_project_remakes_a_lost_chunk_by_decoding_its_whole_group_again(
     assert job.run()["done"] == 4, "the project keeps its batch size"
     assert groups == [2, 2, 2], "chunk 4 is decoded with chunk 3, as at first"
     assert [row["wav"].read_bytes() for row in job.overview()] == before
+
+
+def test_turbo_rows_match_each_chunk_decoded_alone(turbo_root, monkeypatch):
+    """Turbo's rows (no CFG, GPT-2's own positions) through the same left padding."""
+    import torch
+
+    monkeypatch.setenv("CBX_MODEL_DIR", str(turbo_root))
+    cbx.load("turbo", device="cpu")
+    try:
+        loaded = get_manager().loaded
+        tts = loaded.tts
+        tts.conds = synth._resolve_conditionals(loaded, None, "turbo", 0.0)[0]
+        kwargs = synth._upstream_kwargs("turbo", synth._check_settings("turbo", {})[0], None)
+        rows = [batch.Row(batch.capture(tts, text, kwargs), decode.token_budget(text), seed)
+                for text, seed in zip(TEXTS[:2], (21, 22))]
+        assert rows[0].kwargs["text_tokens"].shape != rows[1].kwargs["text_tokens"].shape
+        results = batch.decode_rows(decode.decoder_of(tts), rows)
+        decoder = decode.decoder_of(tts)
+        for row, result in zip(rows, results):
+            torch.manual_seed(row.seed)
+            with decoder.chunk(row.budget):
+                alone = decoder.inference_turbo(**row.kwargs)
+            assert torch.equal(result.tokens, alone)
+            assert int(result.tokens[0, -1]) != tts.t3.hp.stop_speech_token
+    finally:
+        cbx.unload()

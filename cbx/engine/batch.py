@@ -284,8 +284,6 @@ class _LlamaRows(_Rows):
 
     def run(self) -> list[RowResult]:
         import torch
-        from transformers.generation.logits_process import (
-            MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TopPLogitsWarper)
 
         t3, hp = self.t3, self.t3.hp
         prompts, settings = [], []
@@ -301,12 +299,7 @@ class _LlamaRows(_Rows):
                 t3_cond=kw["t3_cond"], text_tokens=text_tokens, speech_tokens=start_tokens,
                 cfg_weight=cfg_weight)
             prompts.append(torch.cat([embeds, torch.cat([bos_embed, bos_embed])], dim=1))
-            settings.append({
-                "cfg": cfg_weight, "temperature": kw.get("temperature", 0.8),
-                "repetition": RepetitionPenaltyLogitsProcessor(
-                    penalty=float(kw.get("repetition_penalty", 1.2))),
-                "min_p": MinPLogitsWarper(min_p=kw.get("min_p", 0.05)),
-                "top_p": TopPLogitsWarper(top_p=kw.get("top_p", 0.95))})
+            settings.append((cfg_weight, decode.llama_processing(kw)))
         inputs, pads = self.padded(prompts)
         length = inputs.shape[1]
         longest = max(row.budget for row in self.rows)
@@ -319,20 +312,16 @@ class _LlamaRows(_Rows):
         logits = step.prefill(inputs)
         prefill_s = time.perf_counter() - self.started
         for i in range(longest):
-            for r, s in enumerate(settings):
+            for r, (cfg_weight, process) in enumerate(settings):
                 if not active[r]:
                     continue
-                cond, uncond = logits[2 * r:2 * r + 1, -1, :], logits[2 * r + 1:2 * r + 2, -1, :]
-                cfg = torch.as_tensor(s["cfg"], device=cond.device, dtype=cond.dtype)
+                cond = logits[2 * r:2 * r + 1, -1, :]
+                uncond = logits[2 * r + 1:2 * r + 2, -1, :]
+                cfg = torch.as_tensor(cfg_weight, device=cond.device, dtype=cond.dtype)
                 scores = cond + cfg * (cond - uncond)
                 if self.trace is not None:
                     self.trace.scores.append((r, i, scores.detach().clone()))
-                history = ids[r:r + 1, :i + 1]
-                scores = s["repetition"](history, scores)
-                if s["temperature"] != 1.0:
-                    scores = scores / s["temperature"]
-                scores = s["min_p"](history, scores)
-                scores = s["top_p"](history, scores)
+                scores = process(ids[r:r + 1, :i + 1], scores)
                 token = self.draw(r, torch.softmax(scores, dim=-1))
                 ids[r, i + 1] = token[0, 0]
                 made[r] = i + 1
@@ -357,27 +346,12 @@ class _GptRows(_Rows):
     def run(self) -> list[RowResult]:
         import torch
         import torch.nn.functional as F
-        from transformers.generation.logits_process import (
-            LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-            TopKLogitsWarper, TopPLogitsWarper)
 
         t3, hp = self.t3, self.t3.hp
         prompts, processors, starts = [], [], []
         for row in self.rows:
             kw = row.kwargs
-            temperature = kw.get("temperature", 0.8)
-            top_k, top_p = kw.get("top_k", 1000), kw.get("top_p", 0.95)
-            penalty = kw.get("repetition_penalty", 1.2)
-            chain = LogitsProcessorList()
-            if temperature > 0 and temperature != 1.0:
-                chain.append(TemperatureLogitsWarper(temperature))
-            if top_k > 0:
-                chain.append(TopKLogitsWarper(top_k))
-            if top_p < 1.0:
-                chain.append(TopPLogitsWarper(top_p))
-            if penalty != 1.0:
-                chain.append(RepetitionPenaltyLogitsProcessor(penalty))
-            processors.append(chain)
+            processors.append(decode.turbo_processing(kw))
             text_tokens = kw["text_tokens"]
             start_tokens = hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
             starts.append(start_tokens)

@@ -511,22 +511,61 @@ class _Loop:
         return -(-needed // CACHE_BUCKET) * CACHE_BUCKET
 
 
+def llama_processing(kw: dict):
+    """What upstream's ``T3.inference`` does to a chunk's CFG-combined scores before its
+    draw, in its order (repetition penalty, temperature, min-p, top-p), with this
+    call's settings: ``process(history, scores)``. Shared with the batched loop."""
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TopPLogitsWarper)
+
+    temperature = kw.get("temperature", 0.8)
+    top_p = TopPLogitsWarper(top_p=kw.get("top_p", 0.95))
+    min_p = MinPLogitsWarper(min_p=kw.get("min_p", 0.05))
+    repetition = RepetitionPenaltyLogitsProcessor(
+        penalty=float(kw.get("repetition_penalty", 1.2)))
+
+    def process(history, scores):
+        scores = repetition(history, scores)
+        if temperature != 1.0:
+            scores = scores / temperature
+        scores = min_p(history, scores)
+        return top_p(history, scores)
+
+    return process
+
+
+def turbo_processing(kw: dict):
+    """Upstream ``T3.inference_turbo``'s logits processors with this call's settings,
+    in its order. Shared with the batched loop."""
+    from transformers.generation.logits_process import (
+        LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+        TopKLogitsWarper, TopPLogitsWarper)
+
+    temperature = kw.get("temperature", 0.8)
+    top_k, top_p = kw.get("top_k", 1000), kw.get("top_p", 0.95)
+    repetition_penalty = kw.get("repetition_penalty", 1.2)
+    processors = LogitsProcessorList()
+    if temperature > 0 and temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(temperature))
+    if top_k > 0:
+        processors.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p))
+    if repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
+    return processors
+
+
 class _LlamaLoop(_Loop):
     """Upstream ``T3.inference`` (original, multilingual), token for token."""
 
     def run(self):
         import torch
-        from transformers.generation.logits_process import (
-            MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TopPLogitsWarper)
 
         t3, kw, hp = self.t3, self.kw, self.t3.hp
         start = time.perf_counter()
-        temperature = kw.get("temperature", 0.8)
         cfg_weight = kw.get("cfg_weight", 0.5)
-        top_p = TopPLogitsWarper(top_p=kw.get("top_p", 0.95))
-        min_p = MinPLogitsWarper(min_p=kw.get("min_p", 0.05))
-        repetition = RepetitionPenaltyLogitsProcessor(
-            penalty=float(kw.get("repetition_penalty", 1.2)))
+        process = llama_processing(kw)
 
         text_tokens = torch.atleast_2d(kw["text_tokens"]).to(dtype=torch.long,
                                                              device=self.device)
@@ -560,12 +599,7 @@ class _LlamaLoop(_Loop):
                 scores = cond + cfg * (cond - uncond)
                 if analyzer is not None:
                     scores = analyzer.step(scores, next_token=int(ids[0, i]))
-                history = ids[:, :i + 1]
-                scores = repetition(history, scores)
-                if temperature != 1.0:
-                    scores = scores / temperature
-                scores = min_p(history, scores)
-                scores = top_p(history, scores)
+                scores = process(ids[:, :i + 1], scores)
                 token = self.draw(torch.softmax(scores, dim=-1))
                 ids[:, i + 1] = token[:, 0]
                 made = i + 1
@@ -594,24 +628,10 @@ class _Gpt2Loop(_Loop):
     def run(self):
         import torch
         import torch.nn.functional as F
-        from transformers.generation.logits_process import (
-            LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-            TopKLogitsWarper, TopPLogitsWarper)
 
         t3, kw, hp = self.t3, self.kw, self.t3.hp
         start = time.perf_counter()
-        temperature = kw.get("temperature", 0.8)
-        top_k, top_p = kw.get("top_k", 1000), kw.get("top_p", 0.95)
-        repetition_penalty = kw.get("repetition_penalty", 1.2)
-        processors = LogitsProcessorList()
-        if temperature > 0 and temperature != 1.0:
-            processors.append(TemperatureLogitsWarper(temperature))
-        if top_k > 0:
-            processors.append(TopKLogitsWarper(top_k))
-        if top_p < 1.0:
-            processors.append(TopPLogitsWarper(top_p))
-        if repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
+        processors = turbo_processing(kw)
 
         text_tokens = kw["text_tokens"]
         start_tokens = hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
