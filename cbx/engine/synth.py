@@ -822,10 +822,14 @@ class _NoSpeech(Exception):
 
 def _batch_size(req: _Request, tts) -> int:
     """How many chunks this call decodes together: 1 where the model cannot batch or
-    runs upstream's own token loop."""
+    runs upstream's own token loop. 'auto' is 1 for a live player too (on_block): it
+    gets an early window of every chunk while that chunk's tokens come, and a batch's
+    chunks come whole; a caller who prefers throughput there asks for a size."""
     if not decode.decoder_of(tts).fast or not batch.supports(tts):
         return 1
-    return batch.auto_size(tts) if req.batch_size == "auto" else req.batch_size
+    if req.batch_size == "auto":
+        return 1 if req.on_block is not None else batch.auto_size(tts)
+    return req.batch_size
 
 
 def _decode_group(tts, conds, chunks: dict, kwargs: dict, cancel: CancelToken,
