@@ -82,11 +82,11 @@ class Backend(Protocol):
 
 class ProjectsOnDisk:
     """The project half of the backend: cbx.longform, each chunk made by the backend's
-    own `speak` (groups of them by its `speak_chunks`; None: one at a time). Shared by
+    own `speak` (groups of them by its `_speak_chunks`; None: one at a time). Shared by
     the real backend and the tests' fake, so the fake replaces only the model and the
     page's project logic is the real one."""
 
-    speak_chunks = None
+    _speak_chunks = None
 
     def read_text_upload(self, data: bytes, filename: str) -> tuple[str, str]:
         from ..longform.sources import read_upload
@@ -103,7 +103,7 @@ class ProjectsOnDisk:
         asks often (a page of chunks, the holder every few seconds)."""
         from ..longform import project
 
-        return project(name, text, speak=self.speak, speak_chunks=self.speak_chunks,
+        return project(name, text, speak=self.speak, speak_chunks=self._speak_chunks,
                        **kwargs)
 
     def create_project(self, name: str, text: str, voice, *, text_format: str,
@@ -243,7 +243,7 @@ class CbxBackend(ProjectsOnDisk, Backend):
             kwargs.setdefault("model_dir", self.model_dir)
         return speak(text, voice, **kwargs)
 
-    def speak_chunks(self, texts: list, voice, **kwargs):
+    def _speak_chunks(self, texts: list, voice, **kwargs):
         """A project's group of chunks decoded together (engine.synth.speak_chunks)."""
         from ..engine.synth import speak_chunks
 
