@@ -74,6 +74,18 @@ _SPACES = re.compile(r"\s+")
 _WORD = re.compile(rf"(?:{TAG_PATTERN.pattern}|\S)+")
 _NEXT_CHARACTER = re.compile(r"\s*(\S)")
 
+# Pause markup: "[pause 1.5s]", "[pause 800ms]", or SSML's <break time="1.5s"/>, anywhere
+# in the text: silence of that length and a chunk boundary there, never read aloud.
+# Anything that starts like one ("[pause", "<break") must be one exactly, or the text is
+# refused: a misspelt pause read aloud would ruin a take.
+MAX_PAUSE_SECONDS = 10.0
+_PAUSE = re.compile(r"\[\s*pause\s+(?P<a>\d+(?:\.\d+)?)\s*(?P<au>ms|s)\s*\]|"
+                    r"<\s*break\s+time\s*=\s*(?P<q>[\"'])(?P<b>\d+(?:\.\d+)?)\s*(?P<bu>ms|s)"
+                    r"(?P=q)\s*/?\s*>", re.IGNORECASE)
+_PAUSE_LIKE = re.compile(r"\[\s*pause\b[^\]\n]*\]?|<\s*break\b[^>\n]*>?", re.IGNORECASE)
+_PAUSE_FIX = ('Write a pause as [pause 1.5s], [pause 800ms] or <break time="1.5s"/>, '
+              f"from 0 to {MAX_PAUSE_SECONDS:g} s.")
+
 
 def normalize_text(text: str) -> str:
     """Collapse every run of whitespace to one space, keeping paragraph breaks.
@@ -101,13 +113,58 @@ def validate_text(text) -> str:
             "The text is empty." if not text else "The text contains only whitespace.",
             "Type the words to speak in the text box (or pass a non-empty string to speak()).",
         )
-    if not any(ch.isalnum() for ch in normalized):
+    words = without_pauses(normalized)       # a malformed pause tag is refused here
+    if words != normalized and not words.strip():
+        return normalized                    # only pauses: silence is what was asked
+    if not any(ch.isalnum() for ch in words):
         # checked here, before a model is loaded for nothing
         raise InvalidText(
             "The text has no letters or digits, only symbols, punctuation or emoji, so "
             "there is nothing to speak.",
             "Type the words to speak; symbols and emoji on their own are not read aloud.")
     return normalized
+
+
+def pause_chunk(seconds: float) -> str:
+    """The chunk that stands for a pause in split_text's output: "[pause 1.5s]"."""
+    return f"[pause {seconds:g}s]"
+
+
+def pause_seconds(chunk: str) -> float | None:
+    """The silence a chunk of split_text's output stands for; None for words."""
+    match = _PAUSE.fullmatch(chunk.strip())
+    return None if match is None else _pause_length(match)
+
+
+def _pause_length(match: re.Match) -> float:
+    value, unit = (match["a"], match["au"]) if match["a"] else (match["b"], match["bu"])
+    return float(value) / (1000.0 if unit.lower() == "ms" else 1.0)
+
+
+def split_pauses(text: str) -> list:
+    """`text` as its stretches of words (str) and pauses (float seconds), in order;
+    `invalid_text` naming a malformed or too long pause tag and where it is."""
+    parts, end = [], 0
+    for found in _PAUSE_LIKE.finditer(text):
+        tag = found.group(0)
+        match = _PAUSE.fullmatch(tag)
+        where = f"at character {found.start() + 1}"
+        if match is None:
+            raise InvalidText(f"The pause tag {tag!r} {where} is not one cbx reads.",
+                              _PAUSE_FIX)
+        seconds = _pause_length(match)
+        if seconds > MAX_PAUSE_SECONDS:
+            raise InvalidText(f"The pause {tag!r} {where} is longer than "
+                              f"{MAX_PAUSE_SECONDS:g} s.", _PAUSE_FIX)
+        parts += [text[end:found.start()], seconds]
+        end = found.end()
+    parts.append(text[end:])
+    return [part for part in parts if not isinstance(part, str) or part.strip()]
+
+
+def without_pauses(text: str) -> str:
+    """The words of `text`, its pause tags removed (what the model is given)."""
+    return " ".join(part for part in split_pauses(text) if isinstance(part, str))
 
 
 def speech_length(text: str) -> int:
@@ -121,7 +178,10 @@ def estimate_seconds(text: str, rate: float = 1.0) -> float:
     """Rough speech duration of `text` in seconds at speech rate `rate`: the one
     estimate behind the dashboard's hint, the babble guard and the token budget
     (CHARS_PER_SECOND characters of speech a second, see `speech_length`)."""
-    return speech_length(normalize_text(text)) / CHARS_PER_SECOND / rate
+    parts = split_pauses(text)
+    words = " ".join(part for part in parts if isinstance(part, str))
+    pauses = sum(part for part in parts if not isinstance(part, str))
+    return (speech_length(normalize_text(words)) / CHARS_PER_SECOND + pauses) / rate
 
 
 def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS, *,
@@ -138,6 +198,9 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS, *,
     `" ".join(chunks).split() == text.split()` holds whenever no single word is longer
     than `max_chars` (of speech); such a word is cut into pieces, and then the characters (minus
     whitespace) still match exactly. Empty or whitespace-only text gives [].
+
+    A pause tag ends a chunk and becomes a chunk of its own, `pause_chunk(seconds)`
+    (see `pause_seconds`); a malformed one is `invalid_text`.
     """
     max_chars = _check_size("max_chars", max_chars)
     first_limit = None
@@ -145,6 +208,18 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS, *,
         first_limit = _check_size("first_chunk_chars", first_chunk_chars)
         if first_limit >= max_chars:
             first_limit = None
+    chunks: list[str] = []
+    for part in split_pauses(text):
+        if isinstance(part, str):
+            spoken = any(pause_seconds(chunk) is None for chunk in chunks)
+            chunks += _split_stretch(part, max_chars, None if spoken else first_limit)
+        else:
+            chunks.append(pause_chunk(part))
+    return chunks
+
+
+def _split_stretch(text: str, max_chars: int, first_limit: int | None) -> list[str]:
+    """split_text for a stretch of text without pauses."""
     chunks: list[str] = []
     for paragraph in normalize_text(text).split("\n\n"):
         if not paragraph:

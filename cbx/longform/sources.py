@@ -156,15 +156,29 @@ def pieces(text: str, fmt: str = "plain", *,
     else:
         sections = [(None, textmod.validate_text(text))]
     out: list[Piece] = []
+    breath = False          # whether the last piece's pause is only the default breath
     for chapter, body in sections:
         if out and chapter is not None:
             last = out[-1]
-            out[-1] = Piece(last.text, CHAPTER_PAUSE_SECONDS, last.chapter)
+            out[-1] = Piece(last.text, max(last.pause_after, CHAPTER_PAUSE_SECONDS),
+                            last.chapter)
+            breath = False
         if not body.strip():
             continue
-        chunks = textmod.split_text(body, max_chars=max_chars, first_chunk_chars=None)
-        for k, chunk in enumerate(chunks):
-            out.append(Piece(chunk, PAUSE_SECONDS, chapter if k == 0 else None))
+        for chunk in textmod.split_text(body, max_chars=max_chars, first_chunk_chars=None):
+            seconds = textmod.pause_seconds(chunk)
+            if seconds is None:
+                out.append(Piece(chunk, PAUSE_SECONDS, chapter))
+                chapter, breath = None, True
+                continue
+            if not out:
+                raise InvalidText(f"The text starts with a pause ({chunk}): a project's "
+                                  "silences follow its chunks.",
+                                  "Start the text with words; a pause goes after them.")
+            last = out[-1]     # a pause tag replaces the breath, or adds to a pause
+            out[-1] = Piece(last.text, seconds + (0.0 if breath else last.pause_after),
+                            last.chapter)
+            breath = False
     if not out:
         raise InvalidText("The text has nothing to speak (only markup or timings).",
                           "Add the words to speak.")
