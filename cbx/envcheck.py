@@ -23,6 +23,7 @@ from typing import Iterable
 from . import options, paths
 from .errors import (SETUP_COMMAND, CbxError, EnvironmentNotSetup, InvalidSetting,
                      ModelFilesMissing)
+from .holds import ModelHolds
 from .report import CSS_RULES, Row, Section, to_html, to_text
 from .units import format_bytes
 from .variants import DEFAULT_VARIANT, VARIANTS
@@ -405,6 +406,7 @@ class StatusReport:
     weights: dict[str, WeightsStatus]
     device: DeviceInfo
     model: dict | None = None     # the model manager's describe().to_dict(), None outside a kernel
+    holders: list = field(default_factory=list)   # other processes' hold records (cbx.holds)
     created_at: str = field(
         default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
 
@@ -481,7 +483,20 @@ class StatusReport:
     def environment_sections(self) -> list[Section]:
         """Libraries, weight files, device and memory: what the page's health panel
         shows (it draws the model from its own live state, and problems as cards)."""
-        return [self._libraries_section(), self._weights_section(), self._device_section()]
+        sections = [self._libraries_section(), self._weights_section(),
+                    self._device_section()]
+        if self.holders:
+            sections.append(self._holders_section())
+        return sections
+
+    def _holders_section(self) -> Section:
+        """Who else holds a model: the speech server or another tab's kernel, which own
+        a GPU until they unload (`python -m cbx deload` asks them to)."""
+        return Section("Held by other processes", tuple(
+            Row(record["session"], "holds a model",
+                f"{record['variant']} on {record['device']} since "
+                f"{str(record['since'])[11:19] or record['since']}")
+            for record in self.holders))
 
     def _libraries_section(self) -> Section:
         missing = [lib.distribution for lib in self.libraries if not lib.importable]
@@ -586,4 +601,6 @@ def status(model_dir: str | os.PathLike | None = None, model_state: dict | None 
         weights=weights,
         device=dev,
         model=model_state,
+        holders=[record for record in ModelHolds().live(prune=False)
+                 if record["pid"] != os.getpid()],
     )

@@ -75,8 +75,20 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
+_process_name: str | None = None      # set by a process that is not a kernel
+
+
+def name_process(name: str) -> None:
+    """Name this process in its hold record, for a process that is not a notebook's
+    kernel (the speech server: "cbx server, port 8880")."""
+    global _process_name
+    _process_name = name
+
+
 def session_label() -> str:
-    """How other tabs and `python -m cbx deload` name this kernel."""
+    """How other tabs, the health panel and `python -m cbx deload` name this process."""
+    if _process_name:
+        return f"{_process_name} (pid {os.getpid()})"
     notebook = os.environ.get("JPY_SESSION_NAME") or os.environ.get("VOILA_NOTEBOOK_NAME")
     label = f"kernel pid {os.getpid()}"
     return f"{label} ({Path(notebook).name})" if notebook else label

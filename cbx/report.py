@@ -16,7 +16,7 @@ from dataclasses import dataclass
 STATE_KINDS = {
     "": "", "ok": "ok", "complete": "ok",
     "missing": "bad", "broken": "bad", "incomplete": "bad", "unusable": "bad",
-    "problem": "bad", "not downloaded": "warn",
+    "problem": "bad", "not downloaded": "warn", "holds a model": "warn",
 }
 
 # The health table's look, the same in a notebook (cbx.status()) and on the page, where

@@ -165,6 +165,39 @@ def test_speak_decodes_later_chunks_together_and_gives_the_sequential_audio(
                for note in fallen_back.notes)
 
 
+def test_calls_made_together_each_get_what_they_get_alone(tts, speech_wav, monkeypatch):
+    """speak_together (the server's waiting requests): each call keeps its own voice,
+    settings, seed, rate and cancel, and one call's bad input or cancel is that call's
+    error alone."""
+    from cbx import errors
+
+    gone = cbx.CancelToken()
+    gone.cancel()
+    calls = [dict(text=TEXTS[0], seed=5, **SETTINGS[0]),
+             dict(text=TEXTS[1], voice=speech_wav, seed=6, rate=1.25, **SETTINGS[1]),
+             dict(text="One sentence. " * 30, seed=7),          # speak() would split it
+             dict(text=TEXTS[2], seed=8, temperature=9.0),      # out of range
+             dict(text=TEXTS[2], seed=9, cancel=gone)]          # its client went away
+    groups = []
+    real = batch.decode_rows
+    monkeypatch.setattr(batch, "decode_rows",
+                        lambda decoder, rows, *a, **k: groups.append(len(rows))
+                        or real(decoder, rows, *a, **k))
+    out = synth.speak_together(calls)
+    assert groups == [3], "the three valid calls share one batch"
+    assert isinstance(out[2], errors.InvalidText) and "chunks" in out[2].message
+    assert isinstance(out[3], errors.InvalidSetting) and "temperature" in out[3].message
+    assert isinstance(out[4], errors.GenerationCancelled)
+    monkeypatch.setattr(batch, "decode_rows", real)
+    for made, call in zip(out[:2], calls[:2]):
+        call = dict(call)
+        alone_result = cbx.speak(call.pop("text"), call.pop("voice", None), batch_size=1,
+                                 **call)
+        assert made.seed == alone_result.seed and made.rate == alone_result.rate
+        assert made.voice == alone_result.voice and made.settings == alone_result.settings
+        assert np.array_equal(made.wav, alone_result.wav)
+
+
 def test_batch_size_is_checked_and_cbx_batch_is_read(tts, monkeypatch):
     for bad in (0, -1, 65, 2.5, True, "eight"):
         with pytest.raises(InvalidSetting, match="batch_size"):

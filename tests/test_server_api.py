@@ -97,19 +97,26 @@ def near(value: float, expected: float) -> bool:
 # --------------------------------------------------------------------------- audio
 
 def test_eight_concurrent_clients_get_every_format(client, server, voice):
+    """The first request to arrive starts alone; those that wait meanwhile are made as
+    one batch, each with its own voice (the saved one or the built-in one), temperature
+    and format."""
     formats = ["mp3", "opus", "flac", "wav", "pcm", "mp3", "wav", "pcm"]
     served = health(server)["server"]["served"]
 
-    def one(fmt):
-        answer = client.audio.speech.create(model="tts-1", voice="alloy", input=SENTENCE,
-                                            response_format=fmt)
-        return fmt, answer.content
+    def one(i):
+        answer = client.audio.speech.create(
+            model="tts-1", voice="alloy" if i % 2 else "echo", input=SENTENCE,
+            response_format=formats[i], extra_body={"temperature": 0.6 + 0.05 * i})
+        return formats[i], answer.content
 
     with ThreadPoolExecutor(len(formats)) as pool:
-        results = list(pool.map(one, formats))
+        results = list(pool.map(one, range(len(formats))))
     for fmt, data in results:
         assert near(samples(data, fmt), ONE_CHUNK), (fmt, samples(data, fmt), ONE_CHUNK)
-    assert health(server)["server"]["served"] == served + len(formats)   # none lost
+    state = health(server)["server"]
+    assert state["served"] == served + len(formats)   # none lost
+    assert state["largest_group"] >= 2, state           # waiting requests shared a batch
+    print(f"largest group made together: {state['largest_group']}")
 
 
 def test_aac_is_refused_naming_the_formats_there_are(client):
@@ -149,11 +156,9 @@ def test_sse_deltas_join_into_the_audio(client, voice):
 
 
 def test_closing_the_stream_early_cancels_the_generation(client, server, voice):
-    """The cancel lands at the engine's next check: between T3 tokens (milliseconds),
-    but not inside S3Gen's pass over a finished chunk, which on this CPU with the
-    full-size random checkpoint is nearly all of a chunk's time (8 tokens of T3). So
-    the model is free once the chunk being made ends, and the third is never made;
-    issue 24's "free within 0.5 s" needs a cancel check inside S3Gen (engine)."""
+    """The cancel lands at the engine's next check: between T3 tokens, or at the next
+    stage of S3Gen's pass (an Euler step, a vocoder block: cbx.engine.interrupt), where
+    on this CPU nearly all of a chunk's time goes."""
     served = health(server, quick=True)["server"]["served"]
     started = time.perf_counter()
     with client.audio.speech.with_streaming_response.create(
@@ -167,19 +172,25 @@ def test_closing_the_stream_early_cancels_the_generation(client, server, voice):
     while health(server, quick=True)["server"]["busy"]:
         time.sleep(0.02)
     freed = time.perf_counter() - closed
-    assert freed < 1.5 * one_chunk, (freed, one_chunk)
+    assert freed <= 0.5, (freed, one_chunk)
     assert health(server, quick=True)["server"]["served"] == served    # not finished
     print(f"model free {freed:.2f} s after the close (one chunk: {one_chunk:.1f} s)")
 
 
-def test_the_hold_record_names_the_server(client, server, voice):
+def test_the_hold_record_names_the_server(client, server, voice, monkeypatch):
+    from cbx import envcheck
     from cbx.errors import GpuInUse
+    from cbx.report import to_text
     from cbx.holds import ModelHolds
 
     if health(server, quick=True)["server"]["model"]["state"] == "not_loaded":
         client.audio.speech.create(model="tts-1", voice="alloy", input=SENTENCE)
     holds = ModelHolds(server.work / "state")
     assert any("cbx server" in r["session"] for r in holds.live())
+    # a dashboard's health panel shows the report's sections: the server is named there
+    monkeypatch.setenv("CBX_STATE_DIR", str(server.work / "state"))
+    shown = to_text(envcheck.status().environment_sections())
+    assert "Held by other processes" in shown and f"cbx server, port {server.port}" in shown
     record = {"pid": 1, "create_time": 0.0, "session": "a dashboard kernel",
               "variant": "original", "device": "cpu", "since": "now"}
     with pytest.raises(GpuInUse, match="cbx server"):

@@ -1,14 +1,17 @@
 """Batched decoding against one chunk at a time, in one run: `python -m cbx.dev.bench_batch`.
 
 Why it exists: batching is worth its complexity only if a project is made faster, so
-this measures, for B = 1 (the sequential path) and each batch size, alternating within
-every repeat so drift hits all alike:
+this measures, alternating the sizes within every repeat so drift hits all alike:
 
-* T3 alone: speech tokens per second over the project's chunks, decoded in groups of B;
-* the whole project (`cbx.speak_chunks` in groups of B: T3, S3Gen and the watermark):
-  seconds of audio per second of wall time, and peak resident memory (peak VRAM on CUDA);
-* time to first audio of a multi-chunk `speak()` (its first chunk is always decoded
-  alone, so batching must not delay it).
+* T3 alone, for B = 1 (the sequential path) and each batch size: speech tokens per
+  second over the project's chunks, decoded in groups of B;
+* for B = 1 and the size with the best T3, the whole project (`cbx.speak_chunks` in
+  groups of B: T3, S3Gen and the watermark): seconds of audio per second of wall time,
+  and peak resident memory (peak VRAM on CUDA); and the time to first audio of a
+  multi-chunk `speak()` (its first chunk is always decoded alone, so batching must not
+  delay it);
+* with ``--s3gen`` instead, S3Gen and the vocoder alone: one chunk per call against
+  several chunks per call.
 
 Without ``--model-dir`` it uses the random-weight fixture that never stops by itself and
 caps each chunk at ``--fixture-length`` speech tokens per text token (1.7 is what a real
@@ -115,7 +118,69 @@ def _first_audio(texts: list[str], size: int) -> float:
     return first["s"]
 
 
-def run(args) -> dict:
+def _speech_tokens(tts, texts: list[str]) -> list:
+    """Each text's speech tokens as generate() hands them to S3Gen (decoded together)."""
+    from chatterbox.models.s3tokenizer import drop_invalid_tokens
+
+    from ..engine import batch, decode, synth
+
+    kwargs = synth._upstream_kwargs("original", synth._check_settings("original", {})[0],
+                                    None)
+    rows = [batch.Row(batch.capture(tts, text, kwargs), decode.token_budget(text),
+                      SEED + i) for i, text in enumerate(texts)]
+    tokens = []
+    for row in batch.decode_rows(decode.decoder_of(tts), rows):
+        kept = drop_invalid_tokens(row.tokens[0])
+        tokens.append(kept[kept < 6561])
+    return tokens
+
+
+def _s3gen_seconds(tts, tokens: list, size: int) -> float:
+    """Wall seconds of S3Gen and HiFT over every chunk's tokens: one chunk per call as
+    generate() does (size 1), or `size` chunks per call, right-padded with per-row
+    lengths (the flow masks the padding; each row's audio is its own first samples)."""
+    import torch
+
+    s3gen, ref = tts.s3gen, tts.conds.gen
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(tokens), size):
+            group = tokens[start:start + size]
+            if size == 1:
+                s3gen.inference(speech_tokens=group[0], ref_dict=ref)
+                continue
+            lengths = torch.tensor([len(t) for t in group], device=s3gen.device)
+            padded = torch.zeros(len(group), int(lengths.max()), dtype=torch.long,
+                                 device=s3gen.device)
+            for i, row in enumerate(group):
+                padded[i, :len(row)] = row
+            mels = s3gen.flow_inference(padded, speech_token_lens=lengths, ref_dict=ref,
+                                        finalize=True)
+            s3gen.hift_inference(mels.to(s3gen.dtype))
+    return time.perf_counter() - started
+
+
+def run_s3gen(args, tts) -> dict:
+    """S3Gen both ways: seconds of audio per wall second at each size, alternating."""
+    from ..engine.decode import TOKENS_PER_SECOND
+
+    tokens = _speech_tokens(tts, _texts(args.chunks))
+    audio = sum(len(t) for t in tokens) / TOKENS_PER_SECOND
+    sizes = [1] + [b for b in args.sizes if b > 1]
+    walls = {size: [] for size in sizes}
+    _s3gen_seconds(tts, tokens[:2], 2)                     # warm-up, not counted
+    for rep in range(args.repeats):
+        for size in sizes if rep % 2 == 0 else sizes[::-1]:
+            print(f"[{rep + 1}/{args.repeats}] S3Gen B={size} ...", file=sys.stderr,
+                  flush=True)
+            walls[size].append(_s3gen_seconds(tts, tokens, size))
+    medians = {size: audio / statistics.median(w) for size, w in walls.items()}
+    return {"audio_s": audio, "s3gen_audio_per_wall": medians,
+            "s3gen_speedup_best": max(medians.values()) / medians[1]}
+
+
+def _load(args):
+    """The model the bench measures; on the fixture, token budgets as real speech ends."""
     import cbx
     from ..engine import decode
     from ..engine.manager import get_manager
@@ -130,34 +195,51 @@ def run(args) -> dict:
         def capped(text, rate=args.fixture_length):
             return max(2, round(rate * tts.tokenizer.text_to_tokens(text).shape[-1]))
         decode.token_budget = capped
+    return tts
+
+
+def run(args) -> dict:
+    """T3 at every size, then the whole project and the first audio at sequential and
+    at T3's best size (a project of 16 chunks costs minutes a pass on a CPU, so those
+    two sizes are what the targets compare)."""
+    from ..engine import decode
+
+    tts = _load(args)
     texts = _texts(args.chunks)
     sizes = [1] + [b for b in args.sizes if b > 1]
-    figures = {size: {"t3_tokens_per_s": [], "audio_per_wall": [], "peak_mb": [],
-                      "first_audio_s": []} for size in sizes}
+    t3 = {size: [] for size in sizes}
     _first_audio(texts, 1)                                 # warm-up, not counted
     for rep in range(args.repeats):
-        order = sizes if rep % 2 == 0 else sizes[::-1]
-        for size in order:
-            print(f"[{rep + 1}/{args.repeats}] B={size} ...", file=sys.stderr, flush=True)
-            row = figures[size]
-            row["t3_tokens_per_s"].append(_t3_tokens_per_second(tts, texts, size))
-            project = _project(texts, size, args.device)
-            row["audio_per_wall"].append(project["audio_per_wall"])
-            row["peak_mb"].append(project["peak_mb"])
-            row["first_audio_s"].append(_first_audio(texts, size))
-    medians = {size: {key: statistics.median(values) for key, values in row.items()}
-               for size, row in figures.items()}
-    base = medians[1]
+        for size in sizes if rep % 2 == 0 else sizes[::-1]:
+            print(f"[T3 {rep + 1}/{args.repeats}] B={size} ...", file=sys.stderr,
+                  flush=True)
+            t3[size].append(_t3_tokens_per_second(tts, texts, size))
+    medians = {size: {"t3_tokens_per_s": statistics.median(values)}
+               for size, values in t3.items()}
     best = max(sizes, key=lambda s: medians[s]["t3_tokens_per_s"])
+    whole = {size: {"audio_per_wall": [], "peak_mb": [], "first_audio_s": []}
+             for size in dict.fromkeys([1, best])}
+    for rep in range(args.project_repeats):
+        for size in list(whole) if rep % 2 == 0 else list(whole)[::-1]:
+            print(f"[project {rep + 1}/{args.project_repeats}] B={size} ...",
+                  file=sys.stderr, flush=True)
+            project = _project(texts, size, args.device)
+            whole[size]["audio_per_wall"].append(project["audio_per_wall"])
+            whole[size]["peak_mb"].append(project["peak_mb"])
+            whole[size]["first_audio_s"].append(_first_audio(texts, size))
+    for size, row in whole.items():
+        medians[size].update({key: statistics.median(v) for key, v in row.items()})
+    base = medians[1]
     return {"machine": describe_machine(args.device), "device": args.device,
+            "token_loop": decode.loop_status(),     # the CUDA-graph self-check's verdict
             "dtype": args.dtype, "chunks": args.chunks, "repeats": args.repeats,
+            "project_repeats": args.project_repeats,
             "fixture_length": None if args.model_dir else args.fixture_length,
             "medians": medians, "best_t3_batch": best,
             "t3_speedup_best": medians[best]["t3_tokens_per_s"] / base["t3_tokens_per_s"],
-            "project_speedup_best": max(m["audio_per_wall"] for m in medians.values())
+            "project_speedup_best": medians[best]["audio_per_wall"]
             / base["audio_per_wall"],
-            "first_audio_ratio": max(m["first_audio_s"] for m in medians.values())
-            / base["first_audio_s"]}
+            "first_audio_ratio": medians[best]["first_audio_s"] / base["first_audio_s"]}
 
 
 def format_table(summary: dict) -> str:
@@ -165,11 +247,13 @@ def format_table(summary: dict) -> str:
              f"{'peak MiB':>9} {'first audio s':>14}"]
     base = summary["medians"][1]
     for size, m in summary["medians"].items():
-        lines.append(
-            f"{size:>3} {m['t3_tokens_per_s']:>9.1f} "
-            f"{m['t3_tokens_per_s'] / base['t3_tokens_per_s']:>6.2f} "
-            f"{m['audio_per_wall']:>15.3f} {m['audio_per_wall'] / base['audio_per_wall']:>6.2f} "
-            f"{m['peak_mb']:>9.0f} {m['first_audio_s']:>14.1f}")
+        line = (f"{size:>3} {m['t3_tokens_per_s']:>9.1f} "
+                f"{m['t3_tokens_per_s'] / base['t3_tokens_per_s']:>6.2f}")
+        if "audio_per_wall" in m:
+            line += (f" {m['audio_per_wall']:>15.3f} "
+                     f"{m['audio_per_wall'] / base['audio_per_wall']:>6.2f} "
+                     f"{m['peak_mb']:>9.0f} {m['first_audio_s']:>14.1f}")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -181,15 +265,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--chunks", type=int, default=16)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8, 16])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="T3 passes per size")
+    parser.add_argument("--project-repeats", type=int, default=1,
+                        help="whole-project passes at sequential and the best size")
+    parser.add_argument("--s3gen", action="store_true",
+                        help="only S3Gen and the vocoder, one chunk per call against "
+                             "several chunks per call")
     parser.add_argument("--fixture-length", type=float, default=1.7, metavar="R")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    summary = run(args)
-    print(format_table(summary))
+    if args.s3gen:
+        summary = run_s3gen(args, _load(args))
+        print("\n".join(f"S3Gen B={size:>2}: {speed:.3f} s of audio per wall second"
+                        for size, speed in summary["s3gen_audio_per_wall"].items()))
+    else:
+        summary = run(args)
+        print(format_table(summary))
     print(json.dumps(summary, default=str))
     return 0
 

@@ -2,10 +2,11 @@
 byte (p50, p95) and requests per minute with 1, 4 and 8 clients at once, each asking
 for one sentence as streamed PCM through the official `openai` client.
 
-The server runs one generation at a time, so more clients mean more waiting, not more
-throughput; the figures show what a queue of N costs each caller. Without --model-dir
-it runs the random-weight checkpoint (8 speech tokens a chunk), which measures the
-server and S3Gen rather than a real voice's length.
+Each level runs twice: with requests one at a time (CBX_BATCH=1: each alone, streamed
+as it is made) and as the server runs by default (requests that wait together are made
+as one batch, each whole). Without --model-dir it runs the random-weight checkpoint (8
+speech tokens a chunk), which measures the server and S3Gen rather than a real voice's
+length: batching speeds T3 up, and there T3 is a small share.
 """
 from __future__ import annotations
 
@@ -64,23 +65,23 @@ def main(argv=None) -> int:
     model_dir = Path(args.model_dir) if args.model_dir else \
         fixture.cached_checkpoint_root(("original",))
     key = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory() as work:
-        server = SpeechServer(model_dir, Path(work), "bench", env={"CBX_API_KEY": key})
-        try:
-            client = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0,
-                                   timeout=3600)
-            started = time.perf_counter()
-            one_request(client)                  # loads the model: not counted
-            print(f"first request (model load included): "
-                  f"{time.perf_counter() - started:.1f} s")
-            print(f"{'clients':>7} {'requests':>8} {'TTFB p50':>9} {'TTFB p95':>9} "
-                  f"{'req/min':>8}")
-            for level in (int(n) for n in args.clients.split(",")):
-                row = run_level(client, level, args.rounds)
-                print(f"{row['clients']:>7} {row['requests']:>8} {row['ttfb_p50']:>8.1f}s "
-                      f"{row['ttfb_p95']:>8.1f}s {row['per_minute']:>8.2f}", flush=True)
-        finally:
-            server.close()
+    print(f"{'mode':>14} {'clients':>7} {'requests':>8} {'TTFB p50':>9} {'TTFB p95':>9} "
+          f"{'req/min':>8}")
+    for mode, env in (("one at a time", {"CBX_BATCH": "1"}), ("batched", {})):
+        with tempfile.TemporaryDirectory() as work:
+            server = SpeechServer(model_dir, Path(work), "bench",
+                                  env={"CBX_API_KEY": key, **env})
+            try:
+                client = openai.OpenAI(base_url=server.base_url, api_key=key,
+                                       max_retries=0, timeout=3600)
+                one_request(client)                  # loads the model: not counted
+                for level in (int(n) for n in args.clients.split(",")):
+                    row = run_level(client, level, args.rounds)
+                    print(f"{mode:>14} {row['clients']:>7} {row['requests']:>8} "
+                          f"{row['ttfb_p50']:>8.1f}s {row['ttfb_p95']:>8.1f}s "
+                          f"{row['per_minute']:>8.2f}", flush=True)
+            finally:
+                server.close()
     return 0
 
 

@@ -20,12 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import audio, envsettings
-from . import batch, decode
+from . import batch, decode, interrupt
 from .. import files
 from ..files import sidecar_path
 from .blocks import AudioBlock, BlockMaker
 from .conditionals import prepare_conditionals
-from .. import options
+from .. import options, subtitles
 from .. import text as textmod
 from .. import voices as voicemod
 from ..errors import (CbxError, CUDA_OOM_SOLUTION, GenerationCancelled, GenerationFailed, InvalidSetting, InvalidText, InvalidVoiceFile, NoVoiceLoaded, OutputExists)
@@ -136,6 +136,8 @@ class Result:
     voice_sha256: str | None = None
     watermarked: bool = True      # False when Perth's watermarker could not be built
     rate: float = 1.0             # speech rate the audio was time-stretched to
+    spans: list = field(default_factory=list)   # each chunk's (start_s, end_s) in wav
+    chapters: list = field(default_factory=list)  # (start_s, title): a project's headings
     created: str = field(default_factory=lambda: datetime.now(timezone.utc)
                          .isoformat(timespec="seconds"))
 
@@ -159,6 +161,7 @@ class Result:
             "settings": self.settings, "device": self.device, "dtype": self.dtype,
             "sample_rate": self.sample_rate, "duration_seconds": round(self.duration, 3),
             "chunks": self.chunks, "timings": self.timings, "notes": self.notes,
+            "chunk_spans": [[round(start, 3), round(end, 3)] for start, end in self.spans],
             "watermarked": self.watermarked, "speech_rate": self.rate,
             "created": self.created, "versions": versions,
         }
@@ -182,6 +185,11 @@ class Result:
                                  "Pass one: overwrite replaces the file, unique picks the "
                                  "next free name.")
         path = audio.with_suffix(path)
+        if path.suffix.lower() in subtitles.SUBTITLE_SUFFIXES:
+            if not (overwrite or unique):
+                refuse_existing(path)
+            data = self._subtitles(path).encode("utf-8")
+            return _write_files(path, {path: data}, overwrite=overwrite, unique=unique)
         fmt = audio.format_for(path)
         if not (overwrite or unique):
             refuse_existing(path)           # before minutes of encoding a long take
@@ -194,7 +202,27 @@ class Result:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise files.not_saved(path, exc) from exc
-        return _write_pair(path, data, sidecar, overwrite=overwrite, unique=unique)
+        return _write_files(path, {path: data, sidecar_path(path): sidecar},
+                            overwrite=overwrite, unique=unique)
+
+    def _subtitles(self, path: Path) -> str:
+        """The subtitles `path` names: cues (.srt, .vtt), or the chapters track
+        (.chapters.vtt, a project's Markdown headings)."""
+        if not path.name.lower().endswith(subtitles.CHAPTERS_SUFFIX):
+            return subtitles.subtitles_for(path.suffix, self.cues())
+        if not self.chapters:
+            raise InvalidSetting("This audio has no chapters: they come from a project's "
+                                 "Markdown headings (# Title).",
+                                 "Export a project made from Markdown, or save .vtt "
+                                 "subtitles instead.")
+        return subtitles.to_vtt_chapters(self.chapters, self.duration)
+
+    def cues(self) -> list:
+        """Subtitle cues timed from this audio (cbx.subtitles): each chunk's speech,
+        found in its span of the joined audio, pauses and speech rate included."""
+        pieces = [(chunk, start, end) for chunk, (start, end) in zip(self.chunks, self.spans)
+                  if textmod.pause_seconds(chunk) is None]
+        return subtitles.make_cues(self.wav, self.sample_rate, pieces)
 
     def _repr_html_(self) -> str:
         from IPython.display import Audio
@@ -222,18 +250,19 @@ def refuse_existing(path) -> None:
             raise _output_exists(path, existing)
 
 
-def _write_pair(path: Path, data: bytes, sidecar: bytes, *, overwrite: bool,
-                unique: bool) -> Path:
-    """Put the audio and its sidecar at `path` (with `unique`, at the first `name-N`
-    whose two names are both free), both or neither."""
+def _write_files(path: Path, items: dict, *, overwrite: bool, unique: bool) -> Path:
+    """Put `items` ({name: bytes}, named after `path`: the file and its sidecar, if it
+    has one) in place, all or none; with `unique`, at the first `name-N` whose names
+    are all free. Returns where the file went."""
     for number in itertools.count(1):
         target = (path if number == 1
                   else path.with_name(f"{path.stem}-{number}{path.suffix}"))
-        if unique and any(os.path.lexists(p) for p in (target, sidecar_path(target))):
+        named = {target if name == path else sidecar_path(target): data
+                 for name, data in items.items()}
+        if unique and any(os.path.lexists(p) for p in named):
             continue
         try:
-            files.write_group({target: data, sidecar_path(target): sidecar},
-                              overwrite=overwrite)
+            files.write_group(named, overwrite=overwrite)
             return target
         except FileExistsError as exc:  # taken since the check: another save got there
             if not unique:
@@ -386,7 +415,7 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
     first audio while the rest is made. Chunk i is generated with seed `seed + i`, so
     the same inputs give the same audio and each chunk equals upstream `generate()` of
     that chunk after `torch.manual_seed(seed + i)`. Cancel (token or manager) stops
-    within the current chunk and raises `generation_cancelled` carrying the finished
+    at the next T3 token or S3Gen stage (cbx.engine.interrupt) and raises `generation_cancelled` carrying the finished
     chunks as `.partial`. `rate` (0.5-2) speeds the speech up or slows it down at the
     same pitch (cbx.audio.stretch), each chunk before on_chunk sees it; 1 leaves the
     audio exactly as generated. `on_block(AudioBlock)` gets the audio in contiguous
@@ -461,11 +490,14 @@ class _Take:
         req = self.request
         pause = np.zeros(int(PAUSE_SECONDS / req.rate * self.sample_rate),
                          dtype=np.float32)
-        joined = []
+        joined, spans, at = [], [], 0
         for i, piece in enumerate(pieces):
-            if i:
+            if _breath_between(chunks, i):
                 joined.append(pause)
+                at += len(pause)
             joined.append(piece)
+            spans.append((at / self.sample_rate, (at + len(piece)) / self.sample_rate))
+            at += len(piece)
         req.timings["total"] = round(time.perf_counter() - req.started, 3)
         return Result(wav=np.concatenate(joined).astype(np.float32),
                       sample_rate=self.sample_rate, text=req.text, voice=self.voice_name,
@@ -473,7 +505,7 @@ class _Take:
                       chunks=list(chunks), timings=dict(req.timings), device=self.device,
                       dtype=self.dtype, language=req.language, notes=list(req.notes),
                       voice_sha256=self.voice_sha, watermarked=self.watermarked,
-                      rate=req.rate)
+                      rate=req.rate, spans=spans)
 
     def partial(self, pieces: list) -> Result | None:
         """The chunks finished before a cancel or failure (None: none was)."""
@@ -522,9 +554,18 @@ def _speak(text, voice, **call) -> Result:
     was_loaded = manager.loaded is not None
     manager.load(req.variant, device=req.device, dtype=req.dtype, model_dir=req.model_dir)
     req.timings["load"] = 0.0 if was_loaded else round(time.perf_counter() - req.started, 2)
-    with manager.generation(req.cancel) as loaded:
+    with manager.generation(req.cancel) as loaded, \
+            interrupt.cancel_points(loaded.tts, _stop_check(req.cancel)):
         take, conds = _prepare(req, loaded)
         return _chunk_loop(req, take, loaded.tts, conds)
+
+
+def _stop_check(cancel: CancelToken):
+    """What S3Gen's cancel points call: abandon the chunk once `cancel` is set."""
+    def check():
+        if cancel.cancelled:
+            raise _Stop
+    return check
 
 
 def speak_chunks(texts: list, voice=None, *, seeds: list, make: list | None = None,
@@ -533,78 +574,192 @@ def speak_chunks(texts: list, voice=None, *, seeds: list, make: list | None = No
     from `seeds`, their T3 tokens decoded in one batch (cbx.engine.batch). Texts that
     `make` marks False are decoded but not turned into audio (None in their place), so
     a resumed project decodes the very batch an uninterrupted run decoded. Takes
-    speak()'s options (not on_block or rate: a project stretches at export)."""
+    speak()'s options but not on_block. The first error of any text is raised."""
     if not isinstance(texts, (list, tuple)) or not texts or \
             not isinstance(seeds, (list, tuple)) or len(seeds) != len(texts):
         raise InvalidSetting("speak_chunks() takes a list of texts and one seed for each.",
                              "Pass texts=[...] and seeds=[...] of the same length.")
     make = [True] * len(texts) if make is None else list(make)
+    calls = [{"max_chunk_chars": max(len(text) for text in texts), **options,
+              "text": text, "voice": voice, "seed": seed, "first_chunk_chars": None}
+             for text, seed in zip(texts, seeds)]
     try:
-        return _speak_chunks(list(texts), voice, list(seeds), make, options)
+        requests, refused = _resolve_rows(calls)
+        for error in refused.values():
+            raise error
+        out = _make_rows(requests, make)
+        for item in out:
+            if isinstance(item, CbxError):
+                raise item
+        return out
     except CbxError as exc:
         exc.__traceback__ = exc.__context__ = exc.__cause__ = None
         raise
 
 
-def _speak_chunks(texts: list, voice, seeds: list, make: list, options_: dict) -> list:
-    call = {"variant": None, "device": None, "dtype": None, "language": None,
-            "progress": None, "cancel": None, "on_chunk": None, "model_dir": None,
-            "max_chunk_chars": max(len(text) for text in texts), **options_,
-            "first_chunk_chars": None}
-    requests = [_resolve(text, voice, seed=seed, **call) for text, seed in zip(texts, seeds)]
-    for req in requests:
-        if len(req.chunks) != 1:
-            raise InvalidText(f"A text given to speak_chunks() makes {len(req.chunks)} "
-                              "chunks, not one.", "Pass texts of one chunk each.")
-    first = requests[0]
+def speak_together(calls: list) -> list:
+    """Several speak() calls of one chunk each, made as one: their T3 tokens decoded in
+    one batch (cbx.engine.batch), each call with its own voice, settings, seed, rate and
+    cancel token, then each turned into audio. It is how the server serves requests
+    that wait at the same time. `calls` holds speak()'s keyword arguments, `text`
+    included. Returns each call's Result, or the CbxError that call met, in order: one
+    call's bad input, missing voice or cancel does not stop the others. A call whose
+    text speak() would split, or whose model differs from the first call's, is refused
+    (to be made alone). Cancel reaches a call at its next S3Gen stage; the batch's T3
+    steps end once every call is cancelled."""
+    if not isinstance(calls, (list, tuple)) or not calls or \
+            not all(isinstance(call, dict) for call in calls):
+        raise InvalidSetting("speak_together() takes a list of speak() calls as dicts.",
+                             "Pass [{'text': ..., 'voice': ...}, ...].")
+    requests, refused = _resolve_rows(list(calls))
+    out = _make_rows(requests, [True] * len(calls)) if requests else [None] * len(calls)
+    for i, error in refused.items():
+        out[i] = error
+    return out
+
+
+def _resolve_rows(calls: list) -> tuple[dict, dict]:
+    """Each call checked as speak() checks it: {index: _Request} for those that can be
+    made together (one chunk, the first one's model), {index: CbxError} for the rest."""
+    requests, refused = {}, {}
+    for i, call in enumerate(calls):
+        call = dict(call)
+        try:
+            text, voice = call.pop("text", None), call.pop("voice", None)
+            if "on_block" in call or "on_chunk" in call:
+                raise InvalidSetting("A call made in a batch gets its audio whole, so it "
+                                     "takes no on_block or on_chunk.",
+                                     "Use speak() or stream() for audio as it is made.")
+            req = _resolve(text, voice, **{**_SPEAK_DEFAULTS, **call})
+            if len(req.chunks) != 1:
+                raise InvalidText(f"This text makes {len(req.chunks)} chunks, not one, so "
+                                  "it cannot share a batch.", "Make it with speak().")
+            first = requests[min(requests)] if requests else req
+            if (req.variant, req.device, req.dtype) != \
+                    (first.variant, first.device, first.dtype):
+                raise InvalidSetting(f"This call asks for {req.variant} on {req.device} "
+                                     f"({req.dtype}), the batch's model is {first.variant} "
+                                     f"on {first.device} ({first.dtype}).",
+                                     "Make it with speak() once the batch is done.")
+            requests[i] = req
+        except CbxError as exc:
+            refused[i] = exc
+    return requests, refused
+
+
+_SPEAK_DEFAULTS = {"variant": None, "device": None, "dtype": None, "seed": None,
+                   "language": None, "max_chunk_chars": textmod.DEFAULT_MAX_CHARS,
+                   "first_chunk_chars": textmod.DEFAULT_FIRST_CHUNK_CHARS, "progress": None,
+                   "cancel": None, "on_chunk": None, "model_dir": None}
+
+
+class _BatchToken(CancelToken):
+    """A batch's token, the one the model manager holds: cancelled once every row's own
+    token is (one client leaving does not stop the others' rows); its cancel() (an
+    Unload) cancels every row."""
+
+    def __init__(self, rows: list):
+        super().__init__()
+        self._rows = rows
+
+    def cancel(self) -> None:
+        super().cancel()
+        for token in self._rows:
+            token.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return super().cancelled or all(token.cancelled for token in self._rows)
+
+
+def _make_rows(requests: dict, make: list) -> list:
+    """The batch behind speak_chunks() and speak_together(): T3 for every request in
+    groups of the first one's batch size, then S3Gen for each under its own cancel.
+    Returns a Result, a CbxError or None (not made) per index of `make`."""
+    out: list = [None] * len(make)
+    first = requests[min(requests)]
+    everyone = list(requests.values())
+    # one report per callback: a project's group shares one
+    reporters = list({id(req.progress): req for req in everyone}.values())
+
+    def progress(tokens):
+        for req in reporters:
+            req.report(1, tokens, "tokens")
+
+    for req in reporters:
+        req.report(0, 0, "loading")
     manager = get_manager()
-    first.report(0, 0, "loading")
     manager.load(first.variant, device=first.device, dtype=first.dtype,
                  model_dir=first.model_dir)
-    with manager.generation(first.cancel) as loaded:
-        prepared = [_prepare(req, loaded) for req in requests]
-        tts, conds = loaded.tts, prepared[0][1]
-        kwargs = _upstream_kwargs(first.variant, first.settings, first.language)
+    current = {"cancel": first.cancel}      # whose S3Gen pass runs now
+    batch_token = _BatchToken([req.cancel for req in everyone])
 
-        def progress(tokens):
-            first.report(1, tokens, "tokens")
+    def check():
+        if current["cancel"].cancelled:
+            raise _Stop
 
-        try:
-            decoded, size = {}, _batch_size(first, tts)
-            for start in range(0, len(texts), size):   # fewer rows where memory is short
-                rows = {i: (texts[i], seeds[i])
-                        for i in range(start, min(start + size, len(texts)))}
-                if len(rows) > 1:
-                    decoded.update(_decode_group(tts, conds, rows, kwargs, first.cancel,
-                                                 progress, first.notes))
-            out = []
-            for i, (req, (take, _conds)) in enumerate(zip(requests, prepared)):
-                if not make[i]:
-                    out.append(None)
-                    continue
-                if first.cancel.cancelled:
+    with manager.generation(batch_token) as loaded, \
+            interrupt.cancel_points(loaded.tts, check):
+        tts, prepared = loaded.tts, {}
+        for i, req in requests.items():
+            out[i] = _row_outcome(lambda: prepared.__setitem__(i, _prepare(req, loaded)))
+        kwargs = {i: _upstream_kwargs(requests[i].variant, requests[i].settings,
+                                      requests[i].language) for i in prepared}
+        keys, size, decoded, notes = list(prepared), _batch_size(first, tts), {}, []
+        spoken = [i for i in keys if textmod.pause_seconds(requests[i].chunks[0]) is None]
+        for start in range(0, len(spoken), size):  # fewer rows where memory is short
+            group = spoken[start:start + size]
+            if len(group) > 1:
+                outcome = _row_outcome(lambda: decoded.update(_decode_group(
+                    tts, {i: (requests[i].chunks[0], requests[i].seed, prepared[i][1],
+                              kwargs[i]) for i in group}, batch_token, progress, notes)))
+                for i in group:
+                    out[i] = outcome
+        for i in keys:
+            req, (take, conds) = requests[i], prepared[i]
+            req.notes += notes
+            if not make[i] or out[i] is not None:
+                continue
+            current["cancel"] = req.cancel
+
+            def made(req=req, take=take, conds=conds, i=i):
+                if req.cancel.cancelled:
                     raise _Stop
-                wav = _generate_with_retries(tts, conds, texts[i], seeds[i], kwargs,
-                                             first.cancel, progress, req.notes, "The chunk",
-                                             None, decoded.get(i))
-                out.append(take.result([wav], req.chunks))
-            return out
-        except _Stop:
-            raise GenerationCancelled("Generation cancelled.",
-                                      "Start it again; finished chunks are kept.") from None
-        except CbxError:
-            raise
-        except Exception as exc:
-            raise _as_generation_failed(exc) from None
+                silence = _silence(req.chunks[0], take.sample_rate, req.rate)
+                if silence is not None:
+                    return take.result([silence], req.chunks)
+                wav = _generate_with_retries(
+                    tts, conds, req.chunks[0], req.seed, kwargs[i], req.cancel,
+                    lambda tokens: req.report(1, tokens, "tokens"), req.notes,
+                    "The chunk", None, decoded.get(i))
+                return take.result([audio.stretch(wav, take.sample_rate, req.rate)],
+                                   req.chunks)
+            out[i] = _row_outcome(made)
+    return out
+
+
+def _row_outcome(work):
+    """What `work()` returned, or the CbxError it met (a cancel as generation_cancelled,
+    a bug as generation_failed), so one row's failure stays that row's."""
+    try:
+        return work()
+    except _Stop:
+        return GenerationCancelled("Generation cancelled.",
+                                   "Start it again; finished chunks are kept.")
+    except CbxError as exc:
+        return exc
+    except Exception as exc:
+        return _as_generation_failed(exc)
 
 
 def _prepare(req: _Request, loaded) -> tuple[_Take, object]:
     """Check the text against the model's vocabulary and get the voice's conditionals."""
-    unknown = _unknown_characters(loaded.tts, req.text)
+    words = textmod.without_pauses(req.text)
+    unknown = _unknown_characters(loaded.tts, words)
     if unknown:
         req.notes.append("Not in the model's vocabulary, so not spoken: "
                          + " ".join(sorted(unknown)))
-        if unknown >= {c for c in req.text if not c.isspace()}:
+        if unknown >= {c for c in words if not c.isspace()}:
             raise InvalidText("None of the characters in the text can be spoken by "
                               f"{get_variant(req.variant).label}.",
                               "Write the text in the model's language and script.")
@@ -628,6 +783,24 @@ def _prepare(req: _Request, loaded) -> tuple[_Take, object]:
     return take, conds
 
 
+def _silence(chunk: str, sample_rate: int, rate: float):
+    """The silence a pause chunk stands for (cbx.text.pause_seconds), at the speech rate
+    as a project's pauses are; None for a chunk of words."""
+    import numpy as np
+
+    seconds = textmod.pause_seconds(chunk)
+    if seconds is None:
+        return None
+    return np.zeros(round(seconds / rate * sample_rate), dtype=np.float32)
+
+
+def _breath_between(chunks: list[str], index: int) -> bool:
+    """Whether the short breath goes before chunk `index`: between two chunks of words
+    only, since a pause chunk is the whole gap the writer asked for."""
+    return index > 0 and textmod.pause_seconds(chunks[index]) is None and \
+        textmod.pause_seconds(chunks[index - 1]) is None
+
+
 def _chunk_loop(req: _Request, take: _Take, tts, conds) -> Result:
     """Generate the chunks in order, seed + i each, handing each to on_chunk."""
     chunks, pieces, chunk_seconds = req.chunks, [], []
@@ -644,19 +817,25 @@ def _chunk_loop(req: _Request, take: _Take, tts, conds) -> Result:
                    if chunk_seconds else None)
             progress = (lambda tokens, i=index, e=eta:
                         req.report(i + 1, tokens, "tokens", e))
-            group = range(index, min(index + size, len(chunks)))
+            group = [i for i in range(index, min(index + size, len(chunks)))
+                     if textmod.pause_seconds(chunks[i]) is None]
+            silence = _silence(chunk, take.sample_rate, req.rate)
             # the first chunk alone, so the first audio comes as soon as it did
-            if index and index not in decoded and len(group) > 1:
-                decoded = _decode_group(tts, conds,
-                                        {i: (chunks[i], req.seed + i) for i in group},
-                                        kwargs, req.cancel, progress, req.notes)
+            if silence is None and index and index not in decoded and len(group) > 1:
+                decoded = _decode_group(
+                    tts, {i: (chunks[i], req.seed + i, conds, kwargs) for i in group},
+                    req.cancel, progress, req.notes)
             preset = decoded.pop(index, None)
-            maker = sink.maker(index) if sink is not None and preset is None else None
-            wav = _generate_with_retries(
-                tts, conds, chunk, req.seed + index, kwargs, req.cancel, progress,
-                req.notes, f"Chunk {index + 1} of {len(chunks)}",
-                maker.on_tokens if maker is not None else None, preset)
-            wav = audio.stretch(wav, take.sample_rate, req.rate)
+            maker = sink.maker(index) if sink is not None and preset is None \
+                and silence is None else None
+            if silence is None:
+                wav = _generate_with_retries(
+                    tts, conds, chunk, req.seed + index, kwargs, req.cancel, progress,
+                    req.notes, f"Chunk {index + 1} of {len(chunks)}",
+                    maker.on_tokens if maker is not None else None, preset)
+                wav = audio.stretch(wav, take.sample_rate, req.rate)
+            else:
+                wav = silence
             if sink is not None:
                 sink.finish(maker, index, wav)
             chunk_seconds.append(time.perf_counter() - chunk_start)
@@ -716,7 +895,7 @@ class _BlockSink:
     def _emit(self, index: int, wav, last_of_chunk: bool) -> None:
         import numpy as np
 
-        if index and index not in self.begun:
+        if _breath_between(self.req.chunks, index) and index not in self.begun:
             wav = np.concatenate([self.lead_in, wav])
         self.begun.add(index)
         if not len(wav):
@@ -832,17 +1011,19 @@ def _batch_size(req: _Request, tts) -> int:
     return req.batch_size
 
 
-def _decode_group(tts, conds, chunks: dict, kwargs: dict, cancel: CancelToken,
-                  on_tokens, notes: list) -> dict:
-    """T3 tokens for `chunks` (key -> (text, seed)) decoded together, each row with its
-    own seed as if alone, from exactly the inputs upstream's generate() gives T3. If the
-    batch fails (not a cancel, not CUDA memory), nothing is lost: it says so in `notes`
-    and returns nothing, so each chunk is then decoded alone."""
+def _decode_group(tts, chunks: dict, cancel: CancelToken, on_tokens, notes: list) -> dict:
+    """T3 tokens for `chunks` (key -> (text, seed, conditionals, upstream kwargs))
+    decoded together, each row with its own seed, voice and settings as if alone, from
+    exactly the inputs upstream's generate() gives T3. If the batch fails (not a
+    cancel, not CUDA memory), nothing is lost: it says so in `notes` and returns
+    nothing, so each chunk is then decoded alone."""
     import torch
 
-    tts.conds = conds
-    rows = [batch.Row(batch.capture(tts, text, kwargs), decode.token_budget(text), seed)
-            for text, seed in chunks.values()]
+    rows = []
+    for text, seed, conds, kwargs in chunks.values():
+        tts.conds = conds
+        rows.append(batch.Row(batch.capture(tts, text, kwargs), decode.token_budget(text),
+                              seed))
     try:
         with attention_kernels(tts.device):
             results = batch.decode_rows(decode.decoder_of(tts), rows,
