@@ -191,6 +191,9 @@ def _run_speak(args: argparse.Namespace) -> int:
     format_for(output)          # an unknown suffix is refused before the model loads
     unique = not (args.output or args.overwrite)    # only cbx's own name is numbered
     _check_output(output, overwrite=args.overwrite, unique=unique)
+    if args.subtitles and not unique:
+        _check_output(_subtitles_path(output, args.subtitles), overwrite=args.overwrite,
+                      unique=False)
     voice = resolve_voice(args.voice, variant or "original") if args.voice else None
     with _quiet_upstream():
         bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
@@ -203,14 +206,23 @@ def _run_speak(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
     saved = result.save(output, overwrite=args.overwrite, unique=unique)
+    written = [saved]
+    if args.subtitles:     # named after the audio as saved (cbx-speak-2.wav: -2.srt)
+        written.append(result.save(_subtitles_path(saved, args.subtitles),
+                                   overwrite=args.overwrite or unique))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if sys.stderr.isatty():
         print(f"{result.duration:.1f} s of audio, {len(result.chunks)} chunk(s), seed "
               f"{result.seed}, in {result.timings.get('total', 0):.1f} s; settings in "
               f"{sidecar_path(saved).name}", file=sys.stderr)
-    print(saved)
+    print("\n".join(map(str, written)))
     return 0
+
+
+def _subtitles_path(audio_path: Path, fmt: str) -> Path:
+    """The subtitles beside the audio: take.mp3 -> take.srt."""
+    return audio_path.with_suffix(f".{fmt}")
 
 
 def _seed(text: str | None):
@@ -261,6 +273,9 @@ def _add_speak(sub: argparse._SubParsersAction) -> None:
                         "cbx-speak-2.wav, ... when taken)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the output file and its settings file if they exist")
+    p.add_argument("--subtitles", choices=("srt", "vtt"),
+                   help="also write subtitles timed from the audio beside it "
+                        "(out.mp3 -> out.srt) and print their path")
     p.add_argument("--seed", help="random seed: the same seed gives the same audio")
     p.add_argument("--variant", help="original (default), turbo or multilingual")
     p.add_argument("--language", help="language code for the multilingual variant")

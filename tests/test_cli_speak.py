@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import srt                    # a dev dependency: python setup_env.py --dev installs it
 
 from cbx import errors
 from cbx.__main__ import _ProgressBar, build_parser, main
@@ -58,7 +59,11 @@ def test_console_script_is_declared_for_this_main():
 
 
 def _all_error_classes(cls=errors.CbxError):
-    yield cls
+    """The taxonomy's classes (cbx/errors.py). A subclass elsewhere, such as the
+    server's queue_full (an HTTP answer, never a command's), takes its nearest listed
+    ancestor's status, whichever modules this process has imported."""
+    if cls.__module__ == errors.__name__:
+        yield cls
     for sub in cls.__subclasses__():
         yield from _all_error_classes(sub)
 
@@ -72,6 +77,10 @@ def test_every_error_class_has_its_own_exit_status():
     assert not {0, 1, 2, errors.EXIT_INTERRUPTED} & set(statuses)
     assert errors.exit_status(errors.GenerationFailed("m", "s")) == 21
     assert errors.exit_status(type("Later", (errors.InvalidSetting,), {})("m", "s")) == 16
+    from cbx.server.errors import QueueFull
+
+    assert errors.exit_status(QueueFull("m", "s", retry_after=1)) == \
+        errors.EXIT_STATUS[errors.ModelBusy]
 
 
 @pytest.mark.parametrize("command", _entry_points(), ids=lambda c: Path(c[-1]).name)
@@ -256,11 +265,16 @@ def test_speak_generates_on_the_fixture_with_a_progress_bar(checkpoint_root, spe
     text_file.write_bytes("\ufeff".encode() + text.encode())   # Notepad's UTF-8 BOM
     out = tmp_path / "take.wav"
     argv = [str(SCRIPT), "speak", "-f", str(text_file), "--voice", str(speech_wav),
-            "-o", str(out), "--seed", "7", "--max-chunk-chars", "30", "--device", "cpu"]
+            "-o", str(out), "--seed", "7", "--max-chunk-chars", "30", "--device", "cpu",
+            "--subtitles", "srt"]
     rc, stdout, terminal = _run_with_stderr_on_a_terminal(
         argv, _env(CBX_MODEL_DIR=str(checkpoint_root)), timeout=600)
     assert rc == 0, terminal
-    assert stdout.strip() == str(out)       # stdout is the saved path alone
+    # stdout is the saved paths alone: the audio, then its subtitles
+    assert stdout.split() == [str(out), str(tmp_path / "take.srt")]
+    cues = list(srt.parse((tmp_path / "take.srt").read_text(encoding="utf-8")))
+    assert " ".join(" ".join(c.content.split()) for c in cues) == text
+    assert all(a.end <= b.start for a, b in zip(cues, cues[1:]))
     frames = terminal.replace("\n", "\r").split("\r")
     assert any("loading model: chunk 0/2" in f for f in frames), terminal
     assert any("generating: chunk 1/2" in f and "left" in f for f in frames), terminal

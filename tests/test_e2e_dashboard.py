@@ -14,6 +14,7 @@ import json
 import time
 
 import pytest
+import srt                # a dev dependency (setup_env.py --dev)
 
 from cbx.dev import clips
 from cbx.dev.pageserver import (VoilaServer, audio_duration, set_chunk_size, type_text,
@@ -96,7 +97,7 @@ def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
     assert_no_idle_players(page)
     shot(page, "04_result")
 
-    for link in ("wav", "json"):       # served from the output folder, never inline
+    for link in ("wav", "json", "srt"):    # served from the output folder, never inline
         href = page.get_attribute(f".cbx-download a.cbx-download-{link}", "href")
         assert href.startswith("/cbx/outputs/") and href.endswith("?download=1"), href
     with page.expect_download() as info:
@@ -117,6 +118,14 @@ def test_happy_path_upload_generate_play_download_unload(model_page, tmp_path):
     assert meta["voice"].lower().startswith("reference")
     assert meta["chunks"] == ["The sun rose over the quiet hills. Birds sang in the tall old "
                               "trees.", "A cold wind came down from the north."]
+    with page.expect_download() as info:
+        page.click(".cbx-download a.cbx-download-srt")
+    subtitles = tmp_path / info.value.suggested_filename
+    info.value.save_as(str(subtitles))
+    cues = list(srt.parse(subtitles.read_text(encoding="utf-8")))
+    assert subtitles.stem == wav_path.stem and cues
+    assert " ".join(" ".join(c.content.split()) for c in cues) == " ".join(meta["chunks"])
+    assert cues[-1].end.total_seconds() <= duration + 0.05
 
     page.click("button.cbx-unload")
     wait_text(page, ".cbx-model-note", "Unloaded", GENERATION_TIMEOUT_MS)

@@ -614,29 +614,38 @@ class Project:
     def audio(self, rate: float | None = None):
         """(float32 audio of every chunk joined with its pause, sample rate), after
         checking every take fully."""
+        wav, sample_rate, _spans = self._joined(rate)
+        return wav, sample_rate
+
+    def _joined(self, rate: float | None):
+        """audio(), and each chunk's (start_s, end_s) in it, for the subtitles."""
         import numpy as np
         import soundfile as sf
 
         rate = audio.check_rate(self.rate if rate is None else rate)
         rows = self._verified()
-        parts, sample_rate = [], rows[0]["sample_rate"]
+        parts, spans, at, sample_rate = [], [], 0, rows[0]["sample_rate"]
         for n, row in enumerate(rows):
             wav, _sr = sf.read(str(self.folder / TAKES_DIR / row["file"]), dtype="float32")
             parts.append(audio.stretch(wav, sample_rate, rate))
+            spans.append((at / sample_rate, (at + len(parts[-1])) / sample_rate))
+            at += len(parts[-1])
             if n < len(rows) - 1:
                 parts.append(np.zeros(int(row["pause_after"] / rate * sample_rate),
                                       dtype=np.float32))
-        return np.concatenate(parts), sample_rate
+                at += len(parts[-1])
+        return np.concatenate(parts), sample_rate, spans
 
     def export(self, path, rate: float | None = None, *, overwrite: bool = False,
                unique: bool = False) -> Path:
         """The joined audio in the format the suffix names, with its settings sidecar
-        (cbx.engine.synth.Result.save): an existing file is refused unless `overwrite`;
-        `unique` picks the next free name instead (for names cbx chooses itself)."""
+        (cbx.engine.synth.Result.save), or its subtitles (.srt, .vtt) or chapters track
+        (.chapters.vtt): an existing file is refused unless `overwrite`; `unique` picks
+        the next free name instead (for names cbx chooses itself)."""
         from ..engine.synth import Result
 
         rate = audio.check_rate(self.rate if rate is None else rate)
-        wav, sample_rate = self.audio(rate)
+        wav, sample_rate, spans = self._joined(rate)
         plan = self._store.meta()
         rows = self._store.chunks(columns="full")
         records = [json.loads(r["record"]) for r in rows]
@@ -649,5 +658,7 @@ class Project:
             timings={"chunks_seconds": round(sum(a["seconds"] for r in records
                                                  for a in r["attempts"]), 3)},
             device=records[0]["device"], dtype=records[0]["dtype"], notes=notes,
-            voice_sha256=plan["voice"]["sha256"], rate=rate)
+            voice_sha256=plan["voice"]["sha256"], rate=rate, spans=spans,
+            chapters=[(span[0], r["chapter"]) for span, r in zip(spans, rows)
+                      if r["chapter"]])
         return result.save(path, overwrite=overwrite, unique=unique)

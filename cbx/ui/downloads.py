@@ -15,7 +15,8 @@ from urllib.parse import quote
 from ..audio import FORMATS
 
 ROUTE = "cbx/outputs"                     # under the server's base URL
-SERVED_SUFFIXES = (*FORMATS, ".json")     # audio and settings sidecars, nothing else
+# audio, settings sidecars and subtitles, nothing else
+SERVED_SUFFIXES = (*FORMATS, ".json", ".srt", ".vtt")
 
 
 def href(path: Path, output_dir: Path) -> str | None:

@@ -52,6 +52,7 @@ class HistoryEntry:
     saved_path: Path | None = None
     url: str | None = None            # downloads the saved WAV
     sidecar_url: str | None = None    # downloads its settings sidecar
+    subtitles_url: str | None = None  # downloads its subtitles (SRT)
     notes: list = field(default_factory=list)      # what the result says about itself
     created: str = field(default_factory=lambda: datetime.now().strftime("%H:%M:%S"))
 
@@ -192,7 +193,7 @@ class GenerationActions:
         number = len(s.history) + 1
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         filename = f"{stamp}_{number:02d}_{_safe_stem(str(result.voice))}_seed{result.seed}.wav"
-        saved_path = url = sidecar_url = None
+        saved_path = url = sidecar_url = subtitles_url = None
         wav_bytes = result.to_wav_bytes()
         sidecar = json.dumps(result.metadata(), indent=2)
         note = ""
@@ -204,6 +205,9 @@ class GenerationActions:
                 sidecar = sidecar_file.read_text(encoding="utf-8")
                 sidecar_url = href(sidecar_file, output_dir)
             url = href(saved_path, output_dir)
+            # cbx's own name, fresh: a stale .srt of that name is an older take's
+            subtitles_url = href(result.save(saved_path.with_suffix(".srt"),
+                                             overwrite=True), output_dir)
             note = f" Saved as {shown_path(saved_path)}."
         except OutputNotSaved as exc:
             s.error = OutputNotSaved(
@@ -222,6 +226,7 @@ class GenerationActions:
             sidecar_json=sidecar, filename=filename,
             sidecar_filename=sidecar_path(filename).name,
             saved_path=saved_path, url=url, sidecar_url=sidecar_url,
+            subtitles_url=subtitles_url,
             notes=list(result.notes))
         s.history.insert(0, entry)
         for older in s.history[HISTORY_AUDIO_IN_MEMORY:]:

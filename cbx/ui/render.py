@@ -211,7 +211,11 @@ def download_links(entry, compact: bool = False) -> str:
         entry.sidecar_url, entry.sidecar_filename, "JSON" if compact else "Settings (JSON)",
         "cbx-secondary cbx-download-json",
         "The text, voice, seed and settings of this result")
-    return f"<span class='cbx-downloads'>{wav}{side}</span>"
+    subtitles = "" if entry.subtitles_url is None else download_link(
+        entry.subtitles_url, f"{Path(entry.filename).stem}.srt",
+        "SRT" if compact else "Subtitles (SRT)", "cbx-secondary cbx-download-srt",
+        "Subtitles timed from this audio")
+    return f"<span class='cbx-downloads'>{wav}{side}{subtitles}</span>"
 
 
 def result_summary(entry) -> str:
