@@ -80,6 +80,21 @@ def turbo_tags(model_dir=None) -> tuple[str, ...]:
     return tuple(sorted(set(found)))
 
 
+# Turbo's tags that make a sound. Its others ([angry], [whispering], [narration], ...)
+# set how the words around them are delivered; the tag bar shows the two apart.
+SOUND_TAGS = frozenset({"[laugh]", "[chuckle]", "[gasp]", "[cough]", "[sigh]", "[groan]",
+                        "[sniff]", "[shush]", "[clear throat]"})
+
+
+def tag_groups(found) -> list[list]:
+    """`found` as the tag bar groups them: [["Sounds", [...]], ["Delivery", [...]]],
+    an empty group left out."""
+    sounds = [tag for tag in found if tag in SOUND_TAGS]
+    deliveries = [tag for tag in found if tag not in SOUND_TAGS]
+    return [[label, group] for label, group in (("Sounds", sounds),
+                                                ("Delivery", deliveries)) if group]
+
+
 def variant_tags(variant: str, model_dir=None) -> tuple[str, ...]:
     """The tags `variant` speaks: Turbo's list, or () for a variant that has none."""
     return turbo_tags(model_dir) if variant == TURBO else ()

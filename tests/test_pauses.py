@@ -79,6 +79,10 @@ def test_a_pause_of_two_seconds_adds_two_seconds_of_silence(loaded):
     breath = cbx.speak("Hello there. Good bye.", seed=1, max_chunk_chars=15)
     assert len(joined.wav) - len(breath.wav) == pytest.approx((2 - PAUSE_SECONDS) * RATE,
                                                               abs=0.1 * RATE)
+    streamed = np.concatenate([block.wav for block in
+                               cbx.stream("Hello there. [pause 2s] Good bye.", seed=1)])
+    assert len(streamed) == len(joined.wav), "the blocks join into speak()'s length"
+    assert not streamed[ONE_CHUNK:ONE_CHUNK + 2 * RATE].any()
     faster = cbx.speak("Hello there. [pause 2s] Good bye.", seed=1, rate=1.5)
     assert np.count_nonzero(faster.wav == 0) >= round(2 / 1.5 * RATE)
     assert len(faster.wav) < len(joined.wav)

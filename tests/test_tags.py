@@ -133,16 +133,29 @@ def test_view_shows_tag_buttons_for_turbo_and_the_warning_otherwise(backend):
     pytest.importorskip("ipywidgets")
     _write_turbo_tokenizer(backend.model_dir / "turbo", REAL_LAYOUT_TAGS)
     view = make(backend)
-    assert view.tag_box.layout.display == "none" and view.tag_bar.tags == []
+    assert view.tag_box.layout.display == "none" and view.tag_bar.groups == []
     view.text.value = "Ha [laugh] ha."
     assert "read" in view.tag_warning.value and "[laugh]" in view.tag_warning.value
     view.variant.value = "turbo"
     assert view.tag_box.layout.display is None
-    assert view.tag_bar.tags == REAL_LAYOUT_TAGS and view.tag_bar.target == "cbx-text"
+    assert view.tag_bar.groups == [["Sounds", REAL_LAYOUT_TAGS]]
+    assert view.tag_bar.target == "cbx-text"
     assert "cbx-text" in view.text._dom_classes     # the bar's target is the text box
     assert view.tag_warning.value == ""
     view.variant.value = "original"
     assert view.tag_box.layout.display == "none" and "[laugh]" in view.tag_warning.value
+
+
+def test_the_bar_groups_turbos_sounds_apart_from_its_deliveries():
+    """Turbo's tokenizer has 19 tags: 9 sounds, 10 that set how a line is spoken."""
+    deliveries = ["[advertisement]", "[angry]", "[crying]", "[dramatic]", "[fear]",
+                  "[happy]", "[narration]", "[sarcastic]", "[surprised]", "[whispering]"]
+    found = sorted(tags.SOUND_TAGS) + deliveries
+    assert tags.tag_groups(sorted(found)) == [["Sounds", sorted(tags.SOUND_TAGS)],
+                                              ["Delivery", deliveries]]
+    assert len(tags.SOUND_TAGS) == 9
+    assert tags.tag_groups(["[whispering]"]) == [["Delivery", ["[whispering]"]]]
+    assert tags.tag_groups([]) == []
 
 
 # ------------------------------------------------------- the button in a browser
@@ -151,10 +164,10 @@ PAGE = """<div class="cbx-app">
   <div class="cbx-text"><textarea></textarea></div><div id="bar"></div>
 </div>"""
 
-MOUNT = """async ([esm, tags]) => {
+MOUNT = """async ([esm, groups]) => {
   const url = URL.createObjectURL(new Blob([esm], {type: "text/javascript"}));
   const module = await import(url);
-  const values = {tags, target: "cbx-text", disabled: false};
+  const values = {groups, target: "cbx-text", disabled: false};
   const model = {get: (name) => values[name], on: () => {}};
   window.inputs = 0;
   document.querySelector("textarea").addEventListener("input", () => window.inputs++);
@@ -179,7 +192,9 @@ def test_tag_button_inserts_at_the_cursor_in_chromium():
         try:
             page = browser.new_page()
             page.set_content(PAGE)
-            page.evaluate(MOUNT, [ESM, REAL_LAYOUT_TAGS])
+            page.evaluate(MOUNT, [ESM, tags.tag_groups(REAL_LAYOUT_TAGS + ["[whispering]"])])
+            assert page.locator(".cbx-tag-group-label").all_inner_texts() == \
+                ["Sounds", "Delivery"]
             area = page.locator("textarea")
             area.fill("Hello there friend")
             page.evaluate("window.inputs = 0")                   # fill() typed too

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from .. import tags as tagsmod
 from ..errors import InvalidVoiceFile
 from ..settings import ALL_SETTINGS, DEVICES, DTYPES, SETTINGS
 from ..variants import VARIANTS
@@ -132,7 +133,7 @@ class TextCard:
         if self.text.value != s.text:
             self.text.value = s.text
         self.text_info.value = render.text_info_html(s.text_info)
-        self.tag_bar.tags = list(s.tags)
+        self.tag_bar.groups = tagsmod.tag_groups(s.tags)
         self.tag_bar.disabled = s.session_ended
         self.tag_box.layout.display = None if s.tags else "none"
         warning = self.actions.tag_warning

@@ -38,6 +38,8 @@ CSS = """
 .cbx-card h3 { margin: 0 0 8px 0; font-size: 15px; font-weight: 600; color: #243b53;
   text-transform: uppercase; letter-spacing: .04em; }
 .cbx-hint { color: #627d98; font-size: 12px; line-height: 1.4; }
+.cbx-tag-group { display: inline-flex; flex-wrap: wrap; align-items: center; gap: 4px; margin-right: 12px; }
+.cbx-tag-group-label { color: #627d98; font-size: 12px; margin-right: 2px; }
 .cbx-chunk-row { border-top: 1px solid #e4e7eb; padding: 6px 0; }
 .cbx-chunk-flagged { background: #fffbea; }
 .cbx-chunk-damaged { background: #fff5f5; }

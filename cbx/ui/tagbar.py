@@ -28,25 +28,35 @@ function findArea(el, target) {
   return app.querySelector("." + target + " textarea");
 }
 
+function tagButton(model, el, tag) {
+  const button = document.createElement("button");
+  button.className = "jupyter-button widget-button cbx-tag-button";
+  button.textContent = tag;
+  button.title = "Insert " + tag + " at the cursor";
+  button.disabled = model.get("disabled");
+  // keep the text box's selection: a mousedown would move focus first
+  button.addEventListener("mousedown", (event) => event.preventDefault());
+  button.addEventListener("click", () => {
+    const area = findArea(el, model.get("target"));
+    if (area && !area.disabled) insertTag(area, tag);
+  });
+  return button;
+}
+
 function render({ model, el }) {
   const sync = () => {
-    const buttons = model.get("tags").map((tag) => {
-      const button = document.createElement("button");
-      button.className = "jupyter-button widget-button cbx-tag-button";
-      button.textContent = tag;
-      button.title = "Insert " + tag + " at the cursor";
-      button.disabled = model.get("disabled");
-      // keep the text box's selection: a mousedown would move focus first
-      button.addEventListener("mousedown", (event) => event.preventDefault());
-      button.addEventListener("click", () => {
-        const area = findArea(el, model.get("target"));
-        if (area && !area.disabled) insertTag(area, tag);
-      });
-      return button;
+    const groups = model.get("groups").map(([label, tags]) => {
+      const group = document.createElement("span");
+      group.className = "cbx-tag-group";
+      const name = document.createElement("span");
+      name.className = "cbx-tag-group-label";
+      name.textContent = label;
+      group.replaceChildren(name, ...tags.map((tag) => tagButton(model, el, tag)));
+      return group;
     });
-    el.replaceChildren(...buttons);
+    el.replaceChildren(...groups);
   };
-  ["change:tags", "change:disabled", "change:target"].forEach((n) => model.on(n, sync));
+  ["change:groups", "change:disabled", "change:target"].forEach((n) => model.on(n, sync));
   el.classList.add("cbx-tagbar");
   sync();
 }
@@ -55,10 +65,11 @@ export default { render };
 
 
 class TagBar(anywidget.AnyWidget):
-    """One button per tag in `tags`; a click inserts it into the <textarea> inside the
-    element with CSS class `target` (in the same dashboard)."""
+    """One button per tag, under its group's label (`groups`: [[label, [tag, ...]], ...],
+    cbx.tags.tag_groups); a click inserts it into the <textarea> inside the element
+    with CSS class `target` (in the same dashboard)."""
 
     _esm = traitlets.Unicode(ESM).tag(sync=True)
-    tags = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    groups = traitlets.List().tag(sync=True)
     target = traitlets.Unicode("cbx-text").tag(sync=True)
     disabled = traitlets.Bool(False).tag(sync=True)
