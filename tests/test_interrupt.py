@@ -19,9 +19,12 @@ def test_every_stage_is_there_in_upstreams_s3gen(meanflow):
 
     s3gen = S3Gen(meanflow=meanflow)
     found = interrupt.stage_modules(SimpleNamespace(s3gen=s3gen))
-    hift = s3gen.mel2wav
-    assert len(found) == len(interrupt.STAGES) + len(hift.ups) + len(hift.resblocks)
-    assert len(hift.ups) >= 3 and len(hift.resblocks) >= 9
+    lists = [s3gen.get_submodule(path) for path in interrupt.STAGE_LISTS]
+    blocks = [s3gen.get_submodule(path) for path in interrupt.BLOCK_LISTS]
+    assert len(found) == len(interrupt.STAGES) + sum(map(len, lists)) + \
+        sum(map(len, blocks))
+    assert all(len(found_list) >= 1 for found_list in lists + blocks)
+    assert len(set(map(id, found))) == len(found)
 
 
 @pytest.mark.model

@@ -7,6 +7,7 @@ import re
 import threading
 import time
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,8 +91,10 @@ def test_buttons_and_progress_while_generating(backend, env):
     assert view.result_audio.value[:4] == b"RIFF"
     links = dict(re.findall(r"download='([^']+)'[^>]* href='/cbx/outputs/([^'?]+)\?download=1'",
                             view.downloads.value))
-    wav, sidecar = sorted(links, key=len)
+    by_suffix = {Path(name).suffix: name for name in links}
+    wav, sidecar, subtitles = by_suffix[".wav"], by_suffix[".json"], by_suffix[".srt"]
     assert links[wav] == wav and links[sidecar] == sidecar == wav + ".json", links
+    assert links[subtitles] == subtitles == wav[:-len(".wav")] + ".srt", links
     saved = (backend.output_dir() / wav).read_bytes()
     assert saved[:4] == b"RIFF" and len(saved) == len(view.result_audio.value)
     assert "data:" not in view.downloads.value, "files download by URL, never inline"

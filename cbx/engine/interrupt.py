@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import contextlib
 
-# modules called once per stage, as paths under tts.s3gen: the flow's encoder, the
+# Modules called once per stage, as paths under tts.s3gen: the flow's encoder, the
 # estimator's time embedding (once per Euler step; the estimator itself is called
-# through .forward, which skips hooks), the vocoder's f0 predictor; and lists whose
-# every member is a stage: HiFT's upsampling layers and residual blocks
+# through .forward, which skips hooks), the vocoder's f0 predictor. And lists whose
+# every member is a stage: the encoder's conformer layers, HiFT's upsampling layers
+# and residual blocks, and the first module (the resnet) of each of the estimator's
+# down, mid and up blocks, so a check comes every few percent of an Euler step too.
 STAGES = ("flow.encoder", "flow.decoder.estimator.time_mlp", "mel2wav.f0_predictor")
-STAGE_LISTS = ("mel2wav.ups", "mel2wav.resblocks")
+STAGE_LISTS = ("flow.encoder.encoders", "flow.encoder.up_encoders", "mel2wav.ups",
+               "mel2wav.resblocks")
+BLOCK_LISTS = ("flow.decoder.estimator.down_blocks", "flow.decoder.estimator.mid_blocks",
+               "flow.decoder.estimator.up_blocks")
 
 
 def stage_modules(tts) -> list:
-    """The loaded model's modules named in STAGES and STAGE_LISTS. test_interrupt checks
+    """The loaded model's modules named in STAGES, STAGE_LISTS and BLOCK_LISTS
+    (each block's first module). test_interrupt checks
     that every variant has them all, so an upstream rename shows as a failing test, not
     as a cancel that silently waits for the chunk."""
     s3gen, found = getattr(tts, "s3gen", None), []
@@ -32,6 +38,9 @@ def stage_modules(tts) -> list:
     for path in STAGE_LISTS:
         with contextlib.suppress(AttributeError):
             found.extend(s3gen.get_submodule(path))
+    for path in BLOCK_LISTS:
+        with contextlib.suppress(AttributeError):
+            found.extend(block[0] for block in s3gen.get_submodule(path))
     return found
 
 
