@@ -415,8 +415,8 @@ def speak(text: str, voice=None, *, variant: str | None = None, device: str | No
     first audio while the rest is made. Chunk i is generated with seed `seed + i`, so
     the same inputs give the same audio and each chunk equals upstream `generate()` of
     that chunk after `torch.manual_seed(seed + i)`. Cancel (token or manager) stops
-    at the next T3 token or S3Gen stage (cbx.engine.interrupt) and raises `generation_cancelled` carrying the finished
-    chunks as `.partial`. `rate` (0.5-2) speeds the speech up or slows it down at the
+    at the next T3 token or S3Gen stage (cbx.engine.interrupt) and raises
+    `generation_cancelled` carrying the finished chunks as `.partial`. `rate` (0.5-2) speeds the speech up or slows it down at the
     same pitch (cbx.audio.stretch), each chunk before on_chunk sees it; 1 leaves the
     audio exactly as generated. `on_block(AudioBlock)` gets the audio in contiguous
     blocks as soon as each is made, the first after about 0.8 s of speech has been
@@ -555,15 +555,16 @@ def _speak(text, voice, **call) -> Result:
     manager.load(req.variant, device=req.device, dtype=req.dtype, model_dir=req.model_dir)
     req.timings["load"] = 0.0 if was_loaded else round(time.perf_counter() - req.started, 2)
     with manager.generation(req.cancel) as loaded, \
-            interrupt.cancel_points(loaded.tts, _stop_check(req.cancel)):
+            interrupt.cancel_points(loaded.tts, _stop_check(lambda: req.cancel)):
         take, conds = _prepare(req, loaded)
         return _chunk_loop(req, take, loaded.tts, conds)
 
 
-def _stop_check(cancel: CancelToken):
-    """What S3Gen's cancel points call: abandon the chunk once `cancel` is set."""
+def _stop_check(token):
+    """What S3Gen's cancel points call: abandon the chunk once the cancel token that
+    `token()` gives (in a batch, that of the row whose S3Gen pass runs) is set."""
     def check():
-        if cancel.cancelled:
+        if token().cancelled:
             raise _Stop
     return check
 
@@ -693,13 +694,8 @@ def _make_rows(requests: dict, make: list) -> list:
                  model_dir=first.model_dir)
     current = {"cancel": first.cancel}      # whose S3Gen pass runs now
     batch_token = _BatchToken([req.cancel for req in everyone])
-
-    def check():
-        if current["cancel"].cancelled:
-            raise _Stop
-
     with manager.generation(batch_token) as loaded, \
-            interrupt.cancel_points(loaded.tts, check):
+            interrupt.cancel_points(loaded.tts, _stop_check(lambda: current["cancel"])):
         tts, prepared = loaded.tts, {}
         for i, req in requests.items():
             out[i] = _row_outcome(lambda: prepared.__setitem__(i, _prepare(req, loaded)))
